@@ -1,0 +1,539 @@
+//! `ai-background`: the engine of the OBS "AI Background" filter on image and video files.
+//!
+//! ```text
+//! ai-background segment photo.jpg -o mask.png
+//! ai-background apply photo.jpg -o out.png --mode blur --blur 12
+//! ai-background apply clip.mp4 -o out.mp4 --mode image --image beach.jpg
+//! ai-background eval --images DIR --masks DIR --preset landscape --json
+//! ai-background bench --size 1920x1080
+//! ```
+//!
+//! Errors print one line (`error: ...`) and exit with status 1; bad arguments exit with 2.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use image::RgbaImage;
+use indicatif::{ProgressBar, ProgressStyle};
+use obs_ai_background::composite::{AlphaSettings, Background, Compositor, Fit};
+use obs_ai_background::device::DeviceChoice;
+use obs_ai_background::eval::{evaluate_pair, find_pairs};
+use obs_ai_background::metrics::Summary;
+use obs_ai_background::model::{Preset, SegmentationBackend, Segmenter};
+use obs_ai_background::postprocess::{RefineSettings, DEFAULT_REFINE_EPSILON};
+use obs_ai_background::video::{self, Decoder, Encoder};
+use obs_ai_background::{FrameRef, MaskPipeline, PipelineSettings, PixelFormat};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "ai-background",
+    version,
+    about = "Person segmentation and background replacement (the engine of the OBS AI Background filter)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write the person probability of an image as a grey PNG (255 = person).
+    Segment {
+        /// Input image (JPEG, PNG, WebP, BMP).
+        image: PathBuf,
+        /// Output PNG.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Write a hard 0/255 mask cut at this probability instead of the probability.
+        #[arg(long)]
+        threshold: Option<f32>,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Blur, replace or remove the background of an image or a video.
+    Apply(ApplyArgs),
+    /// Score the segmenter on images with ground-truth masks (IoU, boundary F at 3 px).
+    Eval {
+        /// Folder of images (<id>.jpg/.jpeg/.png).
+        #[arg(long)]
+        images: PathBuf,
+        /// Folder of masks (<id>.png, >= 128 = person), same size as their images.
+        #[arg(long)]
+        masks: PathBuf,
+        /// Probability at which a pixel counts as person.
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f32,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Also write per-image scores to this CSV file.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Time each stage of the frame path (pre-processing, inference, post-processing,
+    /// compositing) on a real photo scaled to a frame size.
+    Bench {
+        /// Frame size, WIDTHxHEIGHT.
+        #[arg(long, default_value = "1280x720", value_parser = parse_size)]
+        size: (usize, usize),
+        /// Frames to time (after 5 warm-up frames).
+        #[arg(long, default_value_t = 50)]
+        frames: usize,
+        /// Background mode to composite.
+        #[arg(long, value_enum, default_value_t = Mode::Blur)]
+        mode: Mode,
+        /// Photo to use (default: the demo photo shipped in the repository).
+        #[arg(long)]
+        image: Option<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// Model preset: landscape (fast, 256x144 input) or square (256x256).
+    #[arg(long, default_value = "landscape", value_parser = parse_preset)]
+    preset: Preset,
+    /// Compute device: auto, cpu, cuda[:N], metal[:N].
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    device: DeviceChoice,
+    /// Load weights from this .safetensors file instead of the embedded ones.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Refine mask edges with a guided filter using the image as guide.
+    #[arg(long)]
+    refine: bool,
+    /// Guided-filter radius in pixels (0: twice the upscale factor).
+    #[arg(long, default_value_t = 0)]
+    refine_radius: usize,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Blur the background.
+    Blur,
+    /// Replace the background with an image (--image).
+    Image,
+    /// Replace the background with a colour (--color).
+    Color,
+    /// Make the background transparent (PNG/WebP images, WebM/MOV videos).
+    Transparent,
+}
+
+#[derive(Args)]
+struct ApplyArgs {
+    /// Input image or video (.mp4, .mkv, .mov, .webm, ...).
+    input: PathBuf,
+    /// Output file; its extension picks the format.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// What replaces the background.
+    #[arg(long, value_enum, default_value_t = Mode::Blur)]
+    mode: Mode,
+    /// Blur strength: Gaussian sigma in output pixels.
+    #[arg(long, default_value_t = 12.0)]
+    blur: f32,
+    /// Background image for --mode image.
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// How the background image is fitted.
+    #[arg(long, default_value = "cover", value_parser = |s: &str| s.parse::<Fit>())]
+    fit: Fit,
+    /// Background colour for --mode color: #RRGGBB, #RRGGBBAA or a name (black, white,
+    /// green, blue, grey).
+    #[arg(long, default_value = "#00b140", value_parser = parse_color)]
+    color: [u8; 4],
+    /// Probability at which a pixel counts as person (0..1).
+    #[arg(long, default_value_t = obs_ai_background::composite::DEFAULT_THRESHOLD)]
+    threshold: f32,
+    /// Edge softness in probability units (0..1).
+    #[arg(long, default_value_t = obs_ai_background::composite::DEFAULT_FEATHER)]
+    feather: f32,
+    /// Temporal smoothing strength for videos (0..1).
+    #[arg(long, default_value_t = obs_ai_background::pipeline::DEFAULT_SMOOTHING)]
+    smoothing: f32,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+fn parse_preset(s: &str) -> Result<Preset, String> {
+    s.parse()
+        .map_err(|e: obs_ai_background::EngineError| e.to_string())
+}
+
+fn parse_device(s: &str) -> Result<DeviceChoice, String> {
+    s.parse()
+        .map_err(|e: obs_ai_background::EngineError| e.to_string())
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("expected WIDTHxHEIGHT, got '{s}'"))?;
+    let parse = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0);
+    parse(w)
+        .zip(parse(h))
+        .ok_or_else(|| format!("expected WIDTHxHEIGHT with positive numbers, got '{s}'"))
+}
+
+fn parse_color(s: &str) -> Result<[u8; 4], String> {
+    let named = match s.to_ascii_lowercase().as_str() {
+        "black" => Some([0, 0, 0, 255]),
+        "white" => Some([255, 255, 255, 255]),
+        "green" => Some([0, 177, 64, 255]),
+        "blue" => Some([0, 71, 187, 255]),
+        "grey" | "gray" => Some([128, 128, 128, 255]),
+        _ => None,
+    };
+    if let Some(c) = named {
+        return Ok(c);
+    }
+    let hex = s.trim_start_matches('#');
+    let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16);
+    let bad = || format!("expected #RRGGBB, #RRGGBBAA or a colour name, got '{s}'");
+    match hex.len() {
+        6 | 8 if hex.is_ascii() => {
+            let a = if hex.len() == 8 { byte(6) } else { Ok(255) };
+            Ok([
+                byte(0).map_err(|_| bad())?,
+                byte(2).map_err(|_| bad())?,
+                byte(4).map_err(|_| bad())?,
+                a.map_err(|_| bad())?,
+            ])
+        }
+        _ => Err(bad()),
+    }
+}
+
+impl ModelArgs {
+    fn backend(&self) -> Result<Arc<dyn SegmentationBackend>> {
+        let device = self.device.resolve()?;
+        let segmenter = match &self.weights {
+            Some(path) => Segmenter::from_file(path, self.preset, &device)?,
+            None => Segmenter::new(self.preset, &device)?,
+        };
+        log::info!("segmenter: {}", segmenter.describe());
+        Ok(Arc::new(segmenter))
+    }
+
+    fn pipeline_settings(&self, smoothing: f32) -> PipelineSettings {
+        PipelineSettings {
+            smoothing,
+            refine: self.refine,
+            refine_settings: RefineSettings {
+                radius: self.refine_radius,
+                epsilon: DEFAULT_REFINE_EPSILON,
+            },
+        }
+    }
+}
+
+fn load_rgba(path: &Path) -> Result<RgbaImage> {
+    Ok(image::open(path)
+        .map_err(|e| anyhow::anyhow!("cannot read image {}: {e}", path.display()))?
+        .to_rgba8())
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Segment {
+            image,
+            output,
+            threshold,
+            model,
+        } => segment(&image, &output, threshold, &model),
+        Command::Apply(args) => apply(&args),
+        Command::Eval {
+            images,
+            masks,
+            threshold,
+            json,
+            csv,
+            model,
+        } => eval(&images, &masks, threshold, json, csv.as_deref(), &model),
+        Command::Bench {
+            size,
+            frames,
+            mode,
+            image,
+            model,
+        } => bench(size, frames, mode, image.as_deref(), &model),
+    };
+    if let Err(e) = result {
+        // One line: the outermost message, with its causes joined.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn segment(input: &Path, output: &Path, threshold: Option<f32>, model: &ModelArgs) -> Result<()> {
+    let img = load_rgba(input)?;
+    let mut pipeline = MaskPipeline::new(model.backend()?);
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let frame = FrameRef::packed(img.as_raw(), w, h, PixelFormat::Rgba)?;
+    let mut mask = pipeline
+        .process(&frame, &model.pipeline_settings(0.0))?
+        .clone();
+    if let Some(t) = threshold {
+        mask.data
+            .iter_mut()
+            .for_each(|p| *p = if *p >= t { 1.0 } else { 0.0 });
+    }
+    mask.save_png(output)?;
+    eprintln!("wrote {} ({w}x{h})", output.display());
+    Ok(())
+}
+
+/// Everything `apply` needs per frame, kept across the frames of a video.
+struct Applier<'a> {
+    args: &'a ApplyArgs,
+    pipeline: MaskPipeline,
+    compositor: Compositor,
+    background_image: Option<RgbaImage>,
+    settings: PipelineSettings,
+}
+
+impl Applier<'_> {
+    fn frame(&mut self, frame: &FrameRef<'_>, out: &mut RgbaImage) -> Result<()> {
+        let prob = self.pipeline.process(frame, &self.settings)?;
+        let background = match self.args.mode {
+            Mode::Blur => Background::Blur {
+                sigma: self.args.blur,
+            },
+            Mode::Image => Background::Image {
+                image: self
+                    .background_image
+                    .as_ref()
+                    .expect("loaded for image mode"),
+                fit: self.args.fit,
+            },
+            Mode::Color => Background::Color(self.args.color),
+            Mode::Transparent => Background::Transparent,
+        };
+        let alpha = AlphaSettings {
+            threshold: self.args.threshold,
+            feather: self.args.feather,
+        };
+        self.compositor
+            .composite(frame, prob, alpha, background, out);
+        Ok(())
+    }
+}
+
+fn apply(args: &ApplyArgs) -> Result<()> {
+    let background_image = match (args.mode, &args.image) {
+        (Mode::Image, Some(path)) => Some(load_rgba(path)?),
+        (Mode::Image, None) => bail!("--mode image needs --image PATH"),
+        _ => None,
+    };
+    let is_video = video::is_video_path(&args.input);
+    let transparent = args.mode == Mode::Transparent;
+    if !is_video && transparent {
+        let ext = args
+            .output
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("");
+        if !matches!(ext.to_ascii_lowercase().as_str(), "png" | "webp") {
+            bail!("a .{ext} image cannot hold transparency: write .png or .webp instead");
+        }
+    }
+    let mut applier = Applier {
+        args,
+        pipeline: MaskPipeline::new(args.model.backend()?),
+        compositor: Compositor::default(),
+        background_image,
+        settings: args
+            .model
+            .pipeline_settings(if is_video { args.smoothing } else { 0.0 }),
+    };
+    if is_video {
+        return apply_video(args, &mut applier);
+    }
+    let img = load_rgba(&args.input)?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let frame = FrameRef::packed(img.as_raw(), w, h, PixelFormat::Rgba)?;
+    let mut out = RgbaImage::new(0, 0);
+    applier.frame(&frame, &mut out)?;
+    let out = image::DynamicImage::ImageRgba8(out);
+    let ext = args
+        .output
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("");
+    // JPEG has no alpha channel: drop it (the background is opaque in these modes).
+    let out = if matches!(ext.to_ascii_lowercase().as_str(), "jpg" | "jpeg") {
+        image::DynamicImage::ImageRgb8(out.to_rgb8())
+    } else {
+        out
+    };
+    out.save(&args.output)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    eprintln!("wrote {} ({w}x{h})", args.output.display());
+    Ok(())
+}
+
+fn apply_video(args: &ApplyArgs, applier: &mut Applier<'_>) -> Result<()> {
+    let info = video::probe(&args.input)?;
+    let mut decoder = Decoder::open(&args.input, &info)?;
+    let mut encoder = Encoder::create(
+        &args.output,
+        &info,
+        Some(&args.input),
+        args.mode == Mode::Transparent,
+    )?;
+    let bar = ProgressBar::new(info.frames.unwrap_or(0));
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} frames, {per_sec}, eta {eta}")
+            .expect("valid template"),
+    );
+    let (w, h) = (info.width, info.height);
+    let mut buf = Vec::new();
+    let mut out = RgbaImage::new(w as u32, h as u32);
+    let mut count = 0u64;
+    while decoder.next_frame(&mut buf)? {
+        let frame = FrameRef::packed(&buf, w, h, PixelFormat::Rgba)?;
+        applier.frame(&frame, &mut out)?;
+        encoder.write_frame(out.as_raw())?;
+        count += 1;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    decoder.finish()?;
+    encoder.finish()?;
+    if count == 0 {
+        bail!("{} has no frames", args.input.display());
+    }
+    eprintln!("wrote {} ({count} frames, {w}x{h})", args.output.display());
+    Ok(())
+}
+
+fn eval(
+    images: &Path,
+    masks: &Path,
+    threshold: f32,
+    json: bool,
+    csv_path: Option<&Path>,
+    model: &ModelArgs,
+) -> Result<()> {
+    let pairs = find_pairs(images, masks)?;
+    let mut pipeline = MaskPipeline::new(model.backend()?);
+    let settings = model.pipeline_settings(0.0);
+    let bar = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(pairs.len() as u64)
+    };
+    let mut scores = Vec::with_capacity(pairs.len());
+    for pair in &pairs {
+        scores.push(evaluate_pair(&mut pipeline, pair, &settings, threshold)?);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if let Some(path) = csv_path {
+        let mut w = csv::Writer::from_path(path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        for s in &scores {
+            w.serialize(s)?;
+        }
+        w.flush()?;
+    }
+    let summary = Summary::of(&scores);
+    if json {
+        let mut v = serde_json::to_value(&summary)?;
+        v["preset"] = model.preset.name().into();
+        v["refine"] = model.refine.into();
+        println!("{v}");
+    } else {
+        println!("preset      {}", model.preset);
+        println!("images      {}", summary.count);
+        println!("mean IoU    {:.4}", summary.mean_iou);
+        println!("pooled IoU  {:.4}", summary.pooled_iou);
+        println!("boundary F  {:.4}  (3 px)", summary.boundary_f);
+    }
+    Ok(())
+}
+
+/// Path of the demo photo shipped in the repository.
+fn demo_photo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo/person.jpg")
+}
+
+fn bench(
+    size: (usize, usize),
+    frames: usize,
+    mode: Mode,
+    image: Option<&Path>,
+    model: &ModelArgs,
+) -> Result<()> {
+    let photo = image.map(Path::to_path_buf).unwrap_or_else(demo_photo);
+    let src = load_rgba(&photo)?;
+    let (w, h) = size;
+    let frame_img = image::imageops::resize(&src, w as u32, h as u32, image::imageops::Triangle);
+    let frame = FrameRef::packed(frame_img.as_raw(), w, h, PixelFormat::Rgba)?;
+    let backend = model.backend()?;
+    let describe = backend.describe();
+    let mut pipeline = MaskPipeline::new(backend);
+    let settings = model.pipeline_settings(obs_ai_background::pipeline::DEFAULT_SMOOTHING);
+    let mut compositor = Compositor::default();
+    let colour_bg = RgbaImage::from_pixel(64, 36, image::Rgba([20, 120, 200, 255]));
+    let background = match mode {
+        Mode::Blur => Background::Blur { sigma: 12.0 },
+        Mode::Image => Background::Image {
+            image: &colour_bg,
+            fit: Fit::Cover,
+        },
+        Mode::Color => Background::Color([0, 177, 64, 255]),
+        Mode::Transparent => Background::Transparent,
+    };
+    let mut out = RgbaImage::new(w as u32, h as u32);
+    let mut stages: [Vec<Duration>; 5] = Default::default();
+    for i in 0..frames + 5 {
+        let t0 = Instant::now();
+        let prob = pipeline.process(&frame, &settings)?;
+        let t1 = Instant::now();
+        compositor.composite(&frame, prob, AlphaSettings::default(), background, &mut out);
+        let t2 = Instant::now();
+        if i >= 5 {
+            let t = pipeline.timings();
+            for (s, d) in
+                stages
+                    .iter_mut()
+                    .zip([t.preprocess, t.inference, t.postprocess, t2 - t1, t2 - t0])
+            {
+                s.push(d);
+            }
+        }
+    }
+    println!(
+        "{describe}, {w}x{h}, {frames} frames, refine {}:",
+        model.refine
+    );
+    println!("{:<14} {:>10} {:>10}", "stage", "median ms", "p90 ms");
+    let names = [
+        "preprocess",
+        "inference",
+        "postprocess",
+        "composite",
+        "total",
+    ];
+    for (name, mut s) in names.into_iter().zip(stages) {
+        s.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "{name:<14} {:>10.2} {:>10.2}",
+            ms(s[s.len() / 2]),
+            ms(s[s.len() * 9 / 10])
+        );
+    }
+    Ok(())
+}

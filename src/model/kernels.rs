@@ -1,0 +1,760 @@
+//! CPU kernels for the layers candle's stock ops run slowly, wrapped as candle custom ops.
+//!
+//! candle's `conv2d` with `groups = C` runs `C` separate convolutions, which makes the
+//! depthwise layers of this network dominate a frame. [`DepthwiseConv`] is one pass per
+//! channel instead, with bias, activation and residual fused in; [`PointwiseConv`] is a 1x1
+//! convolution as one matrix product with the same epilogue; [`DenseConv`] is the stem,
+//! [`Upsample2x`] the decoder's upsampling, [`GatedAdd`] its gated skip connection and
+//! [`TransposedConv2x2Sigmoid`] the output layer.
+//!
+//! Every hot loop runs under [`simd`], so one binary uses AVX2 where the CPU has it.
+//!
+//! All kernels take batch size 1 and contiguous NCHW `f32` tensors, which is what the model
+//! feeds them; anything else is an error, never a panic.
+
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, InplaceOp2, Layout, Result, Shape};
+
+/// Element-wise activation fused into a kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// Identity (the linear projections of inverted-residual blocks).
+    None,
+    /// `max(x, 0)`.
+    Relu,
+    /// `x * relu6(x + 3) / 6` (Howard et al., "Searching for MobileNetV3", 2019, eq. 2;
+    /// TFLite `HARD_SWISH`).
+    HardSwish,
+    /// `1 / (1 + exp(-x))` (TFLite `LOGISTIC`).
+    Sigmoid,
+}
+
+impl Activation {
+    /// Applies the activation to one value.
+    #[inline(always)]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::None => x,
+            Activation::Relu => x.max(0.0),
+            Activation::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) * (1.0 / 6.0),
+            Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        }
+    }
+
+    /// Applies the activation to every value of `v` after adding `bias` (the match is outside
+    /// the loop, so each arm vectorises).
+    #[inline(always)]
+    pub fn apply_slice(self, v: &mut [f32], bias: f32) {
+        match self {
+            Activation::None => v.iter_mut().for_each(|x| *x += bias),
+            Activation::Relu => v.iter_mut().for_each(|x| *x = (*x + bias).max(0.0)),
+            Activation::HardSwish => v.iter_mut().for_each(|x| {
+                let y = *x + bias;
+                *x = y * (y + 3.0).clamp(0.0, 6.0) * (1.0 / 6.0);
+            }),
+            Activation::Sigmoid => v
+                .iter_mut()
+                .for_each(|x| *x = 1.0 / (1.0 + (-(*x + bias)).exp())),
+        }
+    }
+
+    /// Applies the activation to a candle tensor with stock ops (any device).
+    pub fn apply_tensor(self, x: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+        match self {
+            Activation::None => Ok(x.clone()),
+            Activation::Relu => x.relu(),
+            Activation::HardSwish => x.broadcast_mul(&((x + 3.0)?.clamp(0f32, 6f32)? / 6.0)?),
+            Activation::Sigmoid => candle_nn::ops::sigmoid(x),
+        }
+    }
+}
+
+/// TensorFlow "SAME" padding along one axis: `(before, after)` for an input of `size`, a
+/// kernel of `k` and a stride of `stride`. Output size is `ceil(size / stride)`; the total
+/// padding `max((out - 1) * stride + k - size, 0)` is split with the extra pixel after
+/// (TensorFlow `GetWindowedOutputSize`; for stride 2 on even sizes this pads bottom/right
+/// only: k=3 gives (0, 1), k=5 gives (1, 2)).
+pub fn same_padding(size: usize, k: usize, stride: usize) -> (usize, usize) {
+    let out = size.div_ceil(stride);
+    let total = ((out - 1) * stride + k).saturating_sub(size);
+    (total / 2, total - total / 2)
+}
+
+/// Returns the contiguous `[C, H, W]` data of a batch-1 NCHW tensor.
+fn nchw_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<(&'a [f32], [usize; 3])> {
+    let data = match storage {
+        CpuStorage::F32(d) => d.as_slice(),
+        _ => bail!("expected an f32 tensor"),
+    };
+    let (n, c, h, w) = layout.shape().dims4()?;
+    if n != 1 {
+        bail!("expected batch size 1, got {n}");
+    }
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        bail!("expected a contiguous tensor");
+    };
+    Ok((&data[start..end], [c, h, w]))
+}
+
+/// Runs `f` with the best SIMD instruction set of this CPU enabled (AVX2 + FMA where present,
+/// detected at run time with `pulp`, so one binary serves every x86-64 CPU). Code inlined into
+/// `f` is vectorised for it; the hot loops below are `#[inline(always)]` for that reason.
+#[inline(always)]
+pub fn simd<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
+}
+
+/// Runs `f(channel, chunk, scratch)` over the `C` equal chunks of `data` under [`simd`], on
+/// the calling thread. `scratch` is a reusable buffer.
+///
+/// The kernels are deliberately single-threaded: a landscape frame is about 2 ms of work cut
+/// into ~100 µs pieces, and on the 2-core reference machine handing them to a second thread cost
+/// more than it saved (`RAYON_NUM_THREADS=2` vs `1` with `cargo bench --bench engine`). It also
+/// leaves the other cores to OBS, the encoder and the game.
+fn for_each_channel<F>(data: &mut [f32], channels: usize, f: F)
+where
+    F: Fn(usize, &mut [f32], &mut Vec<f32>),
+{
+    let plane = data.len() / channels.max(1);
+    let mut scratch = Vec::new();
+    // A plain loop: iterator adaptors such as `for_each` are not `inline(always)` and would
+    // leave the kernels outside the SIMD context.
+    simd(
+        #[inline(always)]
+        || {
+            for (c, chunk) in data.chunks_mut(plane).enumerate() {
+                f(c, chunk, &mut scratch);
+            }
+        },
+    );
+}
+
+/// Depthwise 2D convolution (one `k`x`k` filter per channel) with TensorFlow SAME padding,
+/// bias and a fused activation, as TFLite `DEPTHWISE_CONV_2D` with depth multiplier 1;
+/// optionally adds the input to the activated output (`x + act(dw(x))`, stride 1).
+///
+/// Input `[1, C, H, W]`, output `[1, C, ceil(H / stride), ceil(W / stride)]`.
+/// Weights are `C * k * k` values in `[C, 1, k, k]` order; bias has `C` values.
+#[derive(Clone, Debug)]
+pub struct DepthwiseConv {
+    /// `[C, 1, k, k]` filter taps, row-major.
+    pub weight: Vec<f32>,
+    /// `[C]` bias.
+    pub bias: Vec<f32>,
+    /// Kernel size in pixels (3 or 5 in this network).
+    pub kernel: usize,
+    /// Stride in pixels (1 or 2).
+    pub stride: usize,
+    /// Activation applied after the bias.
+    pub activation: Activation,
+    /// Add the input to the output (residual refinement; stride 1 only).
+    pub residual: bool,
+}
+
+impl DepthwiseConv {
+    /// Output height and width for an input of `h` x `w`.
+    pub fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
+        (h.div_ceil(self.stride), w.div_ceil(self.stride))
+    }
+
+    /// Runs the convolution on one channel plane. `input` is `h * w`, `out` is
+    /// `oh * ow` as given by [`DepthwiseConv::output_size`]; `scratch` is reused between calls.
+    #[inline(always)]
+    pub fn run_plane(
+        &self,
+        c: usize,
+        input: &[f32],
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        let k = self.kernel;
+        let taps = &self.weight[c * k * k..(c + 1) * k * k];
+        let prepared = PreparedPlane::new(input, h, w, k, self.stride, scratch);
+        out.fill(0.0);
+        prepared.accumulate(taps, out);
+        self.activation.apply_slice(out, self.bias[c]);
+        if self.residual {
+            for (o, &i) in out.iter_mut().zip(input) {
+                *o += i;
+            }
+        }
+    }
+}
+
+/// One input plane laid out for a `k`x`k`, stride-`s` convolution with SAME padding: zero
+/// borders added once, and for stride 2 the plane split into its 4 phases (even/odd rows x
+/// even/odd columns). Every tap then reads a contiguous run of `ow` values, so the inner
+/// loop is a vectorisable `out += tap * row`, with no bounds arithmetic per tap.
+struct PreparedPlane<'a> {
+    data: &'a [f32],
+    k: usize,
+    s: usize,
+    /// Rows and columns of each phase.
+    ph: usize,
+    pw: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl<'a> PreparedPlane<'a> {
+    #[inline(always)]
+    fn new(input: &[f32], h: usize, w: usize, k: usize, s: usize, buf: &'a mut Vec<f32>) -> Self {
+        let (oh, ow) = (h.div_ceil(s), w.div_ceil(s));
+        let (pt, pb) = same_padding(h, k, s);
+        let (pl, pr) = same_padding(w, k, s);
+        let (hp, wp) = (h + pt + pb, w + pl + pr);
+        let (ph, pw) = (hp.div_ceil(s), wp.div_ceil(s));
+        buf.clear();
+        buf.resize(s * s * ph * pw, 0.0);
+        let phase_len = ph * pw;
+        for (y, row) in input.chunks_exact(w).take(h).enumerate() {
+            let py = y + pt;
+            if s == 1 {
+                buf[py * pw + pl..py * pw + pl + w].copy_from_slice(row);
+            } else {
+                // Stride 2: padded column px goes to phase (py & 1, px & 1) at px >> 1.
+                let planes = (py & 1) * 2 * phase_len;
+                let (even, odd) = buf[planes..planes + 2 * phase_len].split_at_mut(phase_len);
+                let row_off = (py >> 1) * pw;
+                let (even, odd) = (
+                    &mut even[row_off..row_off + pw],
+                    &mut odd[row_off..row_off + pw],
+                );
+                let mut x = 0;
+                if pl & 1 == 1 {
+                    odd[pl >> 1] = row[0];
+                    x = 1;
+                }
+                // From here x + pl is even: pairs deinterleave into the two phases.
+                let first = (x + pl) >> 1;
+                let rest = &row[x..];
+                let pairs = rest.len() / 2;
+                let (e, o) = (
+                    &mut even[first..first + pairs],
+                    &mut odd[first..first + pairs],
+                );
+                for ((e, o), p) in e.iter_mut().zip(o.iter_mut()).zip(rest.chunks_exact(2)) {
+                    *e = p[0];
+                    *o = p[1];
+                }
+                if rest.len() % 2 == 1 {
+                    even[first + pairs] = rest[rest.len() - 1];
+                }
+            }
+        }
+        Self {
+            data: buf,
+            k,
+            s,
+            ph,
+            pw,
+            oh,
+            ow,
+        }
+    }
+
+    /// `out += conv(plane, taps)` for `k * k` taps (row-major), `out` being `oh * ow`.
+    #[inline(always)]
+    fn accumulate(&self, taps: &[f32], out: &mut [f32]) {
+        // Monomorphised for the shapes of this network so the tap loops unroll.
+        match (self.k, self.s) {
+            (3, 1) => self.accumulate_k::<3, 1>(taps, out),
+            (3, 2) => self.accumulate_k::<3, 2>(taps, out),
+            (5, 1) => self.accumulate_k::<5, 1>(taps, out),
+            (5, 2) => self.accumulate_k::<5, 2>(taps, out),
+            _ => self.accumulate_any(self.k, self.s, taps, out),
+        }
+    }
+
+    #[inline(always)]
+    fn accumulate_k<const K: usize, const S: usize>(&self, taps: &[f32], out: &mut [f32]) {
+        let taps: &[f32; 25] = &{
+            let mut t = [0f32; 25];
+            t[..K * K].copy_from_slice(&taps[..K * K]);
+            t
+        };
+        let (pw, ow) = (self.pw, self.ow);
+        let phase_len = self.ph * pw;
+        for (oy, out_row) in out.chunks_exact_mut(ow).enumerate().take(self.oh) {
+            // Blocks of BLOCK outputs stay in registers across all K*K taps.
+            let mut x0 = 0;
+            while x0 + BLOCK <= ow {
+                let mut acc: [f32; BLOCK] = out_row[x0..x0 + BLOCK].try_into().expect("block");
+                for ky in 0..K {
+                    for kx in 0..K {
+                        let phase = (ky % S) * S + kx % S;
+                        let base = phase * phase_len + (oy + ky / S) * pw + kx / S + x0;
+                        let src: &[f32; BLOCK] =
+                            self.data[base..base + BLOCK].try_into().expect("block");
+                        let t = taps[ky * K + kx];
+                        for i in 0..BLOCK {
+                            acc[i] += t * src[i];
+                        }
+                    }
+                }
+                out_row[x0..x0 + BLOCK].copy_from_slice(&acc);
+                x0 += BLOCK;
+            }
+            if x0 < ow {
+                let n = ow - x0;
+                for ky in 0..K {
+                    for kx in 0..K {
+                        let phase = (ky % S) * S + kx % S;
+                        let base = phase * phase_len + (oy + ky / S) * pw + kx / S + x0;
+                        let t = taps[ky * K + kx];
+                        for (o, &v) in out_row[x0..].iter_mut().zip(&self.data[base..base + n]) {
+                            *o += t * v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn accumulate_any(&self, k: usize, s: usize, taps: &[f32], out: &mut [f32]) {
+        let (pw, ow) = (self.pw, self.ow);
+        let phase_len = self.ph * pw;
+        for (oy, out_row) in out.chunks_exact_mut(ow).enumerate().take(self.oh) {
+            for ky in 0..k {
+                for kx in 0..k {
+                    let phase = (ky % s) * s + kx % s;
+                    let base = phase * phase_len + (oy + ky / s) * pw + kx / s;
+                    let t = taps[ky * k + kx];
+                    for (o, &v) in out_row.iter_mut().zip(&self.data[base..base + ow]) {
+                        *o += t * v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Output values per register block in [`PreparedPlane::accumulate`] (two AVX registers).
+const BLOCK: usize = 16;
+
+/// A dense `k`x`k` convolution with TensorFlow SAME padding, bias and activation, computed
+/// directly (the network's stem: 3 -> 16 channels, 3x3, stride 2, hard-swish). Weights are
+/// `[Cout, Cin, k, k]` row-major.
+#[derive(Clone, Debug)]
+pub struct DenseConv {
+    /// `[Cout, Cin, k, k]` taps.
+    pub weight: Vec<f32>,
+    /// `[Cout]` bias.
+    pub bias: Vec<f32>,
+    /// Input channels.
+    pub cin: usize,
+    /// Kernel size.
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Activation after the bias.
+    pub activation: Activation,
+}
+
+impl CustomOp1 for DenseConv {
+    fn name(&self) -> &'static str {
+        "dense-conv2d-same"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (input, [c, h, w]) = nchw_slice(storage, layout)?;
+        let (k, s) = (self.kernel, self.stride);
+        if c != self.cin || self.weight.len() != self.bias.len() * c * k * k {
+            bail!(
+                "dense conv weights are for {} input channels, got {c}",
+                self.cin
+            );
+        }
+        // Lay out every input channel once; all output channels read them.
+        let mut buffers: Vec<Vec<f32>> = vec![Vec::new(); c];
+        let planes: Vec<PreparedPlane> = buffers
+            .iter_mut()
+            .enumerate()
+            .map(|(ci, buf)| {
+                PreparedPlane::new(&input[ci * h * w..(ci + 1) * h * w], h, w, k, s, buf)
+            })
+            .collect();
+        let (oh, ow) = (h.div_ceil(s), w.div_ceil(s));
+        let cout = self.bias.len();
+        let mut out = vec![0f32; cout * oh * ow];
+        for_each_channel(
+            &mut out,
+            cout,
+            #[inline(always)]
+            |co, o, _| {
+                for (ci, plane) in planes.iter().enumerate() {
+                    let base = (co * c + ci) * k * k;
+                    plane.accumulate(&self.weight[base..base + k * k], o);
+                }
+                self.activation.apply_slice(o, self.bias[co]);
+            },
+        );
+        Ok((CpuStorage::F32(out), Shape::from((1, cout, oh, ow))))
+    }
+}
+
+impl CustomOp1 for DepthwiseConv {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-same"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (input, [c, h, w]) = nchw_slice(storage, layout)?;
+        if self.weight.len() != c * self.kernel * self.kernel || self.bias.len() != c {
+            bail!(
+                "depthwise weights are for {} channels, input has {c}",
+                self.bias.len()
+            );
+        }
+        if self.residual && self.stride != 1 {
+            bail!("a residual depthwise convolution needs stride 1");
+        }
+        let (oh, ow) = self.output_size(h, w);
+        let mut out = vec![0f32; c * oh * ow];
+        for_each_channel(
+            &mut out,
+            c,
+            #[inline(always)]
+            |ch, o, scratch| {
+                self.run_plane(ch, &input[ch * h * w..(ch + 1) * h * w], h, w, o, scratch)
+            },
+        );
+        Ok((CpuStorage::F32(out), Shape::from((1, c, oh, ow))))
+    }
+}
+
+/// Returns the contiguous data of an f32 tensor with its channel count (dim 1).
+fn channels_mut<'a>(
+    storage: &'a mut CpuStorage,
+    layout: &Layout,
+) -> Result<(&'a mut [f32], usize)> {
+    let data = match storage {
+        CpuStorage::F32(d) => d.as_mut_slice(),
+        _ => bail!("expected an f32 tensor"),
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        bail!("expected a contiguous tensor");
+    };
+    let dims = layout.shape().dims();
+    if dims.len() < 2 || dims[0] != 1 {
+        bail!("expected a [1, C, ...] tensor, got {dims:?}");
+    }
+    Ok((&mut data[start..end], dims[1]))
+}
+
+fn source<'a>(storage: &'a CpuStorage, layout: &Layout, len: usize) -> Result<&'a [f32]> {
+    let data = match storage {
+        CpuStorage::F32(d) => d.as_slice(),
+        _ => bail!("expected an f32 tensor"),
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) if end - start == len => Ok(&data[start..end]),
+        _ => bail!("expected a contiguous source of {len} values"),
+    }
+}
+
+/// A 1x1 convolution as one matrix product `[Cout, Cin] x [Cin, H*W]` followed, in the same
+/// op, by bias, activation and an optional residual add (second operand, `[1, Cout, H, W]`).
+///
+/// The product runs through `ndarray` / `matrixmultiply` (runtime-dispatched AVX2/FMA kernels,
+/// single-threaded) rather than `Tensor::matmul`: candle 0.11 looks up the CPU topology on every
+/// CPU matmul when `RAYON_NUM_THREADS` is unset, which cost more than this network's products.
+#[derive(Clone, Copy, Debug)]
+pub struct PointwiseConv<'a> {
+    /// `[Cout, Cin]` row-major.
+    pub weight: &'a [f32],
+    /// `[Cout]`.
+    pub bias: &'a [f32],
+    /// Activation after the bias (before the residual add).
+    pub activation: Activation,
+}
+
+impl PointwiseConv<'_> {
+    fn run(&self, x: &[f32], cin: usize, hw: usize, residual: Option<&[f32]>) -> Result<Vec<f32>> {
+        let cout = self.bias.len();
+        if self.weight.len() != cout * cin {
+            bail!(
+                "1x1 conv weights are {} values, expected {cout} x {cin}",
+                self.weight.len()
+            );
+        }
+        let mut out = vec![0f32; cout * hw];
+        let shape_err = |e: ndarray::ShapeError| candle_core::Error::Msg(e.to_string());
+        let w = ndarray::ArrayView2::from_shape((cout, cin), self.weight).map_err(shape_err)?;
+        let xv = ndarray::ArrayView2::from_shape((cin, hw), x).map_err(shape_err)?;
+        let mut ov = ndarray::ArrayViewMut2::from_shape((cout, hw), &mut out).map_err(shape_err)?;
+        ndarray::linalg::general_mat_mul(1.0, &w, &xv, 0.0, &mut ov);
+        let (bias, act) = (self.bias, self.activation);
+        for_each_channel(
+            &mut out,
+            cout,
+            #[inline(always)]
+            |o, chunk, _| {
+                act.apply_slice(chunk, bias[o]);
+                if let Some(r) = residual {
+                    for (v, &add) in chunk.iter_mut().zip(&r[o * hw..(o + 1) * hw]) {
+                        *v += add;
+                    }
+                }
+            },
+        );
+        Ok(out)
+    }
+}
+
+impl CustomOp1 for PointwiseConv<'_> {
+    fn name(&self) -> &'static str {
+        "pointwise-conv"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, [c, h, w]) = nchw_slice(storage, layout)?;
+        let out = self.run(x, c, h * w, None)?;
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((1, self.bias.len(), h, w)),
+        ))
+    }
+}
+
+impl CustomOp2 for PointwiseConv<'_> {
+    fn name(&self) -> &'static str {
+        "pointwise-conv-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, [c, h, w]) = nchw_slice(s1, l1)?;
+        let residual = source(s2, l2, self.bias.len() * h * w)?;
+        let out = self.run(x, c, h * w, Some(residual))?;
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((1, self.bias.len(), h, w)),
+        ))
+    }
+}
+
+/// `dst += src * gate[c]` in place on contiguous `[1, C, H, W]` tensors: a skip connection
+/// weighted by a per-channel gate, added to the upsampled decoder path.
+#[derive(Clone, Debug)]
+pub struct GatedAdd {
+    /// `[C]` gate values.
+    pub gate: Vec<f32>,
+}
+
+impl InplaceOp2 for GatedAdd {
+    fn name(&self) -> &'static str {
+        "gated-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        src: &CpuStorage,
+        src_l: &Layout,
+    ) -> Result<()> {
+        let (data, c) = channels_mut(dst, dst_l)?;
+        if c != self.gate.len() {
+            bail!("gate has {} channels, tensor {c}", self.gate.len());
+        }
+        let skip = source(src, src_l, data.len())?;
+        let plane = data.len() / c.max(1);
+        for_each_channel(
+            data,
+            c,
+            #[inline(always)]
+            |ch, chunk, _| {
+                let g = self.gate[ch];
+                for (x, &s) in chunk.iter_mut().zip(&skip[ch * plane..(ch + 1) * plane]) {
+                    *x += s * g;
+                }
+            },
+        );
+        Ok(())
+    }
+}
+
+/// 2x bilinear upsampling with half-pixel centres and clamp-to-edge (TFLite
+/// `RESIZE_BILINEAR` with `half_pixel_centers`, PyTorch `align_corners=False`):
+/// `[1, C, H, W]` -> `[1, C, 2H, 2W]`. Along each axis output `2i` is `0.25 x[i-1] + 0.75 x[i]`
+/// and `2i + 1` is `0.75 x[i] + 0.25 x[i+1]`, indices clamped.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Upsample2x;
+
+impl Upsample2x {
+    #[inline(always)]
+    fn plane(input: &[f32], h: usize, w: usize, out: &mut [f32]) {
+        let ow = 2 * w;
+        // Horizontal pass of each input row, written into output row 2y (reused below).
+        let mut rows = vec![0f32; h * ow];
+        for y in 0..h {
+            let src = &input[y * w..(y + 1) * w];
+            let dst = &mut rows[y * ow..(y + 1) * ow];
+            for x in 0..w {
+                let l = src[x.saturating_sub(1)];
+                let c = src[x];
+                let r = src[(x + 1).min(w - 1)];
+                dst[2 * x] = 0.25 * l + 0.75 * c;
+                dst[2 * x + 1] = 0.75 * c + 0.25 * r;
+            }
+        }
+        for y in 0..h {
+            let up = &rows[y.saturating_sub(1) * ow..][..ow];
+            let mid = &rows[y * ow..][..ow];
+            let down = &rows[(y + 1).min(h - 1) * ow..][..ow];
+            let (top, bottom) = out[2 * y * ow..(2 * y + 2) * ow].split_at_mut(ow);
+            for x in 0..ow {
+                top[x] = 0.25 * up[x] + 0.75 * mid[x];
+                bottom[x] = 0.75 * mid[x] + 0.25 * down[x];
+            }
+        }
+    }
+}
+
+impl CustomOp1 for Upsample2x {
+    fn name(&self) -> &'static str {
+        "upsample-bilinear-2x"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (input, [c, h, w]) = nchw_slice(storage, layout)?;
+        let mut out = vec![0f32; c * 4 * h * w];
+        for_each_channel(
+            &mut out,
+            c,
+            #[inline(always)]
+            |ch, o, _| Self::plane(&input[ch * h * w..(ch + 1) * h * w], h, w, o),
+        );
+        Ok((CpuStorage::F32(out), Shape::from((1, c, 2 * h, 2 * w))))
+    }
+}
+
+/// The output layer in one pass: a 2x2 stride-2 transposed convolution `C -> 1` with bias
+/// (non-overlapping 2x2 output blocks), then a sigmoid. `[1, C, H, W]` -> `[1, 1, 2H, 2W]`.
+#[derive(Clone, Debug)]
+pub struct TransposedConv2x2Sigmoid {
+    /// `[C, 1, 2, 2]` taps (candle `conv_transpose2d` layout), row-major.
+    pub weight: Vec<f32>,
+    /// The output bias.
+    pub bias: f32,
+}
+
+impl CustomOp1 for TransposedConv2x2Sigmoid {
+    fn name(&self) -> &'static str {
+        "transposed-conv-2x2-sigmoid"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (input, [c, h, w]) = nchw_slice(storage, layout)?;
+        if self.weight.len() != 4 * c {
+            bail!(
+                "transposed conv weights are for {} channels, input has {c}",
+                self.weight.len() / 4
+            );
+        }
+        let out = simd(
+            #[inline(always)]
+            || {
+                let plane = h * w;
+                // One accumulator plane per output offset (dy, dx): contiguous updates, then a
+                // single interleaving pass with the sigmoid.
+                let mut acc = vec![self.bias; 4 * plane];
+                for ch in 0..c {
+                    let src = &input[ch * plane..(ch + 1) * plane];
+                    for (j, a) in acc.chunks_exact_mut(plane).enumerate() {
+                        let t = self.weight[4 * ch + j];
+                        for (o, &v) in a.iter_mut().zip(src) {
+                            *o += t * v;
+                        }
+                    }
+                }
+                let ow = 2 * w;
+                let mut out = vec![0f32; 4 * plane];
+                for y in 0..h {
+                    let (top, bottom) = out[2 * y * ow..(2 * y + 2) * ow].split_at_mut(ow);
+                    for x in 0..w {
+                        let i = y * w + x;
+                        top[2 * x] = acc[i];
+                        top[2 * x + 1] = acc[plane + i];
+                        bottom[2 * x] = acc[2 * plane + i];
+                        bottom[2 * x + 1] = acc[3 * plane + i];
+                    }
+                }
+                Activation::Sigmoid.apply_slice(&mut out, 0.0);
+                out
+            },
+        );
+        Ok((CpuStorage::F32(out), Shape::from((1, 1, 2 * h, 2 * w))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn same_padding_matches_tensorflow() {
+        // Figures from SOURCE.md: stride 2 on even sizes pads bottom/right only.
+        assert_eq!(same_padding(144, 3, 2), (0, 1));
+        assert_eq!(same_padding(18, 5, 2), (1, 2));
+        assert_eq!(same_padding(9, 5, 1), (2, 2));
+        assert_eq!(same_padding(9, 3, 1), (1, 1));
+        // Odd input with stride 2: ceil(9/2) = 5 outputs, (5-1)*2+3-9 = 2 -> (1, 1).
+        assert_eq!(same_padding(9, 3, 2), (1, 1));
+    }
+
+    /// The custom kernel must equal candle's grouped conv2d on explicitly padded input.
+    #[test]
+    fn depthwise_matches_grouped_conv2d() -> Result<()> {
+        let dev = Device::Cpu;
+        for &(k, s, h, w) in &[(3, 1, 7, 9), (3, 2, 8, 10), (5, 2, 9, 16), (5, 1, 6, 5)] {
+            let c = 3;
+            let x: Vec<f32> = (0..c * h * w)
+                .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+                .collect();
+            let wt: Vec<f32> = (0..c * k * k)
+                .map(|i| ((i * 13 % 29) as f32 / 14.0) - 1.0)
+                .collect();
+            let bias = vec![0.1, -0.2, 0.3];
+            let op = DepthwiseConv {
+                weight: wt.clone(),
+                bias: bias.clone(),
+                kernel: k,
+                stride: s,
+                activation: Activation::None,
+                residual: false,
+            };
+            let xt = Tensor::from_vec(x, (1, c, h, w), &dev)?;
+            let ours = xt.apply_op1_no_bwd(&op)?;
+            let (pt, pb) = same_padding(h, k, s);
+            let (pl, pr) = same_padding(w, k, s);
+            let padded = xt.pad_with_zeros(2, pt, pb)?.pad_with_zeros(3, pl, pr)?;
+            let wt = Tensor::from_vec(wt, (c, 1, k, k), &dev)?;
+            let reference = padded
+                .conv2d(&wt, 0, s, 1, c)?
+                .broadcast_add(&Tensor::from_vec(bias, (1, c, 1, 1), &dev)?)?;
+            assert_eq!(ours.dims(), reference.dims(), "k={k} s={s} {h}x{w}");
+            let diff = (ours - reference)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-5, "k={k} s={s} {h}x{w}: max diff {diff}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn activations_match_their_definitions() {
+        assert_eq!(Activation::Relu.apply(-2.0), 0.0);
+        assert_eq!(Activation::HardSwish.apply(-3.5), 0.0);
+        assert_eq!(Activation::HardSwish.apply(4.0), 4.0);
+        assert!((Activation::HardSwish.apply(1.0) - 4.0 / 6.0).abs() < 1e-7);
+        assert!((Activation::Sigmoid.apply(0.0) - 0.5).abs() < 1e-7);
+    }
+}

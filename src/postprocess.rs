@@ -1,0 +1,443 @@
+//! Mask post-processing, the CPU reference: temporal smoothing, scene-cut detection,
+//! threshold and feather, and guided-filter edge refinement.
+//!
+//! The OBS filter runs smoothing and refinement on its worker thread with these functions, and
+//! does threshold and feather per pixel in its effect with exactly [`threshold_feather`].
+
+/// Hermite smoothstep: 0 below `e0`, 1 above `e1`, `u * u * (3 - 2u)` in between with
+/// `u = (x - e0) / (e1 - e0)` (GLSL/HLSL `smoothstep`).
+#[inline]
+pub fn smoothstep(e0: f32, e1: f32, x: f32) -> f32 {
+    let u = ((x - e0) / (e1 - e0)).clamp(0.0, 1.0);
+    u * u * (3.0 - 2.0 * u)
+}
+
+/// Person alpha from person probability: `smoothstep(t - f/2, t + f/2, p)`, a hard step
+/// (`p >= t`) when `feather` is 0.
+///
+/// `threshold` and `feather` are in 0..1 (probability units). The filter's effect computes
+/// the same expression per pixel.
+#[inline]
+pub fn threshold_feather(p: f32, threshold: f32, feather: f32) -> f32 {
+    if feather <= 0.0 {
+        if p >= threshold {
+            1.0
+        } else {
+            0.0
+        }
+    } else {
+        smoothstep(threshold - 0.5 * feather, threshold + 0.5 * feather, p)
+    }
+}
+
+/// Applies [`threshold_feather`] to every value of `probability`, writing alpha into `alpha`.
+pub fn apply_threshold_feather(
+    probability: &[f32],
+    alpha: &mut [f32],
+    threshold: f32,
+    feather: f32,
+) {
+    for (a, &p) in alpha.iter_mut().zip(probability) {
+        *a = threshold_feather(p, threshold, feather);
+    }
+}
+
+/// Largest weight the previous state gets in [`TemporalSmoother`] (at strength 1 and no
+/// change), so that even full smoothing follows the image within a few frames.
+pub const MAX_SMOOTHING_WEIGHT: f32 = 0.9;
+
+/// Per-pixel change of probability (0..1) at which the smoother stops smoothing and follows
+/// the new frame at once: changes this large are motion, not flicker.
+pub const MOTION_CHANGE: f32 = 0.5;
+
+/// Motion-adaptive exponential moving average of the person probability.
+///
+/// For each pixel, with `d = |p_new - p_prev|`:
+/// `w = MAX_SMOOTHING_WEIGHT * strength * max(0, 1 - d / MOTION_CHANGE)` and
+/// `p = w * p_prev + (1 - w) * p_new`. Small frame-to-frame changes (flicker on a still scene)
+/// are averaged over several frames; large changes (the person moving) pass at once, so
+/// smoothing adds no lag to motion. Strength 0 turns it off.
+///
+/// The state resets when the size changes and on [`TemporalSmoother::reset`] (scene cuts).
+#[derive(Clone, Debug, Default)]
+pub struct TemporalSmoother {
+    state: Vec<f32>,
+}
+
+impl TemporalSmoother {
+    /// Forgets the previous frames.
+    pub fn reset(&mut self) {
+        self.state.clear();
+    }
+
+    /// Smooths `probability` in place against the previous frames and remembers the result.
+    /// `strength` is in 0..1.
+    pub fn apply(&mut self, probability: &mut [f32], strength: f32) {
+        let strength = strength.clamp(0.0, 1.0);
+        if self.state.len() != probability.len() || strength == 0.0 {
+            self.state.clear();
+            self.state.extend_from_slice(probability);
+            return;
+        }
+        let k = MAX_SMOOTHING_WEIGHT * strength;
+        for (p, s) in probability.iter_mut().zip(self.state.iter_mut()) {
+            let d = (*p - *s).abs();
+            let w = k * (1.0 - d / MOTION_CHANGE).max(0.0);
+            *p = w * *s + (1.0 - w) * *p;
+            *s = *p;
+        }
+    }
+}
+
+/// Mean absolute change (0..1) of a coarse luma thumbnail above which a frame is a scene cut
+/// (a camera switch, a scene change): temporal state is then dropped instead of blended.
+/// Camera noise and a person moving stay well below it (measured on the clips in
+/// `../shared/videos`: under 0.05 between consecutive frames).
+pub const SCENE_CUT_CHANGE: f32 = 0.15;
+
+/// Thumbnail size (width, height) compared by [`SceneCutDetector`].
+const THUMB: (usize, usize) = (16, 9);
+
+/// Detects scene cuts by comparing a 16x9 luma thumbnail of consecutive model inputs.
+#[derive(Clone, Debug, Default)]
+pub struct SceneCutDetector {
+    previous: Vec<f32>,
+    current: Vec<f32>,
+}
+
+impl SceneCutDetector {
+    /// Forgets the previous frame.
+    pub fn reset(&mut self) {
+        self.previous.clear();
+    }
+
+    /// Feeds one model input (NCHW `[1, 3, h, w]` RGB 0..1) and returns whether it differs
+    /// from the previous one by more than [`SCENE_CUT_CHANGE`]. The first frame is not a cut.
+    pub fn is_cut(&mut self, input: &[f32], w: usize, h: usize) -> bool {
+        let (tw, th) = THUMB;
+        self.current.clear();
+        self.current.resize(tw * th, 0.0);
+        let plane = w * h;
+        for y in 0..h {
+            let ty = y * th / h;
+            for x in 0..w {
+                let i = y * w + x;
+                // Rec. 601 luma.
+                let luma =
+                    0.299 * input[i] + 0.587 * input[plane + i] + 0.114 * input[2 * plane + i];
+                self.current[ty * tw + x * tw / w] += luma;
+            }
+        }
+        let cell = (w * h) as f32 / (tw * th) as f32;
+        self.current.iter_mut().for_each(|v| *v /= cell);
+        let cut = self.previous.len() == self.current.len()
+            && self
+                .previous
+                .iter()
+                .zip(&self.current)
+                .map(|(a, b)| (a - b).abs())
+                .sum::<f32>()
+                / (tw * th) as f32
+                > SCENE_CUT_CHANGE;
+        std::mem::swap(&mut self.previous, &mut self.current);
+        cut
+    }
+}
+
+/// Box filter of radius `r` (window `2r + 1`, clipped at the borders and normalised by the
+/// number of pixels inside) over a `w` x `h` plane, via running sums: O(1) per pixel.
+/// `tmp` is scratch space of `w * h` values.
+pub fn box_filter(src: &[f32], dst: &mut [f32], tmp: &mut Vec<f32>, w: usize, h: usize, r: usize) {
+    tmp.resize(w * h, 0.0);
+    // Horizontal pass: src -> tmp.
+    for y in 0..h {
+        let row = &src[y * w..(y + 1) * w];
+        let out = &mut tmp[y * w..(y + 1) * w];
+        let mut sum: f32 = row[..(r + 1).min(w)].iter().sum();
+        for x in 0..w {
+            let lo = x.saturating_sub(r);
+            let hi = (x + r).min(w - 1);
+            out[x] = sum / (hi - lo + 1) as f32;
+            if x + r + 1 < w {
+                sum += row[x + r + 1];
+            }
+            if x >= r {
+                sum -= row[x - r];
+            }
+        }
+    }
+    // Vertical pass: tmp -> dst, all columns at once (row-wise for cache friendliness).
+    let mut sums = vec![0f32; w];
+    for y in 0..=r.min(h - 1) {
+        for (s, v) in sums.iter_mut().zip(&tmp[y * w..(y + 1) * w]) {
+            *s += v;
+        }
+    }
+    for y in 0..h {
+        let lo = y.saturating_sub(r);
+        let hi = (y + r).min(h - 1);
+        let inv = 1.0 / (hi - lo + 1) as f32;
+        for (d, s) in dst[y * w..(y + 1) * w].iter_mut().zip(&sums) {
+            *d = s * inv;
+        }
+        if y + r + 1 < h {
+            let add = &tmp[(y + r + 1) * w..(y + r + 2) * w];
+            sums.iter_mut().zip(add).for_each(|(s, v)| *s += v);
+        }
+        if y >= r {
+            let sub = &tmp[(y - r) * w..(y - r + 1) * w];
+            sums.iter_mut().zip(sub).for_each(|(s, v)| *s -= v);
+        }
+    }
+}
+
+/// Settings of the guided-filter edge refinement.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RefineSettings {
+    /// Window radius in pixels of the frame; 0 picks one from the upscale factor
+    /// (see [`RefineSettings::radius_for`]).
+    pub radius: usize,
+    /// Regularisation epsilon (variance of the 0..1 guide below which edges are smoothed
+    /// away). He et al. use 1e-4 .. 1e-2 for matting; 1e-3 suits 8-bit webcam noise.
+    pub epsilon: f32,
+}
+
+impl Default for RefineSettings {
+    fn default() -> Self {
+        Self {
+            radius: 0,
+            epsilon: DEFAULT_REFINE_EPSILON,
+        }
+    }
+}
+
+/// Default guided-filter epsilon.
+pub const DEFAULT_REFINE_EPSILON: f32 = 1e-3;
+
+impl RefineSettings {
+    /// The radius to use for a frame `frame_h` pixels high refined from a model output
+    /// `model_h` pixels high: the configured one, or twice the upscale factor (at least 2).
+    pub fn radius_for(&self, frame_h: usize, model_h: usize) -> usize {
+        if self.radius > 0 {
+            self.radius
+        } else {
+            (2 * frame_h).div_ceil(model_h.max(1)).max(2)
+        }
+    }
+}
+
+/// Guided filter with a grey guide (He, Sun and Tang, "Guided Image Filtering", TPAMI 2013,
+/// Algorithm 1), in its fast form (He and Sun, "Fast Guided Filter", arXiv:1505.00996, 2015):
+/// the linear coefficients are computed on a copy subsampled by `s = max(1, r / 4)` and
+/// upsampled bilinearly. It snaps the upsampled person probability to the edges of the frame.
+///
+/// All buffers are kept between calls, so a warm filter does not allocate.
+#[derive(Clone, Debug, Default)]
+pub struct GuidedFilter {
+    guide_small: Vec<f32>,
+    p_small: Vec<f32>,
+    mean_i: Vec<f32>,
+    mean_p: Vec<f32>,
+    corr: Vec<f32>,
+    prod: Vec<f32>,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    tmp: Vec<f32>,
+    up_a: Vec<f32>,
+    up_b: Vec<f32>,
+    axes: (
+        crate::preprocess::BilinearAxis,
+        crate::preprocess::BilinearAxis,
+    ),
+    scratch: Vec<f32>,
+}
+
+impl GuidedFilter {
+    /// Refines `p` (`w` x `h`, 0..1) in place with the grey `guide` (`w` x `h`, 0..1).
+    pub fn apply(
+        &mut self,
+        guide: &[f32],
+        p: &mut [f32],
+        w: usize,
+        h: usize,
+        radius: usize,
+        eps: f32,
+    ) {
+        let s = (radius / 4).max(1);
+        let (sw, sh) = (w.div_ceil(s), h.div_ceil(s));
+        let r = (radius / s).max(1);
+        let n = sw * sh;
+        downsample_box(guide, w, h, s, &mut self.guide_small);
+        downsample_box(p, w, h, s, &mut self.p_small);
+        for v in [
+            &mut self.mean_i,
+            &mut self.mean_p,
+            &mut self.corr,
+            &mut self.prod,
+            &mut self.a,
+            &mut self.b,
+        ] {
+            v.resize(n, 0.0);
+        }
+        box_filter(
+            &self.guide_small,
+            &mut self.mean_i,
+            &mut self.tmp,
+            sw,
+            sh,
+            r,
+        );
+        box_filter(&self.p_small, &mut self.mean_p, &mut self.tmp, sw, sh, r);
+        // var_I = mean(I*I) - mean_I^2 ; cov_Ip = mean(I*p) - mean_I * mean_p.
+        for (d, &i) in self.prod.iter_mut().zip(&self.guide_small) {
+            *d = i * i;
+        }
+        box_filter(&self.prod, &mut self.corr, &mut self.tmp, sw, sh, r);
+        for ((d, &i), &pv) in self
+            .prod
+            .iter_mut()
+            .zip(&self.guide_small)
+            .zip(&self.p_small)
+        {
+            *d = i * pv;
+        }
+        // Reuse `a` for mean(I*p) before it holds the coefficients.
+        box_filter(&self.prod, &mut self.a, &mut self.tmp, sw, sh, r);
+        for k in 0..n {
+            let var = self.corr[k] - self.mean_i[k] * self.mean_i[k];
+            let cov = self.a[k] - self.mean_i[k] * self.mean_p[k];
+            let a = cov / (var + eps);
+            self.a[k] = a;
+            self.b[k] = self.mean_p[k] - a * self.mean_i[k];
+        }
+        box_filter(&self.a, &mut self.corr, &mut self.tmp, sw, sh, r);
+        box_filter(&self.b, &mut self.prod, &mut self.tmp, sw, sh, r);
+        self.up_a.resize(w * h, 0.0);
+        self.up_b.resize(w * h, 0.0);
+        crate::preprocess::resize_plane(
+            &self.corr,
+            sw,
+            sh,
+            &mut self.up_a,
+            w,
+            h,
+            &mut self.axes,
+            &mut self.scratch,
+        );
+        crate::preprocess::resize_plane(
+            &self.prod,
+            sw,
+            sh,
+            &mut self.up_b,
+            w,
+            h,
+            &mut self.axes,
+            &mut self.scratch,
+        );
+        for ((q, &i), (&a, &b)) in p
+            .iter_mut()
+            .zip(guide)
+            .zip(self.up_a.iter().zip(&self.up_b))
+        {
+            *q = (a * i + b).clamp(0.0, 1.0);
+        }
+    }
+}
+
+/// Averages `s` x `s` blocks of a `w` x `h` plane into `ceil(w/s)` x `ceil(h/s)` (edge blocks
+/// average the pixels that exist).
+pub fn downsample_box(src: &[f32], w: usize, h: usize, s: usize, dst: &mut Vec<f32>) {
+    let (sw, sh) = (w.div_ceil(s), h.div_ceil(s));
+    dst.clear();
+    dst.resize(sw * sh, 0.0);
+    if s == 1 {
+        dst.copy_from_slice(src);
+        return;
+    }
+    for y in 0..h {
+        let row = &src[y * w..(y + 1) * w];
+        let out = &mut dst[(y / s) * sw..(y / s + 1) * sw];
+        for (x, &v) in row.iter().enumerate() {
+            out[x / s] += v;
+        }
+    }
+    for by in 0..sh {
+        let rows = (h - by * s).min(s);
+        for bx in 0..sw {
+            let cols = (w - bx * s).min(s);
+            dst[by * sw + bx] /= (rows * cols) as f32;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threshold_feather_is_smoothstep_around_threshold() {
+        assert_eq!(threshold_feather(0.49, 0.5, 0.0), 0.0);
+        assert_eq!(threshold_feather(0.5, 0.5, 0.0), 1.0);
+        assert_eq!(threshold_feather(0.39, 0.5, 0.2), 0.0);
+        assert_eq!(threshold_feather(0.61, 0.5, 0.2), 1.0);
+        assert!((threshold_feather(0.5, 0.5, 0.2) - 0.5).abs() < 1e-6);
+        // u = 0.25 -> 0.0625 * 2.5 = 0.15625
+        assert!((threshold_feather(0.45, 0.5, 0.2) - 0.15625).abs() < 1e-6);
+    }
+
+    #[test]
+    fn box_filter_equals_brute_force() {
+        let (w, h, r) = (13, 7, 2);
+        let src: Vec<f32> = (0..w * h).map(|i| ((i * 31) % 17) as f32).collect();
+        let mut dst = vec![0.0; w * h];
+        box_filter(&src, &mut dst, &mut Vec::new(), w, h, r);
+        for y in 0..h {
+            for x in 0..w {
+                let (mut sum, mut n) = (0.0, 0);
+                for yy in y.saturating_sub(r)..=(y + r).min(h - 1) {
+                    for xx in x.saturating_sub(r)..=(x + r).min(w - 1) {
+                        sum += src[yy * w + xx];
+                        n += 1;
+                    }
+                }
+                assert!((dst[y * w + x] - sum / n as f32).abs() < 1e-4, "({x},{y})");
+            }
+        }
+    }
+
+    #[test]
+    fn smoother_damps_flicker_but_follows_motion() {
+        let mut s = TemporalSmoother::default();
+        let mut frame = vec![0.5, 0.0];
+        s.apply(&mut frame, 1.0);
+        // Pixel 0 flickers by 0.1: damped. Pixel 1 jumps 0 -> 1 (motion): followed at once.
+        let mut frame = vec![0.6, 1.0];
+        s.apply(&mut frame, 1.0);
+        assert!(frame[0] > 0.5 && frame[0] < 0.55, "{}", frame[0]);
+        assert_eq!(frame[1], 1.0);
+        // Strength 0 is a pass-through.
+        let mut frame = vec![0.9, 0.0];
+        s.apply(&mut frame, 0.0);
+        assert_eq!(frame, vec![0.9, 0.0]);
+    }
+
+    #[test]
+    fn guided_filter_snaps_a_blurry_edge_to_the_guide() {
+        // Guide: a sharp vertical edge at x = 20. Input: the same edge, blurred over 10 px.
+        let (w, h) = (40, 16);
+        let guide: Vec<f32> = (0..w * h)
+            .map(|i| if i % w < 20 { 0.9 } else { 0.1 })
+            .collect();
+        let mut p: Vec<f32> = (0..w * h)
+            .map(|i| ((25.0 - (i % w) as f32) / 10.0).clamp(0.0, 1.0))
+            .collect();
+        GuidedFilter::default().apply(&guide, &mut p, w, h, 4, 1e-3);
+        let row = &p[h / 2 * w..(h / 2 + 1) * w];
+        // The input drops 0.1 per pixel; refined, most of the drop happens across the guide's
+        // edge (between x = 19 and x = 20), and the sides move towards 1 and 0.
+        let step = row[19] - row[20];
+        assert!(step > 0.3, "step across the edge {step}: {row:?}");
+        // Input there: 0.8 and 0.2.
+        assert!(row[17] > 0.8 && row[23] < 0.2, "{row:?}");
+    }
+}

@@ -1,0 +1,134 @@
+//! Parity of the candle network with the TFLite reference.
+//!
+//! Fixtures (`tests/fixtures/parity/<preset>/<id>.{input,prob}.png`) were made once by
+//! `tools/make_parity_fixtures.py` with the TFLite runtime (`ai-edge-litert` 2.1.0, XNNPACK) on
+//! real photos from the development sets: `input.png` is the RGB model input, `prob.png` the
+//! reference person probability as 16-bit grey (value / 65535).
+
+use candle_core::{Device, Tensor};
+use obs_ai_background::model::{Preset, SegmentationBackend, Segmenter};
+use std::path::{Path, PathBuf};
+
+fn fixture_dir(preset: Preset) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/parity")
+        .join(preset.name())
+}
+
+/// `(id, NCHW input in 0..1, reference probability)` for every fixture of a preset.
+fn fixtures(preset: Preset) -> Vec<(String, Vec<f32>, Vec<f32>)> {
+    let (w, h) = preset.input_size();
+    let mut out = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(fixture_dir(preset))
+        .expect("fixture dir")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".input.png"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let id = path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .trim_end_matches(".input.png")
+            .to_string();
+        let rgb = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(rgb.dimensions(), (w as u32, h as u32), "{id} input size");
+        let mut input = vec![0f32; 3 * w * h];
+        for (i, px) in rgb.pixels().enumerate() {
+            for c in 0..3 {
+                input[c * w * h + i] = px[c] as f32 / 255.0;
+            }
+        }
+        let prob_path = path.with_file_name(format!("{id}.prob.png"));
+        let prob = image::open(&prob_path).unwrap().to_luma16();
+        assert_eq!(prob.dimensions(), (w as u32, h as u32), "{id} prob size");
+        let prob = prob.pixels().map(|p| p[0] as f32 / 65535.0).collect();
+        out.push((id, input, prob));
+    }
+    assert!(out.len() >= 3, "at least three fixtures per preset");
+    out
+}
+
+/// Mean absolute difference and IoU of the masks at 0.5.
+fn compare(ours: &[f32], reference: &[f32]) -> (f32, f32) {
+    let mad = ours
+        .iter()
+        .zip(reference)
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f32>()
+        / ours.len() as f32;
+    let (mut inter, mut union) = (0usize, 0usize);
+    for (&a, &b) in ours.iter().zip(reference) {
+        let (a, b) = (a >= 0.5, b >= 0.5);
+        inter += (a && b) as usize;
+        union += (a || b) as usize;
+    }
+    (mad, inter as f32 / union.max(1) as f32)
+}
+
+fn check_preset(preset: Preset, segmenter: &dyn SegmentationBackend) {
+    let (w, h) = preset.input_size();
+    for (id, input, reference) in fixtures(preset) {
+        let mut ours = vec![0f32; w * h];
+        segmenter.segment(&input, &mut ours).unwrap();
+        let (mad, iou) = compare(&ours, &reference);
+        eprintln!("{preset} {id}: mean abs diff {mad:.2e}, IoU@0.5 {iou:.5}");
+        assert!(mad <= 1e-4, "{preset} {id}: mean abs diff {mad} > 1e-4");
+        assert!(iou >= 0.999, "{preset} {id}: IoU {iou} < 0.999");
+        // The fixture must hold a person, or the IoU above would be trivially 1.
+        let person = reference.iter().filter(|&&p| p >= 0.5).count();
+        assert!(
+            person > w * h / 20,
+            "{preset} {id}: fixture shows no person"
+        );
+    }
+}
+
+#[test]
+fn landscape_matches_tflite() {
+    let seg = Segmenter::new(Preset::Landscape, &Device::Cpu).unwrap();
+    check_preset(Preset::Landscape, &seg);
+}
+
+#[test]
+fn square_matches_tflite() {
+    let seg = Segmenter::new(Preset::Square, &Device::Cpu).unwrap();
+    check_preset(Preset::Square, &seg);
+}
+
+/// The stock-op path (what CUDA and Metal run) must agree with the custom CPU kernels.
+#[test]
+fn stock_ops_match_cpu_kernels() {
+    let preset = Preset::Landscape;
+    let (w, h) = preset.input_size();
+    let fast = Segmenter::new(preset, &Device::Cpu).unwrap();
+    let stock = Segmenter::with_stock_ops(preset, &Device::Cpu).unwrap();
+    let (_, input, _) = fixtures(preset).remove(0);
+    let x = Tensor::from_vec(input, (1, 3, h, w), &Device::Cpu).unwrap();
+    let a = fast.forward(&x).unwrap();
+    let b = stock.forward(&x).unwrap();
+    let diff = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff < 1e-4, "max diff between kernels {diff}");
+}
+
+#[test]
+fn corrupt_weights_are_a_clear_error() {
+    let err = Segmenter::from_bytes(b"not safetensors", Preset::Landscape, &Device::Cpu, "junk")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot load weights from junk"), "{err}");
+    // The other preset's weights load, but a truncated file must not.
+    let w = Preset::Square.embedded_weights();
+    let err = Segmenter::from_bytes(&w[..w.len() / 2], Preset::Square, &Device::Cpu, "half")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("half"), "{err}");
+}
