@@ -22,8 +22,9 @@
 
 use crate::frame::FrameRef;
 use crate::mask::Mask;
-use crate::postprocess::{downsample_box, threshold_feather};
-use crate::preprocess::{resize_plane, BilinearAxis};
+use crate::postprocess::threshold_feather;
+use crate::preprocess::BilinearAxis;
+use crate::simd::simd;
 use image::RgbaImage;
 use std::str::FromStr;
 
@@ -128,18 +129,36 @@ impl Default for AlphaSettings {
     }
 }
 
-/// The compositor; keeps its working buffers between frames.
+/// The compositor; keeps its working buffers between frames, so a warm compositor does not
+/// allocate.
+///
+/// It works row by row: a row of person alpha, a row of premultiplied background, then the
+/// output row. The blur keeps `P = (I.rgb * w, w)` interleaved at the reduced size, so both
+/// Gaussian passes are runs of contiguous row updates, and upsamples it one output row at a
+/// time.
 #[derive(Debug, Default)]
 pub struct Compositor {
     alpha: Vec<f32>,
-    /// Premultiplied background, 4 values per pixel.
+    /// Premultiplied background of the current row, 4 values per pixel.
     background: Vec<f32>,
-    planes: [Vec<f32>; 4],
-    small: [Vec<f32>; 4],
-    blurred: [Vec<f32>; 4],
+    /// Reduced `P`, then blurred: `sh` rows of `sw * 4` values.
+    small: Vec<f32>,
+    /// Horizontally blurred `P`.
     tmp: Vec<f32>,
+    /// One clamp-padded row for the horizontal pass.
+    padded: Vec<f32>,
+    /// Two horizontally upsampled rows of the blurred `P` (for bilinear upsampling).
+    rows: [Vec<f32>; 2],
+    row_ids: [usize; 2],
     axes: (BilinearAxis, BilinearAxis),
-    scratch: Vec<f32>,
+    kernel: Vec<f32>,
+}
+
+/// Geometry of the reduced blur buffer.
+#[derive(Clone, Copy, Debug)]
+struct BlurGrid {
+    sw: usize,
+    sh: usize,
 }
 
 impl Compositor {
@@ -162,129 +181,312 @@ impl Compositor {
             (w, h),
             "probability must have the frame's size"
         );
-        self.alpha.clear();
-        self.alpha.extend(
-            probability
-                .data
-                .iter()
-                .map(|&p| threshold_feather(p, alpha.threshold, alpha.feather)),
-        );
-        self.background.clear();
-        self.background.resize(4 * w * h, 0.0);
-        match background {
-            Background::Transparent => {}
-            Background::Color(c) => {
-                let a = c[3] as f32 / 255.0;
-                let px = [
-                    c[0] as f32 / 255.0 * a,
-                    c[1] as f32 / 255.0 * a,
-                    c[2] as f32 / 255.0 * a,
-                    a,
-                ];
-                for b in self.background.chunks_exact_mut(4) {
-                    b.copy_from_slice(&px);
-                }
-            }
-            Background::Image { image, fit } => fill_image(&mut self.background, w, h, image, fit),
-            Background::Blur { sigma } => self.fill_blur(frame, sigma),
-        }
         if out.dimensions() != (w as u32, h as u32) {
             *out = RgbaImage::new(w as u32, h as u32);
         }
-        let bpp = frame.format().bytes_per_pixel();
-        let [ro, go, bo] = frame.format().rgb_offsets();
-        for y in 0..h {
-            let row = frame.row(y);
-            for x in 0..w {
-                let i = y * w + x;
-                let p = &row[x * bpp..];
-                let ia = if bpp == 4 { p[3] as f32 / 255.0 } else { 1.0 };
-                let a = self.alpha[i];
-                let b = &self.background[4 * i..4 * i + 4];
-                let oa = a * ia + (1.0 - a) * b[3];
-                let mut o = [0u8; 4];
-                if oa > 0.0 {
-                    for (c, off) in [ro, go, bo].into_iter().enumerate() {
-                        let premul = a * (p[off] as f32 / 255.0) * ia + (1.0 - a) * b[c];
-                        o[c] = to_u8(premul / oa);
-                    }
-                    o[3] = to_u8(oa);
+        self.alpha.resize(w * h, 0.0);
+        self.background.resize(4 * w, 0.0);
+        simd(
+            #[inline(always)]
+            || {
+                for (a, &p) in self.alpha.iter_mut().zip(&probability.data) {
+                    *a = threshold_feather(p, alpha.threshold, alpha.feather);
                 }
-                out.put_pixel(x as u32, y as u32, image::Rgba(o));
+            },
+        );
+        let grid = match background {
+            Background::Blur { sigma } if sigma > 0.0 => Some(self.prepare_blur(frame, sigma)),
+            _ => None,
+        };
+        let image_map = match background {
+            Background::Image { image, fit } => {
+                let (sx, sy, ox, oy) =
+                    fit.mapping((w, h), (image.width() as usize, image.height() as usize));
+                Some((image, sx, sy, ox, oy))
             }
+            _ => None,
+        };
+        let bpp = frame.format().bytes_per_pixel();
+        let offsets = frame.format().rgb_offsets();
+        let out_raw: &mut [u8] = out;
+        for (y, out_row) in out_raw.chunks_exact_mut(4 * w).enumerate() {
+            let in_row = frame.row(y);
+            match background {
+                Background::Transparent => self.background.fill(0.0),
+                Background::Color(c) => {
+                    let a = c[3] as f32 / 255.0;
+                    let px = [
+                        c[0] as f32 / 255.0 * a,
+                        c[1] as f32 / 255.0 * a,
+                        c[2] as f32 / 255.0 * a,
+                        a,
+                    ];
+                    for b in self.background.chunks_exact_mut(4) {
+                        b.copy_from_slice(&px);
+                    }
+                }
+                Background::Image { .. } => {
+                    let (image, sx, sy, ox, oy) = image_map.expect("set for image backgrounds");
+                    image_row(&mut self.background, y, image, sx, sy, ox, oy);
+                }
+                Background::Blur { .. } => match grid {
+                    Some(grid) => self.blur_row(y, w, h, grid, in_row, bpp, offsets),
+                    None => frame_row_premultiplied(&mut self.background, in_row, bpp, offsets),
+                },
+            }
+            let alpha_row = &self.alpha[y * w..(y + 1) * w];
+            blend_row(out_row, in_row, bpp, offsets, alpha_row, &self.background);
         }
     }
 
-    /// Fills `self.background` with the halo-free blur of the frame's background.
-    fn fill_blur(&mut self, frame: &FrameRef<'_>, sigma: f32) {
+    /// Reduces `P = (I.rgb * w, w)` by `d` and blurs it; returns the reduced grid.
+    fn prepare_blur(&mut self, frame: &FrameRef<'_>, sigma: f32) -> BlurGrid {
         let (w, h) = (frame.width(), frame.height());
+        let d = ((sigma / 4.0).round() as usize).clamp(1, MAX_BLUR_REDUCTION);
+        let grid = BlurGrid {
+            sw: w.div_ceil(d),
+            sh: h.div_ceil(d),
+        };
+        let (sw, sh) = (grid.sw, grid.sh);
+        self.small.clear();
+        self.small.resize(4 * sw * sh, 0.0);
         let bpp = frame.format().bytes_per_pixel();
         let [ro, go, bo] = frame.format().rgb_offsets();
-        // Premultiplied-by-weight planes P = (I.rgb * w, w), w = (1 - a) * I.a.
-        for plane in &mut self.planes {
-            plane.clear();
-            plane.reserve(w * h);
-        }
-        for y in 0..h {
-            for (x, p) in frame.row(y).chunks_exact(bpp).enumerate() {
-                let ia = if bpp == 4 { p[3] as f32 / 255.0 } else { 1.0 };
-                let wt = (1.0 - self.alpha[y * w + x]) * ia;
-                self.planes[0].push(p[ro] as f32 / 255.0 * wt);
-                self.planes[1].push(p[go] as f32 / 255.0 * wt);
-                self.planes[2].push(p[bo] as f32 / 255.0 * wt);
-                self.planes[3].push(wt);
-            }
-        }
-        if sigma > 0.0 {
-            let d = ((sigma / 4.0).round() as usize).clamp(1, MAX_BLUR_REDUCTION);
-            let (sw, sh) = (w.div_ceil(d), h.div_ceil(d));
-            let kernel = gaussian_kernel(sigma / d as f32);
-            for c in 0..4 {
-                downsample_box(&self.planes[c], w, h, d, &mut self.small[c]);
-                gaussian_separable(&mut self.small[c], &mut self.tmp, sw, sh, &kernel);
-                self.blurred[c].resize(w * h, 0.0);
-                resize_plane(
-                    &self.small[c],
-                    sw,
-                    sh,
-                    &mut self.blurred[c],
-                    w,
-                    h,
-                    &mut self.axes,
-                    &mut self.scratch,
-                );
-            }
-        } else {
-            for c in 0..4 {
-                self.blurred[c].clone_from(&self.planes[c]);
-            }
-        }
-        for y in 0..h {
-            for (x, p) in frame.row(y).chunks_exact(bpp).enumerate() {
-                let i = y * w + x;
-                let ia = if bpp == 4 { p[3] as f32 / 255.0 } else { 1.0 };
-                let wt = self.blurred[3][i];
-                let rgb = if wt > MIN_BLUR_WEIGHT {
-                    [
-                        self.blurred[0][i] / wt,
-                        self.blurred[1][i] / wt,
-                        self.blurred[2][i] / wt,
-                    ]
-                } else {
-                    [
-                        p[ro] as f32 / 255.0,
-                        p[go] as f32 / 255.0,
-                        p[bo] as f32 / 255.0,
-                    ]
-                };
-                let b = &mut self.background[4 * i..4 * i + 4];
-                b[0] = rgb[0] * ia;
-                b[1] = rgb[1] * ia;
-                b[2] = rgb[2] * ia;
-                b[3] = ia;
-            }
-        }
+        let (alpha, small) = (&self.alpha, &mut self.small);
+        simd(
+            #[inline(always)]
+            || {
+                for y in 0..h {
+                    let acc = &mut small[(y / d) * sw * 4..(y / d + 1) * sw * 4];
+                    let a_row = &alpha[y * w..(y + 1) * w];
+                    for (x, (p, &a)) in frame.row(y).chunks_exact(bpp).zip(a_row).enumerate() {
+                        let ia = if bpp == 4 {
+                            p[3] as f32 * (1.0 / 255.0)
+                        } else {
+                            1.0
+                        };
+                        let wt = (1.0 - a) * ia * (1.0 / 255.0);
+                        let cell = &mut acc[(x / d) * 4..(x / d) * 4 + 4];
+                        cell[0] += p[ro] as f32 * wt;
+                        cell[1] += p[go] as f32 * wt;
+                        cell[2] += p[bo] as f32 * wt;
+                        cell[3] += wt * 255.0;
+                    }
+                }
+                // Edge blocks average only the pixels that exist.
+                for by in 0..sh {
+                    let rows = (h - by * d).min(d);
+                    for bx in 0..sw {
+                        let inv = 1.0 / (rows * (w - bx * d).min(d)) as f32;
+                        for v in &mut small[(by * sw + bx) * 4..(by * sw + bx) * 4 + 4] {
+                            *v *= inv;
+                        }
+                    }
+                }
+            },
+        );
+        self.kernel = gaussian_kernel(sigma / d as f32);
+        blur_interleaved(
+            &mut self.small,
+            &mut self.tmp,
+            &mut self.padded,
+            sw,
+            sh,
+            &self.kernel,
+        );
+        self.axes.0.ensure(sw, w);
+        self.axes.1.ensure(sh, h);
+        self.row_ids = [usize::MAX; 2];
+        grid
     }
+
+    /// Fills `self.background` with row `y` of the blurred background.
+    #[allow(clippy::too_many_arguments)]
+    fn blur_row(
+        &mut self,
+        y: usize,
+        w: usize,
+        h: usize,
+        grid: BlurGrid,
+        in_row: &[u8],
+        bpp: usize,
+        [ro, go, bo]: [usize; 3],
+    ) {
+        debug_assert_eq!((self.axes.0.dst, self.axes.1.dst), (w, h));
+        let (y0, y1, fy) = self.axes.1.taps[y];
+        for (slot, src_row) in [y0 as usize, y1 as usize].into_iter().enumerate() {
+            if self.row_ids[slot] == src_row {
+                continue;
+            }
+            let other = 1 - slot;
+            if self.row_ids[other] == src_row {
+                let (a, b) = self.rows.split_at_mut(1);
+                if slot == 0 {
+                    a[0].clone_from(&b[0]);
+                } else {
+                    b[0].clone_from(&a[0]);
+                }
+            } else {
+                let src = &self.small[src_row * grid.sw * 4..(src_row + 1) * grid.sw * 4];
+                upsample_row_rgbw(src, &self.axes.0, &mut self.rows[slot]);
+            }
+            self.row_ids[slot] = src_row;
+        }
+        let (r0, r1) = (&self.rows[0], &self.rows[1]);
+        let bg = &mut self.background;
+        simd(
+            #[inline(always)]
+            || {
+                for (x, (b, p)) in bg
+                    .chunks_exact_mut(4)
+                    .zip(in_row.chunks_exact(bpp))
+                    .enumerate()
+                {
+                    let mut v = [0f32; 4];
+                    for c in 0..4 {
+                        v[c] = r0[4 * x + c] * (1.0 - fy) + r1[4 * x + c] * fy;
+                    }
+                    let ia = if bpp == 4 {
+                        p[3] as f32 * (1.0 / 255.0)
+                    } else {
+                        1.0
+                    };
+                    if v[3] > MIN_BLUR_WEIGHT {
+                        let k = ia / v[3];
+                        b[0] = v[0] * k;
+                        b[1] = v[1] * k;
+                        b[2] = v[2] * k;
+                    } else {
+                        let k = ia * (1.0 / 255.0);
+                        b[0] = p[ro] as f32 * k;
+                        b[1] = p[go] as f32 * k;
+                        b[2] = p[bo] as f32 * k;
+                    }
+                    b[3] = ia;
+                }
+            },
+        );
+    }
+}
+
+/// Horizontally resamples one interleaved RGBW row (`src.len() / 4` pixels) to `axis.dst`
+/// pixels with the bilinear convention of [`crate::preprocess`].
+fn upsample_row_rgbw(src: &[f32], axis: &BilinearAxis, out: &mut Vec<f32>) {
+    out.resize(4 * axis.dst, 0.0);
+    simd(
+        #[inline(always)]
+        || {
+            for (o, &(x0, x1, fx)) in out.chunks_exact_mut(4).zip(&axis.taps) {
+                let (a, b) = (&src[4 * x0 as usize..][..4], &src[4 * x1 as usize..][..4]);
+                for c in 0..4 {
+                    o[c] = a[c] * (1.0 - fx) + b[c] * fx;
+                }
+            }
+        },
+    );
+}
+
+/// Separable Gaussian blur of an interleaved 4-channel `sw` x `sh` buffer, clamp-to-edge, in
+/// place. Both passes are sums of whole shifted rows, so the inner loops vectorise.
+fn blur_interleaved(
+    data: &mut [f32],
+    tmp: &mut Vec<f32>,
+    padded: &mut Vec<f32>,
+    sw: usize,
+    sh: usize,
+    kernel: &[f32],
+) {
+    let r = kernel.len() / 2;
+    let row_len = 4 * sw;
+    tmp.clear();
+    tmp.resize(row_len * sh, 0.0);
+    padded.resize(4 * (sw + 2 * r), 0.0);
+    simd(
+        #[inline(always)]
+        || {
+            // Horizontal: pad each row by r pixels of its edge values, then out += k[t] * shift.
+            for y in 0..sh {
+                let row = &data[y * row_len..(y + 1) * row_len];
+                let (first, last) = (&row[..4], &row[row_len - 4..]);
+                for i in 0..r {
+                    padded[4 * i..4 * i + 4].copy_from_slice(first);
+                    padded[4 * (r + sw + i)..4 * (r + sw + i) + 4].copy_from_slice(last);
+                }
+                padded[4 * r..4 * r + row_len].copy_from_slice(row);
+                let out = &mut tmp[y * row_len..(y + 1) * row_len];
+                for (t, &k) in kernel.iter().enumerate() {
+                    for (o, &v) in out.iter_mut().zip(&padded[4 * t..4 * t + row_len]) {
+                        *o += k * v;
+                    }
+                }
+            }
+            // Vertical: out row y = sum_t k[t] * row clamp(y + t - r).
+            data.fill(0.0);
+            for y in 0..sh {
+                let out = &mut data[y * row_len..(y + 1) * row_len];
+                for (t, &k) in kernel.iter().enumerate() {
+                    let src_y = (y + t).saturating_sub(r).min(sh - 1);
+                    for (o, &v) in out
+                        .iter_mut()
+                        .zip(&tmp[src_y * row_len..(src_y + 1) * row_len])
+                    {
+                        *o += k * v;
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// Row `y` of the frame itself, premultiplied (blur strength 0).
+fn frame_row_premultiplied(bg: &mut [f32], in_row: &[u8], bpp: usize, [ro, go, bo]: [usize; 3]) {
+    for (b, p) in bg.chunks_exact_mut(4).zip(in_row.chunks_exact(bpp)) {
+        let ia = if bpp == 4 { p[3] as f32 / 255.0 } else { 1.0 };
+        b[0] = p[ro] as f32 / 255.0 * ia;
+        b[1] = p[go] as f32 / 255.0 * ia;
+        b[2] = p[bo] as f32 / 255.0 * ia;
+        b[3] = ia;
+    }
+}
+
+/// `O = a * (I.rgb * I.a, I.a) + (1 - a) * B`, written as straight-alpha RGBA8.
+fn blend_row(
+    out: &mut [u8],
+    in_row: &[u8],
+    bpp: usize,
+    [ro, go, bo]: [usize; 3],
+    alpha: &[f32],
+    bg: &[f32],
+) {
+    simd(
+        #[inline(always)]
+        || {
+            for (((o, p), &a), b) in out
+                .chunks_exact_mut(4)
+                .zip(in_row.chunks_exact(bpp))
+                .zip(alpha)
+                .zip(bg.chunks_exact(4))
+            {
+                let ia = if bpp == 4 {
+                    p[3] as f32 * (1.0 / 255.0)
+                } else {
+                    1.0
+                };
+                let oa = a * ia + (1.0 - a) * b[3];
+                if oa <= 0.0 {
+                    o.copy_from_slice(&[0, 0, 0, 0]);
+                    continue;
+                }
+                // Straight colour = premultiplied / alpha, in 0..255.
+                let fg = a * ia;
+                let k = 255.0 / oa;
+                o[0] = to_u8((fg * p[ro] as f32 * (1.0 / 255.0) + (1.0 - a) * b[0]) * k);
+                o[1] = to_u8((fg * p[go] as f32 * (1.0 / 255.0) + (1.0 - a) * b[1]) * k);
+                o[2] = to_u8((fg * p[bo] as f32 * (1.0 / 255.0) + (1.0 - a) * b[2]) * k);
+                o[3] = to_u8(oa * 255.0);
+            }
+        },
+    );
 }
 
 /// Person alpha as an opaque grey image (the "show mask" view).
@@ -296,9 +498,11 @@ pub fn mask_view(probability: &Mask, alpha: AlphaSettings) -> image::GrayImage {
     m.to_gray8()
 }
 
-#[inline]
+/// Rounds a 0..255 value to a byte (half up; no libm call, unlike `f32::round` on baseline
+/// x86-64).
+#[inline(always)]
 fn to_u8(v: f32) -> u8 {
-    (v.clamp(0.0, 1.0) * 255.0).round() as u8
+    (v.clamp(0.0, 255.0) + 0.5) as u8
 }
 
 /// Normalised Gaussian taps for `sigma` (pixels), radius `ceil(3 sigma)`: `2r + 1` weights.
@@ -312,77 +516,52 @@ pub fn gaussian_kernel(sigma: f32) -> Vec<f32> {
     k
 }
 
-/// Separable convolution of a `w` x `h` plane with `kernel` (odd length), clamp-to-edge,
-/// in place; `tmp` is scratch.
-pub fn gaussian_separable(
-    plane: &mut [f32],
-    tmp: &mut Vec<f32>,
-    w: usize,
-    h: usize,
-    kernel: &[f32],
-) {
-    let r = (kernel.len() / 2) as isize;
-    tmp.resize(w * h, 0.0);
-    for y in 0..h {
-        let row = &plane[y * w..(y + 1) * w];
-        for x in 0..w {
-            let mut acc = 0.0;
-            for (k, &kv) in kernel.iter().enumerate() {
-                let xx = (x as isize + k as isize - r).clamp(0, w as isize - 1) as usize;
-                acc += kv * row[xx];
-            }
-            tmp[y * w + x] = acc;
-        }
-    }
-    for y in 0..h {
-        for x in 0..w {
-            let mut acc = 0.0;
-            for (k, &kv) in kernel.iter().enumerate() {
-                let yy = (y as isize + k as isize - r).clamp(0, h as isize - 1) as usize;
-                acc += kv * tmp[yy * w + x];
-            }
-            plane[y * w + x] = acc;
-        }
-    }
-}
-
-/// Fills the premultiplied background with `image` fitted to a `w` x `h` frame.
-fn fill_image(bg: &mut [f32], w: usize, h: usize, image: &RgbaImage, fit: Fit) {
+/// Fills `bg` (one row, 4 values per pixel) with row `y` of `image` fitted by the mapping
+/// `(sx, sy, ox, oy)` of [`Fit::mapping`]: bilinear with half-pixel centres and clamp-to-edge on
+/// premultiplied texels, opaque black outside the image.
+fn image_row(bg: &mut [f32], y: usize, image: &RgbaImage, sx: f32, sy: f32, ox: f32, oy: f32) {
     let (iw, ih) = (image.width() as usize, image.height() as usize);
-    let (sx, sy, ox, oy) = fit.mapping((w, h), (iw, ih));
-    let px = |x: usize, y: usize| image.get_pixel(x as u32, y as u32).0;
-    for y in 0..h {
-        let v = (y as f32 + 0.5) * sy + oy; // continuous image position
-        for x in 0..w {
-            let u = (x as f32 + 0.5) * sx + ox;
-            let out = &mut bg[4 * (y * w + x)..4 * (y * w + x) + 4];
-            if u < 0.0 || v < 0.0 || u > iw as f32 || v > ih as f32 {
-                out.copy_from_slice(&[0.0, 0.0, 0.0, 1.0]);
-                continue;
-            }
-            // Bilinear with half-pixel centres and clamp-to-edge.
-            let fx = (u - 0.5).clamp(0.0, (iw - 1) as f32);
-            let fy = (v - 0.5).clamp(0.0, (ih - 1) as f32);
-            let (x0, y0) = (fx.floor() as usize, fy.floor() as usize);
-            let (x1, y1) = ((x0 + 1).min(iw - 1), (y0 + 1).min(ih - 1));
-            let (tx, ty) = (fx - x0 as f32, fy - y0 as f32);
-            let (p00, p01, p10, p11) = (px(x0, y0), px(x1, y0), px(x0, y1), px(x1, y1));
-            // Interpolate premultiplied values so transparent texels do not bleed colour.
-            let mut acc = [0f32; 4];
-            for (p, wgt) in [
-                (p00, (1.0 - tx) * (1.0 - ty)),
-                (p01, tx * (1.0 - ty)),
-                (p10, (1.0 - tx) * ty),
-                (p11, tx * ty),
-            ] {
-                let a = p[3] as f32 / 255.0;
-                acc[0] += wgt * p[0] as f32 / 255.0 * a;
-                acc[1] += wgt * p[1] as f32 / 255.0 * a;
-                acc[2] += wgt * p[2] as f32 / 255.0 * a;
-                acc[3] += wgt * a;
-            }
-            out.copy_from_slice(&acc);
+    let v = (y as f32 + 0.5) * sy + oy; // continuous image position
+    if v < 0.0 || v > ih as f32 {
+        for b in bg.chunks_exact_mut(4) {
+            b.copy_from_slice(&[0.0, 0.0, 0.0, 1.0]);
         }
+        return;
+    }
+    let fy = (v - 0.5).clamp(0.0, (ih - 1) as f32);
+    let y0 = fy.floor() as usize;
+    let y1 = (y0 + 1).min(ih - 1);
+    let ty = fy - y0 as f32;
+    let raw: &[u8] = image;
+    let (row0, row1) = (
+        &raw[y0 * iw * 4..(y0 + 1) * iw * 4],
+        &raw[y1 * iw * 4..(y1 + 1) * iw * 4],
+    );
+    for (x, out) in bg.chunks_exact_mut(4).enumerate() {
+        let u = (x as f32 + 0.5) * sx + ox;
+        if u < 0.0 || u > iw as f32 {
+            out.copy_from_slice(&[0.0, 0.0, 0.0, 1.0]);
+            continue;
+        }
+        let fx = (u - 0.5).clamp(0.0, (iw - 1) as f32);
+        let x0 = fx.floor() as usize;
+        let x1 = (x0 + 1).min(iw - 1);
+        let tx = fx - x0 as f32;
+        // Interpolate premultiplied values so transparent texels do not bleed colour.
+        let mut acc = [0f32; 4];
+        for (p, wgt) in [
+            (&row0[4 * x0..4 * x0 + 4], (1.0 - tx) * (1.0 - ty)),
+            (&row0[4 * x1..4 * x1 + 4], tx * (1.0 - ty)),
+            (&row1[4 * x0..4 * x0 + 4], (1.0 - tx) * ty),
+            (&row1[4 * x1..4 * x1 + 4], tx * ty),
+        ] {
+            let a = p[3] as f32 / 255.0;
+            acc[0] += wgt * p[0] as f32 / 255.0 * a;
+            acc[1] += wgt * p[1] as f32 / 255.0 * a;
+            acc[2] += wgt * p[2] as f32 / 255.0 * a;
+            acc[3] += wgt * a;
+        }
+        out.copy_from_slice(&acc);
     }
 }
 

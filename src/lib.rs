@@ -26,6 +26,7 @@ pub mod model;
 pub mod pipeline;
 pub mod postprocess;
 pub mod preprocess;
+pub mod simd;
 pub mod video;
 
 

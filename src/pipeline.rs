@@ -6,7 +6,7 @@ use crate::frame::FrameRef;
 use crate::mask::Mask;
 use crate::model::SegmentationBackend;
 use crate::postprocess::{GuidedFilter, RefineSettings, SceneCutDetector, TemporalSmoother};
-use crate::preprocess::{resize_plane, BilinearAxis, Preprocessor};
+use crate::preprocess::{PlaneResizer, Preprocessor};
 use crate::Result;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,8 +59,7 @@ pub struct MaskPipeline {
     mask: Mask,
     guide: Vec<f32>,
     guided: GuidedFilter,
-    axes: (BilinearAxis, BilinearAxis),
-    scratch: Vec<f32>,
+    resizer: PlaneResizer,
     timings: StageTimings,
 }
 
@@ -78,8 +77,7 @@ impl MaskPipeline {
             mask: Mask::default(),
             guide: Vec::new(),
             guided: GuidedFilter::default(),
-            axes: Default::default(),
-            scratch: Vec::new(),
+            resizer: PlaneResizer::default(),
             timings: StageTimings::default(),
         }
     }
@@ -123,16 +121,8 @@ impl MaskPipeline {
         self.smoother
             .apply(&mut self.probability, settings.smoothing);
         self.mask.set_size(fw, fh);
-        resize_plane(
-            &self.probability,
-            mw,
-            mh,
-            &mut self.mask.data,
-            fw,
-            fh,
-            &mut self.axes,
-            &mut self.scratch,
-        );
+        self.resizer
+            .resize(&self.probability, (mw, mh), &mut self.mask.data, (fw, fh));
         if settings.refine {
             luma_plane(frame, &mut self.guide);
             let radius = settings.refine_settings.radius_for(fh, mh);

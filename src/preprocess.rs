@@ -46,50 +46,61 @@ impl BilinearAxis {
     }
 }
 
-/// Resizes a single-channel `f32` plane (`src_w * src_h`, row-major) into `dst`
-/// (`dst_w * dst_h`) with the bilinear convention of this module. `scratch` holds two
-/// horizontally resampled rows between calls so that repeated resizes do not allocate.
-pub fn resize_plane(
-    src: &[f32],
-    src_w: usize,
-    src_h: usize,
-    dst: &mut [f32],
-    dst_w: usize,
-    dst_h: usize,
-    axes: &mut (BilinearAxis, BilinearAxis),
-    scratch: &mut Vec<f32>,
-) {
-    assert_eq!(src.len(), src_w * src_h, "source plane size");
-    assert_eq!(dst.len(), dst_w * dst_h, "destination plane size");
-    axes.0.ensure(src_w, dst_w);
-    axes.1.ensure(src_h, dst_h);
-    scratch.resize(2 * dst_w, 0.0);
-    let (row_a, row_b) = scratch.split_at_mut(dst_w);
-    let horizontal = |y: usize, out: &mut [f32]| {
-        let line = &src[y * src_w..(y + 1) * src_w];
-        for (o, &(x0, x1, fx)) in out.iter_mut().zip(&axes.0.taps) {
-            *o = line[x0 as usize] * (1.0 - fx) + line[x1 as usize] * fx;
-        }
-    };
-    // Rows currently held in row_a / row_b, so consecutive output rows reuse them.
-    let (mut have_a, mut have_b) = (usize::MAX, usize::MAX);
-    for (y, out) in dst.chunks_exact_mut(dst_w).enumerate() {
-        let (y0, y1, fy) = axes.1.taps[y];
-        let (y0, y1) = (y0 as usize, y1 as usize);
-        if have_a != y0 {
-            if have_b == y0 {
-                row_a.copy_from_slice(row_b);
-            } else {
-                horizontal(y0, row_a);
+/// Resizes single-channel `f32` planes with the bilinear convention of this module, keeping its
+/// sample tables and two horizontally resampled rows between calls so that repeated resizes of
+/// the same sizes do not allocate.
+#[derive(Clone, Debug, Default)]
+pub struct PlaneResizer {
+    axes: (BilinearAxis, BilinearAxis),
+    rows: Vec<f32>,
+}
+
+impl PlaneResizer {
+    /// Resizes `src` (`src_size.0 * src_size.1`, row-major) into `dst`
+    /// (`dst_size.0 * dst_size.1`).
+    ///
+    /// # Panics
+    /// When a slice's length does not match its size.
+    pub fn resize(
+        &mut self,
+        src: &[f32],
+        (src_w, src_h): (usize, usize),
+        dst: &mut [f32],
+        (dst_w, dst_h): (usize, usize),
+    ) {
+        assert_eq!(src.len(), src_w * src_h, "source plane size");
+        assert_eq!(dst.len(), dst_w * dst_h, "destination plane size");
+        self.axes.0.ensure(src_w, dst_w);
+        self.axes.1.ensure(src_h, dst_h);
+        self.rows.resize(2 * dst_w, 0.0);
+        let (row_a, row_b) = self.rows.split_at_mut(dst_w);
+        let x_taps = &self.axes.0.taps;
+        let horizontal = |y: usize, out: &mut [f32]| {
+            let line = &src[y * src_w..(y + 1) * src_w];
+            for (o, &(x0, x1, fx)) in out.iter_mut().zip(x_taps) {
+                *o = line[x0 as usize] * (1.0 - fx) + line[x1 as usize] * fx;
             }
-            have_a = y0;
-        }
-        if have_b != y1 {
-            horizontal(y1, row_b);
-            have_b = y1;
-        }
-        for ((o, &a), &b) in out.iter_mut().zip(row_a.iter()).zip(row_b.iter()) {
-            *o = a * (1.0 - fy) + b * fy;
+        };
+        // Rows currently held in row_a / row_b, so consecutive output rows reuse them.
+        let (mut have_a, mut have_b) = (usize::MAX, usize::MAX);
+        for (y, out) in dst.chunks_exact_mut(dst_w).enumerate() {
+            let (y0, y1, fy) = self.axes.1.taps[y];
+            let (y0, y1) = (y0 as usize, y1 as usize);
+            if have_a != y0 {
+                if have_b == y0 {
+                    row_a.copy_from_slice(row_b);
+                } else {
+                    horizontal(y0, row_a);
+                }
+                have_a = y0;
+            }
+            if have_b != y1 {
+                horizontal(y1, row_b);
+                have_b = y1;
+            }
+            for ((o, &a), &b) in out.iter_mut().zip(row_a.iter()).zip(row_b.iter()) {
+                *o = a * (1.0 - fy) + b * fy;
+            }
         }
     }
 }

@@ -206,6 +206,16 @@ impl Decoder {
     }
 }
 
+impl Drop for Decoder {
+    /// Stops ffmpeg if the frames were not all read (an error, or an early stop).
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A running ffmpeg encoder fed RGBA frames.
 pub struct Encoder {
     child: Child,
@@ -309,7 +319,8 @@ impl Encoder {
             .map_err(|e| VideoError::Ffmpeg(format!("encoder pipe: {e}")))
     }
 
-    /// Closes the input and waits for the encoder to finish the file.
+    /// Closes the input and waits for the encoder to finish the file. Dropping an encoder
+    /// without calling this stops ffmpeg and leaves an incomplete file.
     ///
     /// # Errors
     /// [`VideoError::Ffmpeg`] if it failed.
@@ -327,6 +338,15 @@ impl Encoder {
             Ok(())
         } else {
             Err(VideoError::Ffmpeg(format!("encoder exited with {status}")))
+        }
+    }
+}
+
+impl Drop for Encoder {
+    fn drop(&mut self) {
+        if self.stdin.take().is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }

@@ -111,6 +111,9 @@ struct ModelArgs {
     /// Guided-filter radius in pixels (0: twice the upscale factor).
     #[arg(long, default_value_t = 0)]
     refine_radius: usize,
+    /// Guided-filter epsilon (variance of the 0..1 guide treated as flat).
+    #[arg(long, default_value_t = DEFAULT_REFINE_EPSILON)]
+    refine_eps: f32,
 }
 
 #[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
@@ -227,7 +230,7 @@ impl ModelArgs {
             refine: self.refine,
             refine_settings: RefineSettings {
                 radius: self.refine_radius,
-                epsilon: DEFAULT_REFINE_EPSILON,
+                epsilon: self.refine_eps,
             },
         }
     }
@@ -269,8 +272,11 @@ fn main() {
         } => bench(size, frames, mode, image.as_deref(), &model),
     };
     if let Err(e) = result {
-        // One line: the outermost message, with its causes joined.
-        eprintln!("error: {e:#}");
+        // One line: the message with its causes joined, and any line breaks that libraries put
+        // in their messages folded.
+        let message = format!("{e:#}");
+        let one_line: Vec<&str> = message.split_whitespace().collect();
+        eprintln!("error: {}", one_line.join(" "));
         std::process::exit(1);
     }
 }

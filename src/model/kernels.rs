@@ -12,6 +12,7 @@
 //! All kernels take batch size 1 and contiguous NCHW `f32` tensors, which is what the model
 //! feeds them; anything else is an error, never a panic.
 
+use crate::simd::simd;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, InplaceOp2, Layout, Result, Shape};
 
 /// Element-wise activation fused into a kernel.
@@ -93,14 +94,6 @@ fn nchw_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<(&'a [f32]
         bail!("expected a contiguous tensor");
     };
     Ok((&data[start..end], [c, h, w]))
-}
-
-/// Runs `f` with the best SIMD instruction set of this CPU enabled (AVX2 + FMA where present,
-/// detected at run time with `pulp`, so one binary serves every x86-64 CPU). Code inlined into
-/// `f` is vectorised for it; the hot loops below are `#[inline(always)]` for that reason.
-#[inline(always)]
-pub fn simd<R>(f: impl FnOnce() -> R) -> R {
-    pulp::Arch::new().dispatch(f)
 }
 
 /// Runs `f(channel, chunk, scratch)` over the `C` equal chunks of `data` under [`simd`], on

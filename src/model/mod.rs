@@ -263,7 +263,8 @@ impl SegmentationBackend for Segmenter {
 /// As [`DeviceChoice::resolve`] and [`Segmenter::new`].
 pub fn shared_segmenter(preset: Preset, choice: DeviceChoice) -> Result<Arc<Segmenter>> {
     // A handful of entries at most, so a vector (which has a const constructor) suffices.
-    static CACHE: Mutex<Vec<((Preset, DeviceChoice), Weak<Segmenter>)>> = Mutex::new(Vec::new());
+    type Entry = ((Preset, DeviceChoice), Weak<Segmenter>);
+    static CACHE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
     let mut cache = CACHE.lock();
     cache.retain(|(_, weak)| weak.strong_count() > 0);
     if let Some(live) = cache

@@ -1,0 +1,532 @@
+//! The engine on real data: pre-processing against the Python reference, segmentation against
+//! human-annotated masks, post-processing on real webcam clips, and the CPU compositor.
+//!
+//! Fixtures: `tests/fixtures/photos` (photos with human masks), `tests/fixtures/parity` (the
+//! TFLite reference inputs), `tests/fixtures/clips` (webcam clips); each folder's README gives
+//! sources and licenses.
+
+use candle_core::Device;
+use image::{GrayImage, Rgb, RgbImage, Rgba, RgbaImage};
+use obs_ai_background::composite::{AlphaSettings, Background, Compositor, Fit};
+use obs_ai_background::model::{Preset, Segmenter};
+use obs_ai_background::postprocess::{SceneCutDetector, SCENE_CUT_CHANGE};
+use obs_ai_background::preprocess::Preprocessor;
+use obs_ai_background::video::{probe, Decoder};
+use obs_ai_background::{FrameRef, Mask, MaskPipeline, PipelineSettings, PixelFormat};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const PHOTOS: [&str; 4] = [
+    "ccp-webcam-dev-0286",
+    "ccp-webcam-dev-0095",
+    "ccp-dev-0291",
+    "ccp-dev-0135",
+];
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}
+
+fn photo(id: &str) -> RgbImage {
+    image::open(fixture(&format!("photos/{id}.jpg")))
+        .unwrap()
+        .to_rgb8()
+}
+
+fn human_mask(id: &str) -> Vec<bool> {
+    image::open(fixture(&format!("photos/{id}.mask.png")))
+        .unwrap()
+        .to_luma8()
+        .pixels()
+        .map(|p| p[0] >= 128)
+        .collect()
+}
+
+fn pipeline(preset: Preset) -> MaskPipeline {
+    MaskPipeline::new(Arc::new(Segmenter::new(preset, &Device::Cpu).unwrap()))
+}
+
+fn rgb_frame(img: &RgbImage) -> FrameRef<'_> {
+    FrameRef::packed(
+        img.as_raw(),
+        img.width() as usize,
+        img.height() as usize,
+        PixelFormat::Rgb,
+    )
+    .unwrap()
+}
+
+fn iou(a: &[bool], b: &[bool]) -> f64 {
+    let inter = a.iter().zip(b).filter(|(x, y)| **x && **y).count();
+    let union = a.iter().zip(b).filter(|(x, y)| **x || **y).count();
+    inter as f64 / union.max(1) as f64
+}
+
+/// Pixels of `mask` at least `r` pixels (Chebyshev) away from its complement.
+fn erode(mask: &[bool], w: usize, h: usize, r: usize) -> Vec<bool> {
+    let mut out = vec![false; w * h];
+    for y in r..h.saturating_sub(r) {
+        for x in r..w.saturating_sub(r) {
+            out[y * w + x] = (y - r..=y + r).all(|yy| (x - r..=x + r).all(|xx| mask[yy * w + xx]));
+        }
+    }
+    out
+}
+
+/// Mean squared 4-neighbour Laplacian of the luma over the pixels in `region`.
+fn laplacian_energy(img: &RgbaImage, region: &[bool]) -> f64 {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let luma = |x: usize, y: usize| {
+        let p = img.get_pixel(x as u32, y as u32);
+        0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64
+    };
+    let (mut sum, mut n) = (0.0, 0usize);
+    for y in 1..h - 1 {
+        for x in 1..w - 1 {
+            if region[y * w + x] {
+                let l = 4.0 * luma(x, y)
+                    - luma(x - 1, y)
+                    - luma(x + 1, y)
+                    - luma(x, y - 1)
+                    - luma(x, y + 1);
+                sum += l * l;
+                n += 1;
+            }
+        }
+    }
+    sum / n.max(1) as f64
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pre-processing
+
+/// The Rust resize must reproduce the Python reference resize that made the TFLite parity
+/// inputs. The only expected difference is the JPEG decoder (zune-jpeg here, libjpeg in
+/// Pillow: up to 4 levels on some pixels, under 0.3 levels on average); a half-pixel or
+/// align-corners mistake moves every edge and gives several levels on average.
+#[test]
+fn preprocess_matches_the_python_reference_resize() {
+    for preset in Preset::ALL {
+        let (w, h) = preset.input_size();
+        let mut pre = Preprocessor::new(w, h);
+        for id in PHOTOS {
+            let img = photo(id);
+            let ours = pre.run(&rgb_frame(&img)).to_vec();
+            let reference = image::open(fixture(&format!("parity/{preset}/{id}.input.png")))
+                .unwrap()
+                .to_rgb8();
+            let mut total = 0.0;
+            for (i, px) in reference.pixels().enumerate() {
+                for c in 0..3 {
+                    total += (ours[c * w * h + i] * 255.0 - px[c] as f32).abs() as f64;
+                }
+            }
+            let mean = total / (3 * w * h) as f64;
+            assert!(
+                mean < 0.6,
+                "{preset} {id}: mean difference {mean:.3} levels"
+            );
+        }
+    }
+}
+
+/// BGRA with a padded stride and packed RGB of the same pixels give the same mask.
+#[test]
+fn pipeline_reads_every_pixel_format_and_stride() {
+    let img = photo(PHOTOS[0]);
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let stride = w * 4 + 64;
+    let mut bgra = vec![0u8; stride * h];
+    for (i, p) in img.pixels().enumerate() {
+        let (x, y) = (i % w, i / w);
+        bgra[y * stride + 4 * x..y * stride + 4 * x + 4].copy_from_slice(&[p[2], p[1], p[0], 255]);
+    }
+    let settings = PipelineSettings {
+        smoothing: 0.0,
+        ..Default::default()
+    };
+    let mut pipe = pipeline(Preset::Landscape);
+    let from_rgb = pipe.process(&rgb_frame(&img), &settings).unwrap().clone();
+    let frame = FrameRef::new(&bgra, w, h, stride, PixelFormat::Bgra).unwrap();
+    let from_bgra = pipe.process(&frame, &settings).unwrap();
+    assert_eq!(from_rgb.data, from_bgra.data);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Segmentation
+
+/// Both presets find the annotated person (TFLite scores IoU >= 0.97 on these photos).
+#[test]
+fn segmentation_matches_human_masks() {
+    for preset in Preset::ALL {
+        let mut pipe = pipeline(preset);
+        for id in PHOTOS {
+            let img = photo(id);
+            let prob = pipe
+                .process(&rgb_frame(&img), &PipelineSettings::default())
+                .unwrap();
+            let pred: Vec<bool> = prob.data.iter().map(|&p| p >= 0.5).collect();
+            let score = iou(&pred, &human_mask(id));
+            assert!(score >= 0.95, "{preset} {id}: IoU {score:.4}");
+            pipe.reset();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Temporal behaviour on real webcam clips
+
+/// All frames of a clip as RGBA buffers.
+fn clip_frames(name: &str) -> (usize, usize, Vec<Vec<u8>>) {
+    let path = fixture(&format!("clips/{name}"));
+    let info = probe(&path).expect("ffprobe (install ffmpeg)");
+    let mut dec = Decoder::open(&path, &info).unwrap();
+    let mut frames = Vec::new();
+    let mut buf = Vec::new();
+    while dec.next_frame(&mut buf).unwrap() {
+        frames.push(buf.clone());
+    }
+    dec.finish().unwrap();
+    (info.width, info.height, frames)
+}
+
+/// Mean absolute change of the probability between consecutive frames, and the per-frame
+/// masks at 0.5.
+fn run_clip(frames: &[Vec<u8>], w: usize, h: usize, smoothing: f32) -> (f64, Vec<Vec<bool>>) {
+    let mut pipe = pipeline(Preset::Landscape);
+    let settings = PipelineSettings {
+        smoothing,
+        ..Default::default()
+    };
+    let mut prev: Option<Mask> = None;
+    let (mut change, mut masks) = (0.0, Vec::new());
+    for f in frames {
+        let frame = FrameRef::packed(f, w, h, PixelFormat::Rgba).unwrap();
+        let prob = pipe.process(&frame, &settings).unwrap().clone();
+        if let Some(p) = &prev {
+            change += p
+                .data
+                .iter()
+                .zip(&prob.data)
+                .map(|(a, b)| (a - b).abs() as f64)
+                .sum::<f64>()
+                / prob.data.len() as f64;
+        }
+        masks.push(prob.data.iter().map(|&p| p >= 0.5).collect());
+        prev = Some(prob);
+    }
+    (change / (frames.len() - 1) as f64, masks)
+}
+
+/// On a locked-off camera, smoothing damps the mask's frame-to-frame flicker.
+#[test]
+fn smoothing_damps_flicker_on_a_still_webcam() {
+    let (w, h, frames) = clip_frames("streamer-desk-360p-2s.mp4");
+    let (raw, _) = run_clip(&frames, w, h, 0.0);
+    let (smooth, _) = run_clip(&frames, w, h, 1.0);
+    eprintln!(
+        "still clip: frame-to-frame change {raw:.5} -> {smooth:.5} ({:.2})",
+        smooth / raw
+    );
+    assert!(
+        smooth < 0.7 * raw,
+        "frame-to-frame change {raw:.5} -> {smooth:.5} with smoothing"
+    );
+}
+
+/// With fast motion (a thumb pushed at the camera), full smoothing still follows the person:
+/// every smoothed mask matches the unsmoothed one of the same frame.
+#[test]
+fn smoothing_does_not_lag_behind_motion() {
+    let (w, h, frames) = clip_frames("thumbs-up-360p-2s.mp4");
+    let (_, raw) = run_clip(&frames, w, h, 0.0);
+    let (_, smooth) = run_clip(&frames, w, h, 1.0);
+    let worst = raw
+        .iter()
+        .zip(&smooth)
+        .map(|(a, b)| iou(a, b))
+        .fold(1.0, f64::min);
+    assert!(
+        worst >= 0.97,
+        "worst per-frame IoU smoothed vs raw {worst:.4}"
+    );
+}
+
+/// A cut from one clip to another is detected, no frame within a clip is, and after the cut
+/// the output owes nothing to the previous scene.
+#[test]
+fn scene_cut_resets_temporal_state() {
+    let (w1, h1, desk) = clip_frames("streamer-desk-360p-2s.mp4");
+    let (w2, h2, thumbs) = clip_frames("thumbs-up-360p-2s.mp4");
+    assert_eq!((w1, h1), (w2, h2));
+    let mut pre = Preprocessor::new(256, 144);
+    let mut cuts = SceneCutDetector::default();
+    for (i, f) in desk.iter().chain(&thumbs).enumerate() {
+        let frame = FrameRef::packed(f, w1, h1, PixelFormat::Rgba).unwrap();
+        let cut = cuts.is_cut(pre.run(&frame), 256, 144);
+        assert_eq!(
+            cut,
+            i == desk.len(),
+            "frame {i}: cut {cut} (threshold {SCENE_CUT_CHANGE})"
+        );
+    }
+    let settings = PipelineSettings {
+        smoothing: 1.0,
+        ..Default::default()
+    };
+    let mut pipe = pipeline(Preset::Landscape);
+    for f in &desk[..10] {
+        pipe.process(
+            &FrameRef::packed(f, w1, h1, PixelFormat::Rgba).unwrap(),
+            &settings,
+        )
+        .unwrap();
+    }
+    let first = FrameRef::packed(&thumbs[0], w1, h1, PixelFormat::Rgba).unwrap();
+    let after_cut = pipe.process(&first, &settings).unwrap().clone();
+    let fresh = pipeline(Preset::Landscape)
+        .process(&first, &settings)
+        .unwrap()
+        .clone();
+    assert_eq!(after_cut.data, fresh.data);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compositor
+
+/// Composites a photo with the model's mask.
+fn composite_photo(
+    id: &str,
+    background: Background<'_>,
+    alpha: AlphaSettings,
+) -> (RgbImage, Mask, RgbaImage) {
+    let img = photo(id);
+    let prob = pipeline(Preset::Landscape)
+        .process(&rgb_frame(&img), &PipelineSettings::default())
+        .unwrap()
+        .clone();
+    let mut out = RgbaImage::new(0, 0);
+    Compositor::default().composite(&rgb_frame(&img), &prob, alpha, background, &mut out);
+    (img, prob, out)
+}
+
+/// Blur mode: the person is untouched and the background loses at least half its detail.
+#[test]
+fn blur_keeps_the_person_and_removes_background_detail() {
+    for id in PHOTOS {
+        let alpha = AlphaSettings::default();
+        let (img, prob, out) = composite_photo(id, Background::Blur { sigma: 12.0 }, alpha);
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let gt = human_mask(id);
+        let person_core = erode(&gt, w, h, 8);
+        let not_gt: Vec<bool> = gt.iter().map(|&p| !p).collect();
+        let background_far = erode(&not_gt, w, h, 16);
+        // Where the alpha is 1 the output is the input.
+        let mut checked = 0;
+        for (i, p) in img.pixels().enumerate() {
+            let a = obs_ai_background::postprocess::threshold_feather(
+                prob.data[i],
+                alpha.threshold,
+                alpha.feather,
+            );
+            if person_core[i] && a == 1.0 {
+                let o = out.get_pixel((i % w) as u32, (i / w) as u32);
+                assert_eq!(
+                    [o[0], o[1], o[2], o[3]],
+                    [p[0], p[1], p[2], 255],
+                    "{id} pixel {i}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(
+            checked > w * h / 20,
+            "{id}: only {checked} person pixels checked"
+        );
+        let original = image::DynamicImage::ImageRgb8(img).to_rgba8();
+        let before = laplacian_energy(&original, &background_far);
+        let after = laplacian_energy(&out, &background_far);
+        assert!(
+            after <= 0.5 * before,
+            "{id}: background Laplacian energy {before:.1} -> {after:.1}"
+        );
+    }
+}
+
+/// The blur only gathers background pixels: a bright person on a dark background leaves no
+/// glow around it, where a plain Gaussian blur of the frame does.
+#[test]
+fn blur_leaves_no_halo_around_the_person() {
+    let (w, h) = (160usize, 90usize);
+    let inside = |x: usize, y: usize| (60..100).contains(&x) && (20..70).contains(&y);
+    let frame_img = RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        if inside(x as usize, y as usize) {
+            Rgb([240, 240, 240])
+        } else {
+            Rgb([20, 30, 40])
+        }
+    });
+    let prob = Mask {
+        width: w,
+        height: h,
+        data: (0..w * h)
+            .map(|i| if inside(i % w, i / w) { 1.0 } else { 0.0 })
+            .collect(),
+    };
+    let mut out = RgbaImage::new(0, 0);
+    let alpha = AlphaSettings {
+        threshold: 0.5,
+        feather: 0.0,
+    };
+    Compositor::default().composite(
+        &rgb_frame(&frame_img),
+        &prob,
+        alpha,
+        Background::Blur { sigma: 16.0 },
+        &mut out,
+    );
+    for (x, y, p) in out.enumerate_pixels() {
+        if !inside(x as usize, y as usize) {
+            assert!(
+                p[0].abs_diff(20) <= 1 && p[1].abs_diff(30) <= 1 && p[2].abs_diff(40) <= 1,
+                "halo at ({x},{y}): {p:?}"
+            );
+        }
+    }
+    // The scene does produce a halo with a plain blur, so the check above can fail.
+    let plain = image::imageops::blur(&frame_img, 16.0);
+    assert!(plain.get_pixel(58, 45)[0] > 100);
+}
+
+/// Transparent mode: the alpha channel is the person (against the human mask) and the colour
+/// of opaque pixels is the input.
+#[test]
+fn transparent_alpha_is_the_person() {
+    for id in PHOTOS {
+        let (img, _, out) = composite_photo(id, Background::Transparent, AlphaSettings::default());
+        let alpha_mask: Vec<bool> = out.pixels().map(|p| p[3] >= 128).collect();
+        let score = iou(&alpha_mask, &human_mask(id));
+        assert!(score >= 0.95, "{id}: alpha IoU {score:.4}");
+        for (p, o) in img.pixels().zip(out.pixels()) {
+            if o[3] == 255 {
+                assert_eq!([o[0], o[1], o[2]], [p[0], p[1], p[2]]);
+            }
+        }
+        assert!(
+            out.pixels().any(|p| p[3] == 0),
+            "{id}: no transparent pixel"
+        );
+    }
+}
+
+/// Image mode: background pixels show the image, fitted as asked.
+#[test]
+fn image_background_shows_the_fitted_image() {
+    let id = PHOTOS[0];
+    let (w, h) = {
+        let img = photo(id);
+        (img.width(), img.height())
+    };
+    // Stretch of an image of the frame's own size is the image itself.
+    let bg = image::imageops::resize(
+        &image::DynamicImage::ImageRgb8(photo(PHOTOS[2])).to_rgba8(),
+        w,
+        h,
+        image::imageops::Triangle,
+    );
+    let alpha = AlphaSettings {
+        threshold: 0.5,
+        feather: 0.0,
+    };
+    let (_, prob, out) = composite_photo(
+        id,
+        Background::Image {
+            image: &bg,
+            fit: Fit::Stretch,
+        },
+        alpha,
+    );
+    let mut background_pixels = 0;
+    for (i, o) in out.pixels().enumerate() {
+        if prob.data[i] < 0.5 {
+            let b = bg.get_pixel(i as u32 % w, i as u32 / w);
+            assert!(
+                o.0.iter().zip(b.0).all(|(x, y)| x.abs_diff(y) <= 1),
+                "{o:?} vs {b:?}"
+            );
+            background_pixels += 1;
+        }
+    }
+    assert!(background_pixels > (w * h / 3) as usize);
+    // Contain: a square image in a 16:9 frame leaves opaque black bars left and right;
+    // cover: the image's centre lands on the frame's centre.
+    let square = RgbaImage::from_fn(64, 64, |x, _| {
+        if x < 32 {
+            Rgba([255, 0, 0, 255])
+        } else {
+            Rgba([0, 0, 255, 255])
+        }
+    });
+    let (_, prob, out) = composite_photo(
+        id,
+        Background::Image {
+            image: &square,
+            fit: Fit::Contain,
+        },
+        alpha,
+    );
+    let bar_x = (w - h) / 4; // inside the left bar
+    for y in 0..h {
+        if prob.data[(y * w + bar_x) as usize] < 0.5 {
+            assert_eq!(out.get_pixel(bar_x, y).0, [0, 0, 0, 255]);
+        }
+    }
+    let (_, prob, out) = composite_photo(
+        id,
+        Background::Image {
+            image: &square,
+            fit: Fit::Cover,
+        },
+        alpha,
+    );
+    for y in 0..h {
+        for (x, expect) in [(w / 2 - 8, [255, 0, 0, 255]), (w / 2 + 8, [0, 0, 255, 255])] {
+            if prob.data[(y * w + x) as usize] < 0.5 {
+                assert_eq!(out.get_pixel(x, y).0, expect, "({x},{y})");
+            }
+        }
+    }
+}
+
+/// Colour mode, with a half-transparent colour: background pixels carry its colour and alpha.
+#[test]
+fn colour_background_keeps_its_alpha() {
+    let colour = [0, 177, 64, 128];
+    let alpha = AlphaSettings {
+        threshold: 0.5,
+        feather: 0.0,
+    };
+    let (img, prob, out) = composite_photo(PHOTOS[1], Background::Color(colour), alpha);
+    for (i, (o, p)) in out.pixels().zip(img.pixels()).enumerate() {
+        if prob.data[i] < 0.5 {
+            assert_eq!(o.0, colour);
+        } else {
+            assert_eq!(o.0, [p[0], p[1], p[2], 255]);
+        }
+    }
+}
+
+/// The "show mask" view is the alpha as grey.
+#[test]
+fn mask_view_is_the_alpha() {
+    let img = photo(PHOTOS[0]);
+    let prob = pipeline(Preset::Landscape)
+        .process(&rgb_frame(&img), &PipelineSettings::default())
+        .unwrap()
+        .clone();
+    let view: GrayImage = obs_ai_background::composite::mask_view(&prob, AlphaSettings::default());
+    let pred: Vec<bool> = view.pixels().map(|p| p[0] >= 128).collect();
+    assert!(iou(&pred, &human_mask(PHOTOS[0])) >= 0.95);
+}
