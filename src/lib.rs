@@ -23,12 +23,16 @@ pub mod frame;
 pub mod mask;
 pub mod metrics;
 pub mod model;
+#[cfg(feature = "obs")]
+pub mod obs;
 pub mod pipeline;
 pub mod postprocess;
 pub mod preprocess;
 pub mod simd;
 pub mod video;
 
+#[cfg(feature = "obs")]
+mod plugin;
 
 pub use error::{EngineError, Result};
 

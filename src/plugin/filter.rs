@@ -1,0 +1,1130 @@
+//! The "AI Background" video filter (`ai_background_filter`).
+//!
+//! Per frame, on the render thread (`video_render`, inside the graphics context):
+//! 1. the filter's target is rendered once per frame into a texrender at its own size;
+//! 2. on every N-th frame that texture is drawn into a small texrender at the capture size
+//!    (the model input, or twice it with edge refinement: the GPU does the resize) and
+//!    staged into a ring of three stage surfaces; the surface staged on an earlier frame is
+//!    mapped (so the map never waits for the GPU) and its pixels go to the worker's
+//!    one-slot mailbox ([`super::worker`]);
+//! 3. the newest mask the worker published is uploaded into an R32F texture (created once
+//!    per mask size);
+//! 4. the effect (`data/ai_background.effect`) composites at full resolution with
+//!    premultiplied alpha (blend ONE, INVSRCALPHA): one technique per mode plus the mask
+//!    view; blur first runs the Reduce and two BlurPass passes at reduced resolution.
+//!
+//! Nothing here waits on inference: the mask is at most two frames behind its frame when the
+//! worker keeps up (staged on frame n, mapped and sent on n + 1, shown on n + 2 at the
+//! latest), and simply older when it does not. Until the first mask exists, and whenever
+//! something is wrong (no effect, no segmenter, zero-size source, a caught panic), the video
+//! passes through untouched.
+
+use super::settings::{self, Mode, Settings};
+use super::worker::{Job, MaskResult, ModelKey, Worker};
+use crate::composite::MAX_BLUR_REDUCTION;
+use crate::obs::calldata::CallDataRef;
+use crate::obs::data::{Data, DataRef};
+use crate::obs::filter::{Proc, VideoFilter};
+use crate::obs::graphics::{
+    clear, ortho, Blend, Effect, Format, Gfx, GraphicsGuard, Param, StageSurface, StateGuard,
+    TexRender, Texture, TextureRef,
+};
+use crate::obs::module;
+use crate::obs::properties::Properties;
+use crate::obs::source::{
+    FilterContext, Source, SourceRef, WeakSource, FLAG_ASYNC, FLAG_CUSTOM_DRAW,
+};
+use image::RgbaImage;
+use parking_lot::Mutex;
+use std::ffi::CStr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The effect file in the module's data folder.
+pub const EFFECT_FILE: &str = "ai_background.effect";
+/// Name of each instance's worker thread (Linux shows 15 characters).
+pub const WORKER_THREAD: &str = "ai-bg-worker";
+/// Number of stage surfaces in the read-back ring.
+pub const STAGE_RING: usize = 3;
+/// Largest background image side accepted (larger images are refused with a log line):
+/// 8192 pixels, the texture size every Direct3D 10-class GPU supports.
+pub const MAX_IMAGE_SIDE: u32 = 8192;
+/// Ticks between lookups of a background source that does not exist (yet).
+const SOURCE_LOOKUP_TICKS: u64 = 60;
+/// Ticks after which a staged frame is dropped instead of segmented.
+const STALE_TICKS: u64 = 10;
+/// Ticks after which an active background video without a picture is reported.
+const VIDEO_EMPTY_TICKS: u64 = 150;
+
+/// The effect's params (all required; a mismatch with the file is a load error).
+struct Params {
+    image: Param,
+    mask: Param,
+    background: Param,
+    blurred: Param,
+    frame_size: Param,
+    mask_size: Param,
+    mask_scale: Param,
+    threshold: Param,
+    feather: Param,
+    bg_color: Param,
+    bg_map: Param,
+    bg_size: Param,
+    bg_premultiplied: Param,
+    small_size: Param,
+    blur_scale: Param,
+    block: Param,
+    radius: Param,
+    sigma: Param,
+    direction: Param,
+    blur_enabled: Param,
+}
+
+/// Values of every effect param for one draw. libobs clears all param values when a
+/// technique ends (`gs_technique_end`), so each draw sets all of them.
+#[derive(Clone, Copy, Default)]
+struct Uniforms<'a> {
+    image: Option<TextureRef<'a>>,
+    mask: Option<TextureRef<'a>>,
+    background: Option<TextureRef<'a>>,
+    blurred: Option<TextureRef<'a>>,
+    frame_size: [f32; 2],
+    mask_size: [f32; 2],
+    mask_scale: [f32; 2],
+    threshold: f32,
+    feather: f32,
+    bg_color: [f32; 4],
+    bg_map: [f32; 4],
+    bg_size: [f32; 2],
+    bg_premultiplied: f32,
+    small_size: [f32; 2],
+    blur_scale: [f32; 2],
+    block: i32,
+    radius: i32,
+    sigma: f32,
+    direction: [f32; 2],
+    blur_enabled: f32,
+}
+
+/// The compiled effect and its params.
+struct Shader {
+    effect: Effect,
+    p: Params,
+}
+
+impl Shader {
+    fn load(gfx: &Gfx<'_>) -> Result<Shader, String> {
+        let path = module::data_file(EFFECT_FILE)
+            .ok_or_else(|| format!("{EFFECT_FILE} is missing from the module's data folder"))?;
+        let mut effect = Effect::from_file(gfx, &path)?;
+        let mut param = |name: &str| {
+            effect
+                .param(name)
+                .ok_or_else(|| format!("{} has no param '{name}'", path.display()))
+        };
+        let p = Params {
+            image: param("image")?,
+            mask: param("mask")?,
+            background: param("background")?,
+            blurred: param("blurred")?,
+            frame_size: param("frame_size")?,
+            mask_size: param("mask_size")?,
+            mask_scale: param("mask_scale")?,
+            threshold: param("threshold")?,
+            feather: param("feather")?,
+            bg_color: param("bg_color")?,
+            bg_map: param("bg_map")?,
+            bg_size: param("bg_size")?,
+            bg_premultiplied: param("bg_premultiplied")?,
+            small_size: param("small_size")?,
+            blur_scale: param("blur_scale")?,
+            block: param("block")?,
+            radius: param("radius")?,
+            sigma: param("sigma")?,
+            direction: param("direction")?,
+            blur_enabled: param("blur_enabled")?,
+        };
+        Ok(Shader { effect, p })
+    }
+
+    /// Sets every param from `u` and draws a `w` x `h` sprite with `technique`.
+    fn draw(&self, gfx: &Gfx<'_>, u: &Uniforms<'_>, technique: &CStr, w: u32, h: u32) -> bool {
+        let (e, p) = (&self.effect, &self.p);
+        e.set_texture(p.image, u.image);
+        e.set_texture(p.mask, u.mask);
+        e.set_texture(p.background, u.background);
+        e.set_texture(p.blurred, u.blurred);
+        e.set_vec2(p.frame_size, u.frame_size);
+        e.set_vec2(p.mask_size, u.mask_size);
+        e.set_vec2(p.mask_scale, u.mask_scale);
+        e.set_float(p.threshold, u.threshold);
+        e.set_float(p.feather, u.feather);
+        e.set_vec4(p.bg_color, u.bg_color);
+        e.set_vec4(p.bg_map, u.bg_map);
+        e.set_vec2(p.bg_size, u.bg_size);
+        e.set_float(p.bg_premultiplied, u.bg_premultiplied);
+        e.set_vec2(p.small_size, u.small_size);
+        e.set_vec2(p.blur_scale, u.blur_scale);
+        e.set_int(p.block, u.block);
+        e.set_int(p.radius, u.radius);
+        e.set_float(p.sigma, u.sigma);
+        e.set_vec2(p.direction, u.direction);
+        e.set_float(p.blur_enabled, u.blur_enabled);
+        e.draw_sprite(gfx, technique, w, h)
+    }
+
+    /// Draws into `target` (resized to `w` x `h`) without blending, as stored.
+    fn draw_into(
+        &self,
+        gfx: &Gfx<'_>,
+        target: &mut TexRender,
+        u: &Uniforms<'_>,
+        technique: &CStr,
+        w: u32,
+        h: u32,
+    ) -> bool {
+        let Some(_scope) = target.render(gfx, w, h) else {
+            return false;
+        };
+        let state = StateGuard::push(gfx);
+        state.no_blend();
+        state.framebuffer_srgb(false);
+        ortho(gfx, w as f32, h as f32);
+        self.draw(gfx, u, technique, w, h)
+    }
+}
+
+/// GPU objects of one instance, created in `create` (inside the graphics context).
+struct Gpu {
+    shader: Shader,
+    /// The target at full size, straight alpha.
+    source: TexRender,
+    /// The target at the capture size (BGRA) for the segmenter.
+    capture: TexRender,
+    /// Blur planes at reduced size (RGBA32F): box-reduced, then after each Gaussian pass.
+    reduce: TexRender,
+    blur_h: TexRender,
+    blur_v: TexRender,
+    /// A video or OBS-source background at its own size (premultiplied).
+    background: TexRender,
+}
+
+impl Gpu {
+    fn new(gfx: &Gfx<'_>) -> Result<Gpu, String> {
+        let shader = Shader::load(gfx)?;
+        let tr = |f: Format| {
+            TexRender::new(gfx, f).ok_or_else(|| "cannot create a texrender".to_string())
+        };
+        Ok(Gpu {
+            shader,
+            source: tr(Format::Rgba)?,
+            capture: tr(Format::Bgra)?,
+            reduce: tr(Format::Rgba32f)?,
+            blur_h: tr(Format::Rgba32f)?,
+            blur_v: tr(Format::Rgba32f)?,
+            background: tr(Format::Rgba)?,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    surface: Option<StageSurface>,
+    /// Frame number staged into the surface and not yet read.
+    staged: Option<u64>,
+    /// The video tick it was staged on.
+    tick: u64,
+}
+
+/// Render-thread state (only the video thread locks it, plus `destroy`).
+#[derive(Default)]
+struct RenderState {
+    gpu: Option<Gpu>,
+    /// The tick whose frame is in `gpu.source`.
+    rendered_tick: Option<u64>,
+    /// Frames rendered (one per tick in which the filter was drawn).
+    frame: u64,
+    /// Frames with new content (every frame of a sync source; new async frames).
+    fresh_frames: u64,
+    ring: [Slot; STAGE_RING],
+    mask: Option<Texture>,
+    mask_serial: u64,
+    image: Option<Texture>,
+    image_generation: u64,
+    zero_size_logged: bool,
+    // Statistics.
+    render_calls: u64,
+    render_time: Duration,
+    captures: u64,
+    submitted: u64,
+    uploads: u64,
+    lag_last: u64,
+    lag_max: u64,
+    lag_sum: u64,
+}
+
+/// The private media source playing a background video.
+struct VideoBackground {
+    source: Source,
+    path: PathBuf,
+    looping: bool,
+    /// Whether this filter holds an active + showing reference on it.
+    active: bool,
+    active_since: u64,
+    empty_logged: bool,
+}
+
+impl VideoBackground {
+    /// Gives back this filter's activation and releases the media source.
+    fn retire(self) {
+        if self.active {
+            self.source.dec_showing();
+            self.source.dec_active();
+        }
+    }
+}
+
+/// Background resources, shared by `update` (UI thread), `video_tick` and `video_render`.
+/// Sources are never released while this lock is held (a release can enter the graphics
+/// context, which the render thread holds while it waits for this lock).
+#[derive(Default)]
+struct BackgroundState {
+    image_path: PathBuf,
+    image_generation: u64,
+    pending_image: Option<RgbaImage>,
+    video: Option<VideoBackground>,
+    source_name: String,
+    source: Option<WeakSource>,
+    next_lookup: u64,
+    source_missing_logged: bool,
+}
+
+/// One instance of the filter.
+pub struct AiBackground {
+    ctx: FilterContext,
+    settings: Mutex<Arc<Settings>>,
+    worker: Option<Worker>,
+    render: Mutex<RenderState>,
+    bg: Mutex<BackgroundState>,
+    /// The mask currently in the mask texture (what the last frame was composited with).
+    shown: Mutex<Option<Arc<MaskResult>>>,
+    tick: AtomicU64,
+    /// Set by `filter_video` when an async parent delivered a new frame.
+    new_async_frame: AtomicBool,
+    poisoned: AtomicBool,
+}
+
+impl AiBackground {
+    fn skip(&self, gfx: &Gfx<'_>) {
+        self.ctx.skip_video_filter(gfx);
+    }
+
+    /// Applies the background part of new settings (UI thread). Slow work (decoding an
+    /// image, creating a media source) happens without holding the background lock, which
+    /// the render thread takes every frame. Returns the background videos to retire after the
+    /// caller has let go of every lock.
+    fn update_background(&self, s: &Settings) -> Vec<VideoBackground> {
+        let want_image = s.mode == Mode::Image && !s.image_path.as_os_str().is_empty();
+        let want_video = s.mode == Mode::Video && !s.video_path.as_os_str().is_empty();
+        let (image_path, keep_video) = {
+            let bg = self.bg.lock();
+            let keep = bg
+                .video
+                .as_ref()
+                .is_some_and(|v| want_video && v.path == s.video_path && v.looping == s.video_loop);
+            (bg.image_path.clone(), keep)
+        };
+
+        // Image: decoded here, uploaded by the render thread.
+        let image_change = if !want_image {
+            (!image_path.as_os_str().is_empty()).then(|| (PathBuf::new(), None))
+        } else if image_path != s.image_path {
+            Some((s.image_path.clone(), load_image(&s.image_path)))
+        } else {
+            None
+        };
+        // Video: a private ffmpeg_source, recreated when the file or looping changes.
+        let new_video = if !keep_video && want_video {
+            create_video(&self.ctx.name(), &s.video_path, s.video_loop)
+        } else {
+            None
+        };
+
+        let mut retired = Vec::new();
+        let mut bg = self.bg.lock();
+        if let Some((path, image)) = image_change {
+            bg.image_path = path;
+            bg.pending_image = image;
+            bg.image_generation += 1;
+        }
+        if !keep_video {
+            retired.extend(bg.video.take());
+            bg.video = new_video;
+        }
+        // OBS source: a weak reference, looked up by name in video_tick.
+        let want_source = if s.mode == Mode::Source {
+            s.source_name.as_str()
+        } else {
+            ""
+        };
+        if bg.source_name != want_source {
+            bg.source_name = want_source.to_string();
+            bg.source = None;
+            bg.next_lookup = 0;
+            bg.source_missing_logged = false;
+        }
+        retired
+    }
+
+    /// Per-tick background housekeeping: (de)activates the background video with the
+    /// filter's visibility and resolves the background source by name.
+    fn tick_background(&self, tick: u64) {
+        let s = self.settings.lock().clone();
+        let visible =
+            self.ctx.as_source().enabled() && self.ctx.parent().is_some_and(|p| p.showing());
+        let mut release = Vec::new();
+        {
+            let mut bg = self.bg.lock();
+            if let Some(v) = bg.video.as_mut() {
+                let want = s.mode == Mode::Video && visible;
+                if want != v.active {
+                    if want {
+                        v.source.inc_active();
+                        v.source.inc_showing();
+                        v.active_since = tick;
+                    } else {
+                        v.source.dec_showing();
+                        v.source.dec_active();
+                    }
+                    v.active = want;
+                }
+                let empty = v.source.as_ref().width() == 0 || v.source.as_ref().height() == 0;
+                if v.active && empty && !v.empty_logged && tick - v.active_since > VIDEO_EMPTY_TICKS
+                {
+                    v.empty_logged = true;
+                    log::warn!(
+                        "background video {} shows no picture (unreadable file?); using blur",
+                        v.path.display()
+                    );
+                }
+            }
+            let expired = bg.source.as_ref().is_none_or(|w| w.upgrade().is_none());
+            if !bg.source_name.is_empty() && expired && tick >= bg.next_lookup {
+                bg.next_lookup = tick + SOURCE_LOOKUP_TICKS;
+                bg.source = None;
+                match Source::by_name(&bg.source_name) {
+                    Some(src) => {
+                        let is_parent = self.ctx.parent().is_some_and(|p| p.same(src.as_ref()));
+                        if is_parent {
+                            if !bg.source_missing_logged {
+                                log::warn!(
+                                    "'{}' cannot be its own background; using blur",
+                                    bg.source_name
+                                );
+                                bg.source_missing_logged = true;
+                            }
+                        } else {
+                            bg.source = Some(src.weak());
+                            bg.source_missing_logged = false;
+                        }
+                        release.push(src);
+                    }
+                    None => {
+                        if !bg.source_missing_logged {
+                            log::warn!(
+                                "background source '{}' not found; using blur",
+                                bg.source_name
+                            );
+                            bg.source_missing_logged = true;
+                        }
+                    }
+                }
+            }
+        }
+        drop(release);
+    }
+
+    /// Reads the surface staged on an earlier frame and hands it to the worker, then stages
+    /// this frame if it is due.
+    ///
+    /// `fresh` is false when the source is async and no new frame arrived since the last
+    /// capture (a 30 fps webcam on a 60 fps canvas): nothing new to segment.
+    fn capture(&self, gfx: &Gfx<'_>, rs: &mut RenderState, s: &Settings, tick: u64, fresh: bool) {
+        let Some(worker) = self.worker.as_ref() else {
+            return;
+        };
+        let frame = rs.frame;
+        // 1. The newest surface staged before this frame; older ones are stale.
+        let newest = (0..STAGE_RING)
+            .filter(|&i| rs.ring[i].staged.is_some_and(|f| f < frame))
+            .max_by_key(|&i| rs.ring[i].staged);
+        if let Some(i) = newest {
+            let staged = rs.ring[i].staged.take().unwrap_or(0);
+            for slot in rs.ring.iter_mut() {
+                if slot.staged.is_some_and(|f| f < staged) {
+                    slot.staged = None;
+                }
+            }
+            // A frame staged before the filter was hidden is not worth segmenting.
+            let stale = rs.ring[i].tick + STALE_TICKS < tick;
+            if let Some(surface) = rs.ring[i].surface.as_ref().filter(|_| !stale) {
+                if let Some(map) = surface.map(gfx) {
+                    let (w, h) = (surface.width() as usize, surface.height() as usize);
+                    let row = w * 4;
+                    let mut pixels = worker.buffer();
+                    pixels.clear();
+                    for y in 0..h {
+                        pixels.extend_from_slice(
+                            &map.data()[y * map.linesize()..y * map.linesize() + row],
+                        );
+                    }
+                    drop(map);
+                    worker.submit(Job {
+                        pixels,
+                        width: w,
+                        height: h,
+                        stride: row,
+                        frame: staged,
+                        model: ModelKey {
+                            preset: s.preset,
+                            device: s.device,
+                            weights: s.weights_path.clone(),
+                        },
+                        pipeline: s.pipeline(),
+                    });
+                    rs.submitted += 1;
+                }
+            }
+        }
+
+        // 2. Stage this frame into a free surface, every N-th new frame.
+        if !fresh {
+            return;
+        }
+        rs.fresh_frames += 1;
+        if rs.fresh_frames % u64::from(s.every_n.max(1)) != 0 {
+            return;
+        }
+        let Some(gpu) = rs.gpu.as_mut() else { return };
+        let (cw, ch) = s.capture_size();
+        let Gpu {
+            shader,
+            source,
+            capture,
+            ..
+        } = gpu;
+        let u = Uniforms {
+            image: source.texture(),
+            ..Default::default()
+        };
+        if u.image.is_none() || !shader.draw_into(gfx, capture, &u, c"Capture", cw, ch) {
+            return;
+        }
+        let Some(small) = capture.texture() else {
+            return;
+        };
+        let Some(i) = (0..STAGE_RING).find(|&i| rs.ring[i].staged.is_none()) else {
+            return;
+        };
+        let slot = &mut rs.ring[i];
+        if slot
+            .surface
+            .as_ref()
+            .is_none_or(|sf| (sf.width(), sf.height()) != (cw, ch))
+        {
+            slot.surface = StageSurface::new(gfx, cw, ch, Format::Bgra);
+        }
+        if let Some(surface) = slot.surface.as_ref() {
+            surface.stage(gfx, small);
+            slot.staged = Some(frame);
+            slot.tick = tick;
+            rs.captures += 1;
+        }
+    }
+
+    /// Uploads the newest published mask, if it is new.
+    fn upload_mask(&self, gfx: &Gfx<'_>, rs: &mut RenderState) {
+        let Some(latest) = self.worker.as_ref().and_then(|w| w.latest()) else {
+            if rs.mask.is_some()
+                && self
+                    .worker
+                    .as_ref()
+                    .is_some_and(|w| w.stats().error.is_some())
+            {
+                // The segmenter failed (e.g. a model switch to unreadable weights): pass through.
+                rs.mask = None;
+                *self.shown.lock() = None;
+            }
+            return;
+        };
+        if latest.serial == rs.mask_serial && rs.mask.is_some() {
+            return;
+        }
+        let m = &latest.mask;
+        let (w, h) = (m.width as u32, m.height as u32);
+        if rs
+            .mask
+            .as_ref()
+            .is_none_or(|t| (t.width(), t.height()) != (w, h))
+        {
+            rs.mask = Texture::new(gfx, w, h, Format::R32f, true, None);
+        }
+        let Some(tex) = rs.mask.as_ref() else { return };
+        if !tex.set_image(gfx, bytemuck::cast_slice(&m.data), w as usize * 4) {
+            return;
+        }
+        rs.mask_serial = latest.serial;
+        rs.uploads += 1;
+        let lag = rs.frame.saturating_sub(latest.frame);
+        rs.lag_last = lag;
+        rs.lag_max = rs.lag_max.max(lag);
+        rs.lag_sum += lag;
+        *self.shown.lock() = Some(latest);
+    }
+
+    /// Renders an OBS source (background video or source) into `target` at its own size.
+    fn render_background_source(gfx: &Gfx<'_>, target: &mut TexRender, src: SourceRef<'_>) -> bool {
+        let (w, h) = (src.width(), src.height());
+        let Some(_scope) = target.render(gfx, w, h) else {
+            return false;
+        };
+        let state = StateGuard::push(gfx);
+        // OBS's default blending, which leaves premultiplied colour in a cleared target.
+        state.blend_separate(
+            Blend::SrcAlpha,
+            Blend::InvSrcAlpha,
+            Blend::One,
+            Blend::InvSrcAlpha,
+        );
+        clear(gfx, [0.0; 4]);
+        ortho(gfx, w as f32, h as f32);
+        src.video_render(gfx);
+        true
+    }
+
+    fn render_frame(&self, gfx: &Gfx<'_>) {
+        if self.poisoned.load(Ordering::Relaxed) {
+            return self.skip(gfx);
+        }
+        let (Some(target), Some(parent)) = (self.ctx.target(), self.ctx.parent()) else {
+            return self.skip(gfx);
+        };
+        let (w, h) = (target.base_width(), target.base_height());
+        let s = self.settings.lock().clone();
+        let mut guard = self.render.lock();
+        let rs = &mut *guard;
+        if w == 0 || h == 0 {
+            if !rs.zero_size_logged {
+                rs.zero_size_logged = true;
+                log::info!(
+                    "'{}': the source has no picture yet (0x0); passing through",
+                    parent.name()
+                );
+            }
+            return self.skip(gfx);
+        }
+        rs.zero_size_logged = false;
+        let Some(gpu) = rs.gpu.as_mut() else {
+            return self.skip(gfx);
+        };
+
+        // 1. The target at full size, once per frame (straight copy: blend ONE, ZERO).
+        let tick = self.tick.load(Ordering::Relaxed);
+        if rs.rendered_tick != Some(tick) {
+            let direct =
+                target.same(parent) && target.output_flags() & (FLAG_CUSTOM_DRAW | FLAG_ASYNC) == 0;
+            {
+                let Some(_scope) = gpu.source.render(gfx, w, h) else {
+                    return self.skip(gfx);
+                };
+                let state = StateGuard::push(gfx);
+                state.blend(Blend::One, Blend::Zero);
+                clear(gfx, [0.0; 4]);
+                ortho(gfx, w as f32, h as f32);
+                if direct {
+                    target.default_render(gfx);
+                } else {
+                    target.video_render(gfx);
+                }
+            }
+            rs.rendered_tick = Some(tick);
+            rs.frame += 1;
+            // 2. Read-back ring and the worker's mailbox. Async sources report new frames
+            // through filter_video while the target renders (just above).
+            let async_parent = parent.output_flags() & FLAG_ASYNC != 0;
+            let fresh = !async_parent || self.new_async_frame.swap(false, Ordering::Relaxed);
+            self.capture(gfx, rs, &s, tick, fresh);
+        }
+
+        // 3. The newest mask.
+        self.upload_mask(gfx, rs);
+
+        // A background image decoded on the UI thread, uploaded once (outside the lock).
+        let pending = {
+            let mut bg = self.bg.lock();
+            (bg.image_generation != rs.image_generation).then(|| {
+                rs.image_generation = bg.image_generation;
+                bg.pending_image.take()
+            })
+        };
+        if let Some(pending) = pending {
+            rs.image = pending.and_then(|img| {
+                let t = Texture::new(
+                    gfx,
+                    img.width(),
+                    img.height(),
+                    Format::Rgba,
+                    false,
+                    Some(img.as_raw()),
+                );
+                if t.is_none() {
+                    log::warn!(
+                        "cannot create a {}x{} texture for the background image; using blur",
+                        img.width(),
+                        img.height()
+                    );
+                }
+                t
+            });
+        }
+
+        // 4. Composite.
+        let RenderState {
+            gpu, mask, image, ..
+        } = rs;
+        let Some(Gpu {
+            shader,
+            source,
+            reduce,
+            blur_h,
+            blur_v,
+            background,
+            ..
+        }) = gpu.as_mut()
+        else {
+            return self.skip(gfx);
+        };
+        let mut u = Uniforms {
+            image: source.texture(),
+            frame_size: [w as f32, h as f32],
+            ..Default::default()
+        };
+        if u.image.is_none() {
+            return self.skip(gfx);
+        }
+        let technique: &CStr = match mask.as_ref() {
+            None => c"Passthrough",
+            Some(m) => {
+                let (mw, mh) = (m.width(), m.height());
+                u.mask = Some(m.as_ref());
+                u.mask_size = [mw as f32, mh as f32];
+                // As preprocess::BilinearAxis computes its scale.
+                u.mask_scale = [mw as f32 / w as f32, mh as f32 / h as f32];
+                u.threshold = s.threshold;
+                u.feather = s.feather;
+                if s.show_mask {
+                    c"Mask"
+                } else {
+                    let targets = BlurTargets {
+                        reduce,
+                        blur_h,
+                        blur_v,
+                    };
+                    self.prepare_mode(gfx, shader, targets, background, image.as_ref(), &s, &mut u)
+                }
+            }
+        };
+        let state = StateGuard::push(gfx);
+        state.blend(Blend::One, Blend::InvSrcAlpha);
+        state.framebuffer_srgb(false);
+        if !shader.draw(gfx, &u, technique, w, h) {
+            drop(state);
+            self.skip(gfx);
+        }
+    }
+
+    /// Prepares the background of the current mode in `u` and returns the technique.
+    /// Backgrounds that are not available fall back to blur.
+    #[allow(clippy::too_many_arguments)]
+    fn prepare_mode<'a>(
+        &self,
+        gfx: &Gfx<'_>,
+        shader: &Shader,
+        blur: BlurTargets<'a>,
+        background: &'a mut TexRender,
+        image: Option<&'a Texture>,
+        s: &Settings,
+        u: &mut Uniforms<'a>,
+    ) -> &'static CStr {
+        let (w, h) = (u.frame_size[0] as usize, u.frame_size[1] as usize);
+        let fit = |u: &mut Uniforms<'a>, tex: TextureRef<'a>, premultiplied: bool| {
+            let (bw, bh) = (tex.width(), tex.height());
+            let (sx, sy, ox, oy) = s.fit.mapping((w, h), (bw as usize, bh as usize));
+            u.background = Some(tex);
+            u.bg_size = [bw as f32, bh as f32];
+            u.bg_map = [sx, sy, ox, oy];
+            u.bg_premultiplied = if premultiplied { 1.0 } else { 0.0 };
+        };
+        match s.mode {
+            Mode::Image => {
+                if let Some(tex) = image {
+                    fit(u, tex.as_ref(), false);
+                    return c"Image";
+                }
+            }
+            Mode::Video | Mode::Source => {
+                let src = {
+                    let bg = self.bg.lock();
+                    match s.mode {
+                        Mode::Video => bg.video.as_ref().map(|v| v.source.clone()),
+                        _ => bg.source.as_ref().and_then(|w| w.upgrade()),
+                    }
+                };
+                // Rendered, and the reference released, outside the background lock.
+                let ready = src.as_ref().is_some_and(|src| {
+                    src.as_ref().width() > 0
+                        && src.as_ref().height() > 0
+                        && Self::render_background_source(gfx, background, src.as_ref())
+                });
+                drop(src);
+                if ready {
+                    let background: &'a TexRender = background;
+                    if let Some(tex) = background.texture() {
+                        fit(u, tex, true);
+                        return if s.mode == Mode::Video {
+                            c"Video"
+                        } else {
+                            c"Source"
+                        };
+                    }
+                }
+            }
+            Mode::Color => {
+                let c = s.color;
+                let a = c[3] as f32 / 255.0;
+                u.bg_color = [
+                    c[0] as f32 / 255.0 * a,
+                    c[1] as f32 / 255.0 * a,
+                    c[2] as f32 / 255.0 * a,
+                    a,
+                ];
+                return c"Color";
+            }
+            Mode::Transparent => return c"Transparent",
+            Mode::Blur => {}
+        }
+        if s.blur_sigma > 0.0 {
+            if let Some(blurred) = blur.run(gfx, shader, *u, s.blur_sigma) {
+                *u = blurred;
+            }
+        }
+        c"Blur"
+    }
+
+    /// Proc `ai_background_mask`: copies the mask the last frame was composited with.
+    fn proc_mask(&self, cd: &mut CallDataRef<'_>) {
+        let shown = self.shown.lock().clone();
+        match shown {
+            Some(r) => {
+                cd.copy_into_caller_buffer("dst", "capacity", &r.mask.data);
+                cd.set_int("width", r.mask.width as i64);
+                cd.set_int("height", r.mask.height as i64);
+                cd.set_int("serial", r.serial as i64);
+                cd.set_int("frame", r.frame as i64);
+            }
+            None => {
+                cd.set_int("width", 0);
+                cd.set_int("height", 0);
+                cd.set_int("serial", 0);
+                cd.set_int("frame", 0);
+            }
+        }
+    }
+
+    /// Proc `ai_background_stats`: counters as JSON.
+    fn proc_stats(&self, cd: &mut CallDataRef<'_>) {
+        let (frames, calls, time, captures, submitted, uploads, lag_last, lag_max, lag_sum, gpu_ok) = {
+            let rs = self.render.lock();
+            (
+                rs.frame,
+                rs.render_calls,
+                rs.render_time,
+                rs.captures,
+                rs.submitted,
+                rs.uploads,
+                rs.lag_last,
+                rs.lag_max,
+                rs.lag_sum,
+                rs.gpu.is_some(),
+            )
+        };
+        let w = self.worker.as_ref().map(|w| w.stats()).unwrap_or_default();
+        let video = self
+            .bg
+            .lock()
+            .video
+            .as_ref()
+            .map(|v| if v.active { "active" } else { "inactive" });
+        let per = |d: Duration, n: u64| {
+            if n == 0 {
+                0.0
+            } else {
+                d.as_secs_f64() * 1e3 / n as f64
+            }
+        };
+        let json = serde_json::json!({
+            "frames": frames,
+            "render_calls": calls,
+            "render_ms_total": time.as_secs_f64() * 1e3,
+            "render_ms_avg": per(time, calls),
+            "captures": captures,
+            "submitted": submitted,
+            "replaced": w.replaced,
+            "uploads": uploads,
+            "mask_lag_last": lag_last,
+            "mask_lag_max": lag_max,
+            "mask_lag_avg": if uploads == 0 { 0.0 } else { lag_sum as f64 / uploads as f64 },
+            "worker_frames": w.frames,
+            "live_workers": super::worker::live_workers(),
+            "worker_ms_avg": per(w.wall, w.frames),
+            "worker_cpu_ms_avg": per(w.cpu, w.frames),
+            "inference_ms_avg": per(w.inference, w.frames),
+            "model": w.model,
+            "model_id": w.model_id,
+            "error": w.error,
+            "effect_loaded": gpu_ok,
+            "poisoned": self.poisoned.load(Ordering::Relaxed),
+            "background_video": video,
+        });
+        cd.set_string("json", &json.to_string());
+    }
+}
+
+/// Decodes a background image; logs and returns `None` when it cannot be used.
+fn load_image(path: &Path) -> Option<RgbaImage> {
+    if !path.exists() {
+        log::warn!("background image {} not found; using blur", path.display());
+        return None;
+    }
+    match image::open(path) {
+        Ok(img) if img.width() > MAX_IMAGE_SIDE || img.height() > MAX_IMAGE_SIDE => {
+            log::warn!(
+                "background image {} is {}x{}, larger than {MAX_IMAGE_SIDE} pixels per side; using blur",
+                path.display(),
+                img.width(),
+                img.height()
+            );
+            None
+        }
+        Ok(img) => Some(img.to_rgba8()),
+        Err(e) => {
+            log::warn!(
+                "cannot read background image {}: {e}; using blur",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// Creates the private media source of a background video.
+fn create_video(filter_name: &str, path: &Path, looping: bool) -> Option<VideoBackground> {
+    if !path.exists() {
+        log::warn!("background video {} not found; using blur", path.display());
+        return None;
+    }
+    let d = Data::new();
+    let r = d.as_ref();
+    r.set_bool("is_local_file", true);
+    r.set_string("local_file", &path.to_string_lossy());
+    r.set_bool("looping", looping);
+    r.set_bool("restart_on_activate", false);
+    r.set_bool("close_when_inactive", true);
+    r.set_bool("clear_on_media_end", false);
+    let source = Source::create_private(
+        "ffmpeg_source",
+        &format!("{filter_name} (background video)"),
+        Some(&d),
+    );
+    if source.is_none() {
+        log::warn!("cannot create a media source (is obs-ffmpeg loaded?); using blur");
+    }
+    source.map(|source| VideoBackground {
+        source,
+        path: path.to_path_buf(),
+        looping,
+        active: false,
+        active_since: 0,
+        empty_logged: false,
+    })
+}
+
+/// The three reduced-size targets of the blur.
+struct BlurTargets<'a> {
+    reduce: &'a mut TexRender,
+    blur_h: &'a mut TexRender,
+    blur_v: &'a mut TexRender,
+}
+
+impl<'a> BlurTargets<'a> {
+    /// Blur for a sigma of `sigma` output pixels: Reduce by
+    /// `d = clamp(round(sigma / 4), 1, 8)`, then the two BlurPass directions with
+    /// `sigma / d` (radius `ceil(3 sigma / d)`). Returns `base` with the blurred planes bound
+    /// and `blur_enabled` set, or `None` when a pass could not run.
+    fn run(
+        self,
+        gfx: &Gfx<'_>,
+        shader: &Shader,
+        base: Uniforms<'a>,
+        sigma: f32,
+    ) -> Option<Uniforms<'a>> {
+        let (w, h) = (base.frame_size[0] as u32, base.frame_size[1] as u32);
+        let d = ((sigma / 4.0).round() as u32).clamp(1, MAX_BLUR_REDUCTION as u32);
+        let (sw, sh) = (w.div_ceil(d), h.div_ceil(d));
+        let sigma_small = sigma / d as f32;
+        let mut u = Uniforms {
+            small_size: [sw as f32, sh as f32],
+            block: d as i32,
+            radius: (3.0 * sigma_small).ceil() as i32,
+            sigma: sigma_small,
+            ..base
+        };
+        if !shader.draw_into(gfx, self.reduce, &u, c"Reduce", sw, sh) {
+            return None;
+        }
+        let reduce: &'a TexRender = self.reduce;
+        u.blurred = reduce.texture();
+        u.direction = [1.0, 0.0];
+        if !shader.draw_into(gfx, self.blur_h, &u, c"BlurPass", sw, sh) {
+            return None;
+        }
+        let blur_h: &'a TexRender = self.blur_h;
+        u.blurred = blur_h.texture();
+        u.direction = [0.0, 1.0];
+        if !shader.draw_into(gfx, self.blur_v, &u, c"BlurPass", sw, sh) {
+            return None;
+        }
+        let blur_v: &'a TexRender = self.blur_v;
+        u.blurred = blur_v.texture();
+        // As preprocess::BilinearAxis computes its scale.
+        u.blur_scale = [sw as f32 / w as f32, sh as f32 / h as f32];
+        u.blur_enabled = 1.0;
+        Some(u)
+    }
+}
+
+impl VideoFilter for AiBackground {
+    const ID: &'static str = "ai_background_filter";
+
+    fn display_name() -> &'static CStr {
+        module::static_text(settings::T_NAME)
+    }
+
+    fn create(data: DataRef<'_>, ctx: FilterContext) -> Self {
+        let gpu = {
+            let g = GraphicsGuard::enter();
+            match Gpu::new(&g.gfx()) {
+                Ok(gpu) => Some(gpu),
+                Err(e) => {
+                    log::error!("'{}': {e}; the filter passes the video through", ctx.name());
+                    None
+                }
+            }
+        };
+        let worker = match Worker::spawn(WORKER_THREAD) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                log::error!(
+                    "'{}': cannot start the worker thread: {e}; passing through",
+                    ctx.name()
+                );
+                None
+            }
+        };
+        let filter = AiBackground {
+            ctx,
+            settings: Mutex::new(Arc::new(Settings::default())),
+            worker,
+            render: Mutex::new(RenderState {
+                gpu,
+                ..Default::default()
+            }),
+            bg: Mutex::new(BackgroundState::default()),
+            shown: Mutex::new(None),
+            tick: AtomicU64::new(0),
+            new_async_frame: AtomicBool::new(false),
+            poisoned: AtomicBool::new(false),
+        };
+        filter.update(data);
+        filter
+    }
+
+    fn update(&self, data: DataRef<'_>) {
+        let s = Settings::from_data(data);
+        let retired = self.update_background(&s);
+        *self.settings.lock() = Arc::new(s);
+        self.poisoned.store(false, Ordering::Relaxed);
+        retired.into_iter().for_each(VideoBackground::retire);
+    }
+
+    fn defaults(data: DataRef<'_>) {
+        settings::defaults(data);
+    }
+
+    fn properties(filter: Option<&Self>) -> Properties {
+        let parent = filter.and_then(|f| f.ctx.parent().map(|p| p.name()));
+        settings::properties(parent.as_deref())
+    }
+
+    fn video_tick(&self, _seconds: f32) {
+        let tick = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
+        self.tick_background(tick);
+    }
+
+    fn video_render(&self, gfx: &Gfx<'_>) {
+        let t0 = Instant::now();
+        self.render_frame(gfx);
+        let mut rs = self.render.lock();
+        rs.render_calls += 1;
+        rs.render_time += t0.elapsed();
+    }
+
+    fn context(&self) -> FilterContext {
+        self.ctx
+    }
+
+    fn async_frame(&self) {
+        self.new_async_frame.store(true, Ordering::Relaxed);
+    }
+
+    fn render_panicked(&self) {
+        self.poisoned.store(true, Ordering::Relaxed);
+    }
+
+    fn procs() -> Vec<Proc<Self>> {
+        vec![
+            Proc {
+                decl: "void ai_background_mask(in ptr dst, in int capacity, out int width, out int height, \
+                       out int serial, out int frame)",
+                call: AiBackground::proc_mask,
+            },
+            Proc {
+                decl: "void ai_background_stats(out string json)",
+                call: AiBackground::proc_stats,
+            },
+        ]
+    }
+}
+
+impl Drop for AiBackground {
+    fn drop(&mut self) {
+        // Stop the worker first (joins within one inference), then give back the background
+        // video's activation; GPU objects free themselves in the graphics context.
+        self.worker = None;
+        if let Some(v) = self.bg.get_mut().video.take() {
+            v.retire();
+        }
+    }
+}

@@ -1,0 +1,527 @@
+//! The filter's settings: keys, locale texts, defaults, ranges, parsing and the properties
+//! dialog. Every settings key and locale key is named once, here.
+
+use crate::composite::{Fit, DEFAULT_FEATHER, DEFAULT_THRESHOLD};
+use crate::device::DeviceChoice;
+use crate::model::Preset;
+use crate::obs::data::DataRef;
+use crate::obs::module::text;
+use crate::obs::properties::{PathKind, Properties, PropertiesRef};
+use crate::pipeline::{PipelineSettings, DEFAULT_SMOOTHING};
+use std::path::PathBuf;
+
+// ---- settings keys (stored in OBS scene collections: never rename) --------------------
+pub const S_MODE: &str = "mode";
+pub const S_BLUR: &str = "blur_strength";
+pub const S_THRESHOLD: &str = "threshold";
+pub const S_FEATHER: &str = "feather";
+pub const S_SMOOTHING: &str = "smoothing";
+pub const S_REFINE: &str = "refine";
+pub const S_MODEL: &str = "model";
+pub const S_DEVICE: &str = "device";
+pub const S_EVERY_N: &str = "every_n_frames";
+pub const S_IMAGE: &str = "image_path";
+pub const S_VIDEO: &str = "video_path";
+pub const S_VIDEO_LOOP: &str = "video_loop";
+pub const S_SOURCE: &str = "source";
+pub const S_FIT: &str = "fit";
+pub const S_COLOR: &str = "color";
+pub const S_SHOW_MASK: &str = "show_mask";
+/// Not in the dialog: a `.safetensors` file with the weights of the chosen model (same keys
+/// as `models/*.safetensors`); empty = the embedded weights.
+pub const S_WEIGHTS: &str = "weights_path";
+
+// ---- list values -------------------------------------------------------------------------
+pub const MODE_BLUR: &str = "blur";
+pub const MODE_IMAGE: &str = "image";
+pub const MODE_VIDEO: &str = "video";
+pub const MODE_SOURCE: &str = "source";
+pub const MODE_COLOR: &str = "color";
+pub const MODE_TRANSPARENT: &str = "transparent";
+pub const MODEL_FAST: &str = "fast";
+pub const MODEL_QUALITY: &str = "quality";
+pub const FIT_COVER: &str = "cover";
+pub const FIT_CONTAIN: &str = "contain";
+pub const FIT_STRETCH: &str = "stretch";
+
+// ---- locale keys (locale/*.ini) ----------------------------------------------------------
+pub const T_NAME: &str = "AIBackground";
+pub const T_MODE: &str = "Mode";
+pub const T_MODE_BLUR: &str = "Mode.Blur";
+pub const T_MODE_IMAGE: &str = "Mode.Image";
+pub const T_MODE_VIDEO: &str = "Mode.Video";
+pub const T_MODE_SOURCE: &str = "Mode.Source";
+pub const T_MODE_COLOR: &str = "Mode.Color";
+pub const T_MODE_TRANSPARENT: &str = "Mode.Transparent";
+pub const T_BLUR: &str = "BlurStrength";
+pub const T_THRESHOLD: &str = "Threshold";
+pub const T_THRESHOLD_HINT: &str = "Threshold.Hint";
+pub const T_FEATHER: &str = "Feather";
+pub const T_FEATHER_HINT: &str = "Feather.Hint";
+pub const T_SMOOTHING: &str = "Smoothing";
+pub const T_SMOOTHING_HINT: &str = "Smoothing.Hint";
+pub const T_REFINE: &str = "Refine";
+pub const T_REFINE_HINT: &str = "Refine.Hint";
+pub const T_MODEL: &str = "Model";
+pub const T_MODEL_FAST: &str = "Model.Fast";
+pub const T_MODEL_QUALITY: &str = "Model.Quality";
+pub const T_DEVICE: &str = "Device";
+pub const T_DEVICE_AUTO: &str = "Device.Auto";
+pub const T_DEVICE_CPU: &str = "Device.CPU";
+pub const T_DEVICE_CUDA: &str = "Device.CUDA";
+pub const T_DEVICE_METAL: &str = "Device.Metal";
+pub const T_EVERY_N: &str = "EveryNFrames";
+pub const T_EVERY_N_HINT: &str = "EveryNFrames.Hint";
+pub const T_IMAGE: &str = "ImagePath";
+pub const T_IMAGE_FILTER: &str = "ImagePath.Filter";
+pub const T_VIDEO: &str = "VideoPath";
+pub const T_VIDEO_FILTER: &str = "VideoPath.Filter";
+pub const T_VIDEO_LOOP: &str = "VideoLoop";
+pub const T_SOURCE: &str = "Source";
+pub const T_FIT: &str = "Fit";
+pub const T_FIT_COVER: &str = "Fit.Cover";
+pub const T_FIT_CONTAIN: &str = "Fit.Contain";
+pub const T_FIT_STRETCH: &str = "Fit.Stretch";
+pub const T_COLOR: &str = "Color";
+pub const T_SHOW_MASK: &str = "ShowMask";
+pub const T_SHOW_MASK_HINT: &str = "ShowMask.Hint";
+
+/// Every locale key the filter uses (each `locale/*.ini` must define exactly these).
+#[cfg(test)]
+pub const ALL_TEXT_KEYS: &[&str] = &[
+    T_NAME,
+    T_MODE,
+    T_MODE_BLUR,
+    T_MODE_IMAGE,
+    T_MODE_VIDEO,
+    T_MODE_SOURCE,
+    T_MODE_COLOR,
+    T_MODE_TRANSPARENT,
+    T_BLUR,
+    T_THRESHOLD,
+    T_THRESHOLD_HINT,
+    T_FEATHER,
+    T_FEATHER_HINT,
+    T_SMOOTHING,
+    T_SMOOTHING_HINT,
+    T_REFINE,
+    T_REFINE_HINT,
+    T_MODEL,
+    T_MODEL_FAST,
+    T_MODEL_QUALITY,
+    T_DEVICE,
+    T_DEVICE_AUTO,
+    T_DEVICE_CPU,
+    T_DEVICE_CUDA,
+    T_DEVICE_METAL,
+    T_EVERY_N,
+    T_EVERY_N_HINT,
+    T_IMAGE,
+    T_IMAGE_FILTER,
+    T_VIDEO,
+    T_VIDEO_FILTER,
+    T_VIDEO_LOOP,
+    T_SOURCE,
+    T_FIT,
+    T_FIT_COVER,
+    T_FIT_CONTAIN,
+    T_FIT_STRETCH,
+    T_COLOR,
+    T_SHOW_MASK,
+    T_SHOW_MASK_HINT,
+];
+
+/// The locales shipped in `locale/` (installed to `data/locale/`).
+#[cfg(test)]
+pub const LOCALES: &[&str] = &[
+    "en-US", "de-DE", "es-ES", "fr-FR", "ja-JP", "pt-BR", "zh-CN",
+];
+
+// ---- defaults and ranges -----------------------------------------------------------------
+/// Default blur strength: Gaussian sigma in output pixels (16 px blurs a 720p room well).
+pub const DEFAULT_BLUR: f64 = 16.0;
+/// Blur strength range in output pixels; 0 = no blur.
+pub const BLUR_RANGE: (f64, f64) = (0.0, 100.0);
+/// Default temporal smoothing (the engine's `pipeline::DEFAULT_SMOOTHING`).
+pub const DEFAULT_SMOOTHING_F64: f64 = DEFAULT_SMOOTHING as f64;
+/// Default edge refinement (guided filter on a 2x capture): off, it doubles the worker's
+/// post-processing cost; turn it on for hair and fingers.
+pub const DEFAULT_REFINE: bool = false;
+/// Default: run the segmenter on every frame.
+pub const DEFAULT_EVERY_N: i64 = 1;
+/// "Process every N frames" range.
+pub const EVERY_N_RANGE: (i32, i32) = (1, 10);
+/// Default background colour, `0xAABBGGRR` as OBS stores colours: opaque chroma green
+/// (R 0, G 177, B 64).
+pub const DEFAULT_COLOR: i64 = 0xFF40_B100;
+
+/// What replaces the background.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The frame's own background, blurred.
+    #[default]
+    Blur,
+    /// An image file.
+    Image,
+    /// A video file, played by a private `ffmpeg_source`.
+    Video,
+    /// Another OBS source.
+    Source,
+    /// A solid colour.
+    Color,
+    /// Nothing: transparent background (premultiplied alpha).
+    Transparent,
+}
+
+impl Mode {
+    fn parse(s: &str) -> Mode {
+        match s {
+            MODE_IMAGE => Mode::Image,
+            MODE_VIDEO => Mode::Video,
+            MODE_SOURCE => Mode::Source,
+            MODE_COLOR => Mode::Color,
+            MODE_TRANSPARENT => Mode::Transparent,
+            _ => Mode::Blur,
+        }
+    }
+}
+
+/// Everything the user set, parsed and clamped. Cheap to clone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// Background mode.
+    pub mode: Mode,
+    /// Gaussian sigma of the blur in output pixels, `BLUR_RANGE`.
+    pub blur_sigma: f32,
+    /// Probability at which a pixel is person, 0..1.
+    pub threshold: f32,
+    /// Width of the soft edge in probability units, 0..1.
+    pub feather: f32,
+    /// Temporal smoothing strength, 0..1.
+    pub smoothing: f32,
+    /// Guided-filter edge refinement (captures at twice the model size).
+    pub refine: bool,
+    /// Model preset (Fast = landscape 256x144, Quality = square 256x256).
+    pub preset: Preset,
+    /// Compute device.
+    pub device: DeviceChoice,
+    /// Run the segmenter on every N-th frame, `EVERY_N_RANGE`.
+    pub every_n: u32,
+    /// Background image file.
+    pub image_path: PathBuf,
+    /// Background video file.
+    pub video_path: PathBuf,
+    /// Loop the background video.
+    pub video_loop: bool,
+    /// Name of the OBS source used as background.
+    pub source_name: String,
+    /// How images, videos and sources are fitted to the frame.
+    pub fit: Fit,
+    /// Background colour, straight RGBA 0..255.
+    pub color: [u8; 4],
+    /// Show the person alpha as grey instead of the composite.
+    pub show_mask: bool,
+    /// Custom weights file (hidden setting), empty for the embedded weights.
+    pub weights_path: PathBuf,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            mode: Mode::Blur,
+            blur_sigma: DEFAULT_BLUR as f32,
+            threshold: DEFAULT_THRESHOLD,
+            feather: DEFAULT_FEATHER,
+            smoothing: DEFAULT_SMOOTHING,
+            refine: DEFAULT_REFINE,
+            preset: Preset::Landscape,
+            device: DeviceChoice::Auto,
+            every_n: DEFAULT_EVERY_N as u32,
+            image_path: PathBuf::new(),
+            video_path: PathBuf::new(),
+            video_loop: true,
+            source_name: String::new(),
+            fit: Fit::Cover,
+            color: color_from_obs(DEFAULT_COLOR),
+            show_mask: false,
+            weights_path: PathBuf::new(),
+        }
+    }
+}
+
+/// Converts OBS's `0xAABBGGRR` colour integer to straight RGBA bytes.
+pub fn color_from_obs(v: i64) -> [u8; 4] {
+    let v = v as u32;
+    [v as u8, (v >> 8) as u8, (v >> 16) as u8, (v >> 24) as u8]
+}
+
+fn unit(v: f64) -> f32 {
+    if v.is_finite() {
+        v.clamp(0.0, 1.0) as f32
+    } else {
+        0.0
+    }
+}
+
+impl Settings {
+    /// Reads settings written by the dialog (or a scene collection), clamping every value to
+    /// its range; unknown list values fall back to the defaults.
+    pub fn from_data(d: DataRef<'_>) -> Settings {
+        let device = d.get_string(S_DEVICE);
+        let sigma = d.get_double(S_BLUR);
+        Settings {
+            mode: Mode::parse(&d.get_string(S_MODE)),
+            blur_sigma: if sigma.is_finite() {
+                sigma.clamp(BLUR_RANGE.0, BLUR_RANGE.1) as f32
+            } else {
+                DEFAULT_BLUR as f32
+            },
+            threshold: unit(d.get_double(S_THRESHOLD)),
+            feather: unit(d.get_double(S_FEATHER)),
+            smoothing: unit(d.get_double(S_SMOOTHING)),
+            refine: d.get_bool(S_REFINE),
+            preset: if d.get_string(S_MODEL) == MODEL_QUALITY {
+                Preset::Square
+            } else {
+                Preset::Landscape
+            },
+            device: device.parse().unwrap_or_else(|_| {
+                if !device.is_empty() {
+                    log::warn!("unknown device '{device}' in the settings, using auto");
+                }
+                DeviceChoice::Auto
+            }),
+            every_n: d
+                .get_int(S_EVERY_N)
+                .clamp(EVERY_N_RANGE.0 as i64, EVERY_N_RANGE.1 as i64) as u32,
+            image_path: PathBuf::from(d.get_string(S_IMAGE)),
+            video_path: PathBuf::from(d.get_string(S_VIDEO)),
+            video_loop: d.get_bool(S_VIDEO_LOOP),
+            source_name: d.get_string(S_SOURCE),
+            fit: d.get_string(S_FIT).parse().unwrap_or_default(),
+            color: color_from_obs(d.get_int(S_COLOR)),
+            show_mask: d.get_bool(S_SHOW_MASK),
+            weights_path: PathBuf::from(d.get_string(S_WEIGHTS)),
+        }
+    }
+
+    /// The pipeline settings that travel to the worker with each frame.
+    pub fn pipeline(&self) -> PipelineSettings {
+        PipelineSettings {
+            smoothing: self.smoothing,
+            refine: self.refine,
+            ..Default::default()
+        }
+    }
+
+    /// Size of the frame the segmenter gets: the model input, doubled for edge refinement
+    /// (so the guided filter has detail to follow).
+    pub fn capture_size(&self) -> (u32, u32) {
+        let (w, h) = self.preset.input_size();
+        let k = if self.refine { 2 } else { 1 };
+        ((w * k) as u32, (h * k) as u32)
+    }
+}
+
+/// Writes the defaults.
+pub fn defaults(d: DataRef<'_>) {
+    d.set_default_string(S_MODE, MODE_BLUR);
+    d.set_default_double(S_BLUR, DEFAULT_BLUR);
+    d.set_default_double(S_THRESHOLD, DEFAULT_THRESHOLD as f64);
+    d.set_default_double(S_FEATHER, DEFAULT_FEATHER as f64);
+    d.set_default_double(S_SMOOTHING, DEFAULT_SMOOTHING_F64);
+    d.set_default_bool(S_REFINE, DEFAULT_REFINE);
+    d.set_default_string(S_MODEL, MODEL_FAST);
+    d.set_default_string(S_DEVICE, "auto");
+    d.set_default_int(S_EVERY_N, DEFAULT_EVERY_N);
+    d.set_default_bool(S_VIDEO_LOOP, true);
+    d.set_default_string(S_FIT, FIT_COVER);
+    d.set_default_int(S_COLOR, DEFAULT_COLOR);
+    d.set_default_bool(S_SHOW_MASK, false);
+}
+
+/// Shows the settings that belong to the selected mode.
+fn mode_changed(props: PropertiesRef<'_>, d: DataRef<'_>) -> bool {
+    let mode = Mode::parse(&d.get_string(S_MODE));
+    let show = |key: &str, visible: bool| {
+        if let Some(p) = props.get(key) {
+            p.set_visible(visible);
+        }
+    };
+    show(S_BLUR, mode == Mode::Blur);
+    show(S_IMAGE, mode == Mode::Image);
+    show(S_VIDEO, mode == Mode::Video);
+    show(S_VIDEO_LOOP, mode == Mode::Video);
+    show(S_SOURCE, mode == Mode::Source);
+    show(
+        S_FIT,
+        matches!(mode, Mode::Image | Mode::Video | Mode::Source),
+    );
+    show(S_COLOR, mode == Mode::Color);
+    true
+}
+
+/// Builds the dialog. `parent_name` is left out of the background source list (a source
+/// cannot be its own background).
+pub fn properties(parent_name: Option<&str>) -> Properties {
+    let props = Properties::new();
+    let mode = props.add_string_list(S_MODE, &text(T_MODE), false);
+    for (value, key) in [
+        (MODE_BLUR, T_MODE_BLUR),
+        (MODE_IMAGE, T_MODE_IMAGE),
+        (MODE_VIDEO, T_MODE_VIDEO),
+        (MODE_SOURCE, T_MODE_SOURCE),
+        (MODE_COLOR, T_MODE_COLOR),
+        (MODE_TRANSPARENT, T_MODE_TRANSPARENT),
+    ] {
+        mode.list_add_string(&text(key), value);
+    }
+    mode.set_modified_callback(mode_changed);
+
+    let blur = props.add_float_slider(S_BLUR, &text(T_BLUR), BLUR_RANGE.0, BLUR_RANGE.1, 1.0);
+    blur.set_float_suffix(" px");
+
+    props.add_path(
+        S_IMAGE,
+        &text(T_IMAGE),
+        PathKind::File,
+        &text(T_IMAGE_FILTER),
+    );
+    props.add_path(
+        S_VIDEO,
+        &text(T_VIDEO),
+        PathKind::File,
+        &text(T_VIDEO_FILTER),
+    );
+    props.add_bool(S_VIDEO_LOOP, &text(T_VIDEO_LOOP));
+    let source = props.add_string_list(S_SOURCE, &text(T_SOURCE), false);
+    for name in crate::obs::source::video_source_names() {
+        if Some(name.as_str()) != parent_name {
+            source.list_add_string(&name, &name);
+        }
+    }
+    let fit = props.add_string_list(S_FIT, &text(T_FIT), false);
+    for (value, key) in [
+        (FIT_COVER, T_FIT_COVER),
+        (FIT_CONTAIN, T_FIT_CONTAIN),
+        (FIT_STRETCH, T_FIT_STRETCH),
+    ] {
+        fit.list_add_string(&text(key), value);
+    }
+    props.add_color_alpha(S_COLOR, &text(T_COLOR));
+
+    props
+        .add_float_slider(S_THRESHOLD, &text(T_THRESHOLD), 0.0, 1.0, 0.01)
+        .set_long_description(&text(T_THRESHOLD_HINT));
+    props
+        .add_float_slider(S_FEATHER, &text(T_FEATHER), 0.0, 1.0, 0.01)
+        .set_long_description(&text(T_FEATHER_HINT));
+    props
+        .add_float_slider(S_SMOOTHING, &text(T_SMOOTHING), 0.0, 1.0, 0.01)
+        .set_long_description(&text(T_SMOOTHING_HINT));
+    props
+        .add_bool(S_REFINE, &text(T_REFINE))
+        .set_long_description(&text(T_REFINE_HINT));
+
+    let model = props.add_string_list(S_MODEL, &text(T_MODEL), false);
+    model.list_add_string(&text(T_MODEL_FAST), MODEL_FAST);
+    model.list_add_string(&text(T_MODEL_QUALITY), MODEL_QUALITY);
+
+    let device = props.add_string_list(S_DEVICE, &text(T_DEVICE), false);
+    device.list_add_string(&text(T_DEVICE_AUTO), "auto");
+    for choice in DeviceChoice::compiled_in() {
+        let key = match choice {
+            DeviceChoice::Cuda(_) => T_DEVICE_CUDA,
+            DeviceChoice::Metal(_) => T_DEVICE_METAL,
+            _ => T_DEVICE_CPU,
+        };
+        device.list_add_string(&text(key), &choice.to_string());
+    }
+
+    props
+        .add_int_slider(
+            S_EVERY_N,
+            &text(T_EVERY_N),
+            EVERY_N_RANGE.0,
+            EVERY_N_RANGE.1,
+            1,
+        )
+        .set_long_description(&text(T_EVERY_N_HINT));
+    props
+        .add_bool(S_SHOW_MASK, &text(T_SHOW_MASK))
+        .set_long_description(&text(T_SHOW_MASK_HINT));
+    props
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn obs_colours_are_abgr() {
+        assert_eq!(color_from_obs(0xFF40_B100), [0x00, 0xB1, 0x40, 0xFF]);
+        assert_eq!(color_from_obs(0x8000_00FF), [0xFF, 0, 0, 0x80]);
+    }
+
+    fn read_locale(name: &str) -> Vec<(String, String)> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("locale")
+            .join(format!("{name}.ini"));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        text.lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with(';') && !l.starts_with('#'))
+            .map(|l| {
+                let (k, v) = l
+                    .split_once('=')
+                    .unwrap_or_else(|| panic!("{name}: bad line {l:?}"));
+                let v = v.trim();
+                assert!(
+                    v.len() >= 2 && v.starts_with('"') && v.ends_with('"'),
+                    "{name}: unquoted {l:?}"
+                );
+                (k.trim().to_string(), v[1..v.len() - 1].to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_locale_defines_exactly_the_used_keys() {
+        let mut expected: Vec<&str> = ALL_TEXT_KEYS.to_vec();
+        expected.sort_unstable();
+        let english = read_locale("en-US");
+        for locale in LOCALES {
+            let entries = read_locale(locale);
+            let mut keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+            keys.sort_unstable();
+            assert_eq!(
+                keys, expected,
+                "{locale}: keys differ from the ones the filter uses"
+            );
+            assert!(
+                entries
+                    .iter()
+                    .all(|(_, v)| !v.trim().is_empty() && !v.contains('"')),
+                "{locale}"
+            );
+            if *locale != "en-US" {
+                // Translated: only names such as "CPU" or "Image" may stay as in English.
+                let same = entries
+                    .iter()
+                    .zip(&english)
+                    .filter(|(a, b)| a.1 == b.1)
+                    .count();
+                assert!(same <= 6, "{locale}: {same} texts identical to en-US");
+            }
+        }
+    }
+
+    #[test]
+    fn capture_doubles_for_refinement() {
+        let mut s = Settings::default();
+        assert_eq!(s.capture_size(), (256, 144));
+        s.refine = true;
+        s.preset = Preset::Square;
+        assert_eq!(s.capture_size(), (512, 512));
+    }
+}
