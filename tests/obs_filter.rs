@@ -1,0 +1,1333 @@
+//! End-to-end tests of the "AI Background" OBS filter on real libobs 29 (headless, Mesa
+//! llvmpipe under Xvfb).
+//!
+//! libobs can be started only once per process, so this is one test binary with its own
+//! harness (`harness = false`): it starts OBS once, loads OBS's `image-source` and
+//! `obs-ffmpeg` modules plus the freshly built `libobs_ai_background.so`, runs the named
+//! checks below one after the other (each one's panics are caught), prints a table, shuts
+//! OBS down, and fails if any check failed or OBS reports leaked memory.
+//!
+//! Run: `xvfb-run -a -s "-screen 0 1280x720x24" cargo test --test obs_filter`
+//! (optionally `-- <substring>` to run only the checks whose name contains it, and
+//! `OBS_HOST_LOG=1` to see OBS's log).
+//!
+//! Real data: person photos with human-annotated masks and a webcam clip in
+//! `tests/fixtures/obs/` (sources in its README).
+
+use image::{GrayImage, Rgba, RgbaImage};
+use obs_ai_background::composite::{AlphaSettings, Background, Compositor, Fit};
+use obs_ai_background::frame::{FrameRef, PixelFormat};
+use obs_ai_background::mask::Mask;
+use obs_ai_background::obs::calldata::CallData;
+use obs_ai_background::obs::data::Data;
+use obs_ai_background::obs::host::{self, Host, HostConfig, Image};
+use obs_ai_background::obs::source::{self, Source};
+use obs_ai_background::postprocess::threshold_feather;
+use obs_ai_background::preprocess::PlaneResizer;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const FILTER_ID: &str = "ai_background_filter";
+/// Photos (ccp-webcam-dev ids) with their human-annotated masks.
+const PHOTOS: [&str; 4] = ["0001", "0100", "0200", "0300"];
+/// The webcam clip (an async `ffmpeg_source`, like a webcam).
+const WEBCAM_CLIP: &str = "webcam-livingroom-2s5.mp4";
+/// A small clip used as a background video.
+const BACKGROUND_CLIP: &str = "background-desk-480p-2s.mp4";
+/// Frames rendered before a static scene is considered settled (mask computed, temporal
+/// smoothing converged: the smoother's weight is at most 0.45 at the default strength).
+const SETTLE_FRAMES: usize = 12;
+/// The video thread's rate.
+const FPS: u32 = 30;
+
+type CheckResult = Result<String, String>;
+
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        let ok: bool = $cond;
+        if !ok {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
+struct Env {
+    host: Host,
+    fixtures: PathBuf,
+    tmp: tempfile::TempDir,
+}
+
+// ---- small image helpers -------------------------------------------------------------------
+
+fn fixture(env: &Env, name: &str) -> PathBuf {
+    env.fixtures.join(name)
+}
+
+fn photo_path(env: &Env, id: &str) -> PathBuf {
+    fixture(env, &format!("ccp-webcam-{id}.jpg"))
+}
+
+/// The annotated mask as booleans (255 = person; >= 128 counts, as in the evaluation).
+fn truth(env: &Env, id: &str) -> (usize, usize, Vec<bool>) {
+    let m = image::open(fixture(env, &format!("ccp-webcam-{id}.mask.png")))
+        .expect("mask fixture")
+        .to_luma8();
+    let (w, h) = (m.width() as usize, m.height() as usize);
+    (w, h, m.pixels().map(|p| p[0] >= 128).collect())
+}
+
+/// Erodes a boolean region by `r` pixels (square structuring element, separable).
+fn erode(w: usize, h: usize, m: &[bool], r: usize) -> Vec<bool> {
+    let mut tmp = vec![false; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            let (x0, x1) = (x.saturating_sub(r), (x + r).min(w - 1));
+            tmp[y * w + x] = (x0..=x1).all(|xx| m[y * w + xx]);
+        }
+    }
+    let mut out = vec![false; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            let (y0, y1) = (y.saturating_sub(r), (y + r).min(h - 1));
+            out[y * w + x] = (y0..=y1).all(|yy| tmp[yy * w + x]);
+        }
+    }
+    out
+}
+
+fn not(m: &[bool]) -> Vec<bool> {
+    m.iter().map(|v| !v).collect()
+}
+
+fn luma(img: &Image) -> Vec<f32> {
+    img.rgba
+        .chunks_exact(4)
+        .map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32)
+        .collect()
+}
+
+/// Mean squared 4-neighbour Laplacian of the luma over `region` (interior pixels only):
+/// the "detail" a blur removes.
+fn laplacian_energy(img: &Image, region: &[bool]) -> f64 {
+    let (w, h) = (img.width, img.height);
+    let l = luma(img);
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for y in 1..h - 1 {
+        for x in 1..w - 1 {
+            let i = y * w + x;
+            if region[i] {
+                let v = 4.0 * l[i] - l[i - 1] - l[i + 1] - l[i - w] - l[i + w];
+                sum += (v * v) as f64;
+                n += 1;
+            }
+        }
+    }
+    sum / n.max(1) as f64
+}
+
+/// Mean absolute RGB difference (0..255) over `region`.
+fn mean_abs_diff(a: &Image, b: &Image, region: &[bool]) -> f64 {
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for (i, (pa, pb)) in a
+        .rgba
+        .chunks_exact(4)
+        .zip(b.rgba.chunks_exact(4))
+        .enumerate()
+    {
+        if region[i] {
+            sum += (0..3)
+                .map(|c| (pa[c] as f64 - pb[c] as f64).abs())
+                .sum::<f64>()
+                / 3.0;
+            n += 1;
+        }
+    }
+    sum / n.max(1) as f64
+}
+
+/// Mean RGB (0..255) over `region`.
+fn mean_rgb(img: &Image, region: &[bool]) -> [f64; 3] {
+    let mut acc = [0.0f64; 3];
+    let mut n = 0usize;
+    for (i, p) in img.rgba.chunks_exact(4).enumerate() {
+        if region[i] {
+            for c in 0..3 {
+                acc[c] += p[c] as f64;
+            }
+            n += 1;
+        }
+    }
+    acc.map(|v| v / n.max(1) as f64)
+}
+
+fn iou(a: &[bool], b: &[bool]) -> f64 {
+    let inter = a.iter().zip(b).filter(|(x, y)| **x && **y).count();
+    let union = a.iter().zip(b).filter(|(x, y)| **x || **y).count();
+    inter as f64 / union.max(1) as f64
+}
+
+fn save_png(env: &Env, name: &str, img: &Image) {
+    if let Some(dir) = std::env::var_os("OBS_TEST_OUT") {
+        let path = Path::new(&dir).join(name);
+        let _ = image::save_buffer(
+            path,
+            &img.rgba,
+            img.width as u32,
+            img.height as u32,
+            image::ColorType::Rgba8,
+        );
+    }
+    let _ = env;
+}
+
+// ---- OBS helpers ---------------------------------------------------------------------------
+
+fn data_from(v: &Value) -> Data {
+    Data::from_json(&v.to_string()).expect("valid settings JSON")
+}
+
+fn image_source(name: &str, file: &Path) -> Source {
+    let d = data_from(&json!({ "file": file.to_string_lossy() }));
+    Source::create("image_source", name, Some(&d)).expect("image_source")
+}
+
+fn add_filter(src: &Source, name: &str, settings: &Value) -> Source {
+    let d = data_from(settings);
+    let f = Source::create(FILTER_ID, name, Some(&d)).expect("filter");
+    src.filter_add(&f);
+    f
+}
+
+fn update(f: &Source, settings: &Value) {
+    f.update(&data_from(settings));
+}
+
+/// A source with a filter on it, shown (like a projector would) for its lifetime.
+struct Rig {
+    src: Source,
+    filter: Source,
+}
+
+impl Rig {
+    fn new(src: Source, settings: &Value) -> Rig {
+        let filter = add_filter(&src, "AI Background", settings);
+        // As if it were in the program scene.
+        src.inc_active();
+        src.inc_showing();
+        Rig { src, filter }
+    }
+
+    fn size(&self) -> (u32, u32) {
+        (self.src.as_ref().width(), self.src.as_ref().height())
+    }
+
+    /// Waits for the next video tick and renders the filtered source at its size.
+    fn frame(&self, env: &Env) -> Option<Image> {
+        env.host.wait_ticks(1, Duration::from_secs(2));
+        let (w, h) = self.size();
+        env.host.render(self.src.as_ref(), w, h)
+    }
+
+    fn frames(&self, env: &Env, n: usize) -> Option<Image> {
+        let mut last = None;
+        for _ in 0..n {
+            last = self.frame(env);
+        }
+        last
+    }
+
+    /// Renders frames until a mask has been composited and `n` more frames passed.
+    fn settle(&self, env: &Env, n: usize) -> Result<Image, String> {
+        let start = Instant::now();
+        while stats(&self.filter)["uploads"].as_u64().unwrap_or(0) == 0 {
+            ensure!(
+                start.elapsed() < Duration::from_secs(20),
+                "no mask after 20 s: {}",
+                stats(&self.filter)
+            );
+            self.frame(env);
+        }
+        self.frames(env, n)
+            .ok_or_else(|| "source has no size".to_string())
+    }
+
+    /// The source without the filter (the filter switched off for one render).
+    fn input(&self, env: &Env) -> Image {
+        self.filter.set_enabled(false);
+        let (w, h) = self.size();
+        let img = env
+            .host
+            .render(self.src.as_ref(), w, h)
+            .expect("render input");
+        self.filter.set_enabled(true);
+        img
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.src.dec_showing();
+        self.src.dec_active();
+        self.src.filter_remove(&self.filter);
+        self.src.remove();
+    }
+}
+
+fn stats(filter: &Source) -> Value {
+    let mut cd = CallData::new();
+    if !filter.call_proc("ai_background_stats", &mut cd) {
+        return Value::Null;
+    }
+    cd.view()
+        .get_string("json")
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// The mask the filter composited its last frame with (person probability at capture size).
+fn shown_mask(filter: &Source) -> Option<Mask> {
+    let mut cd = CallData::new();
+    cd.view().set_ptr("dst", std::ptr::null_mut());
+    cd.view().set_int("capacity", 0);
+    filter.call_proc("ai_background_mask", &mut cd);
+    let w = cd.view().get_int("width")? as usize;
+    let h = cd.view().get_int("height")? as usize;
+    if w == 0 || h == 0 {
+        return None;
+    }
+    let mut data = vec![0f32; w * h];
+    let mut cd = CallData::new();
+    cd.view().set_ptr("dst", data.as_mut_ptr().cast());
+    cd.view().set_int("capacity", data.len() as i64);
+    filter.call_proc("ai_background_mask", &mut cd);
+    (cd.view().get_int("width")? as usize == w).then_some(Mask {
+        width: w,
+        height: h,
+        data,
+    })
+}
+
+/// The mask resized to the frame with the engine's bilinear convention.
+fn mask_at_frame(mask: &Mask, w: usize, h: usize) -> Mask {
+    let mut out = Mask::filled(w, h, 0.0);
+    PlaneResizer::default().resize(&mask.data, (mask.width, mask.height), &mut out.data, (w, h));
+    out
+}
+
+/// The person alpha the filter used, at frame size.
+fn person_alpha(mask: &Mask, w: usize, h: usize, alpha: AlphaSettings) -> Vec<f32> {
+    mask_at_frame(mask, w, h)
+        .data
+        .iter()
+        .map(|&p| threshold_feather(p, alpha.threshold, alpha.feather))
+        .collect()
+}
+
+/// Runs the CPU reference compositor on the same frame and mask; returns premultiplied RGBA8.
+fn cpu_composite(input: &Image, mask: &Mask, alpha: AlphaSettings, bg: Background<'_>) -> Image {
+    let frame = FrameRef::new(
+        &input.rgba,
+        input.width,
+        input.height,
+        input.width * 4,
+        PixelFormat::Rgba,
+    )
+    .expect("frame");
+    let prob = mask_at_frame(mask, input.width, input.height);
+    let mut out = RgbaImage::new(input.width as u32, input.height as u32);
+    Compositor::default().composite(&frame, &prob, alpha, bg, &mut out);
+    // The CPU writes straight alpha; the GPU output is premultiplied.
+    let rgba = out
+        .pixels()
+        .flat_map(|p| {
+            let a = p[3] as f32 / 255.0;
+            [
+                (p[0] as f32 * a).round() as u8,
+                (p[1] as f32 * a).round() as u8,
+                (p[2] as f32 * a).round() as u8,
+                p[3],
+            ]
+        })
+        .collect();
+    Image {
+        width: input.width,
+        height: input.height,
+        rgba,
+    }
+}
+
+/// (max, mean, share of values off by more than 3) of the channel differences.
+fn diff_stats(a: &Image, b: &Image) -> (u8, f64, f64) {
+    let mut max = 0u8;
+    let (mut sum, mut over) = (0u64, 0usize);
+    for (x, y) in a.rgba.iter().zip(&b.rgba) {
+        let d = x.abs_diff(*y);
+        max = max.max(d);
+        sum += d as u64;
+        over += usize::from(d > 3);
+    }
+    let n = a.rgba.len().max(1) as f64;
+    (max, sum as f64 / n, over as f64 / n)
+}
+
+/// Asserts GPU == CPU within rounding: mean channel difference < 0.25 and at most 0.2% of
+/// values off by more than 3 levels (a pixel on a threshold edge may flip).
+fn check_parity(what: &str, gpu: &Image, cpu: &Image) -> CheckResult {
+    let (max, mean, over) = diff_stats(gpu, cpu);
+    let worst = gpu
+        .rgba
+        .chunks_exact(4)
+        .zip(cpu.rgba.chunks_exact(4))
+        .enumerate()
+        .max_by_key(|(_, (a, b))| a.iter().zip(*b).map(|(x, y)| x.abs_diff(*y)).max())
+        .map(|(i, (a, b))| {
+            format!(
+                "worst at ({}, {}): gpu {a:?} cpu {b:?}",
+                i % gpu.width,
+                i / gpu.width
+            )
+        })
+        .unwrap_or_default();
+    ensure!(
+        mean < 0.25 && over < 0.002,
+        "{what}: GPU differs from the CPU compositor: mean {mean:.3}, max {max}, {:.3}% > 3; {worst}",
+        over * 100.0
+    );
+    Ok(format!("{what} mean {mean:.3} max {max}"))
+}
+
+fn alpha_of(s: &Value) -> AlphaSettings {
+    AlphaSettings {
+        threshold: s["threshold"].as_f64().unwrap_or(0.5) as f32,
+        feather: s["feather"].as_f64().unwrap_or(0.2) as f32,
+    }
+}
+
+fn log_contains(env: &Env, mark: usize, needle: &str) -> usize {
+    env.host
+        .log_since(mark)
+        .iter()
+        .filter(|l| l.message.contains(needle))
+        .count()
+}
+
+/// Worker threads running in the process (all filter instances), as `filter` reports them.
+fn live_workers(filter: &Source) -> u64 {
+    stats(filter)["live_workers"].as_u64().unwrap_or(u64::MAX)
+}
+
+/// A colourful test background with an alpha ramp on the right (exercises premultiplied
+/// interpolation): 320 x 200, written as PNG.
+fn make_background(path: &Path) -> RgbaImage {
+    let img = RgbaImage::from_fn(320, 200, |x, y| {
+        let a = if x < 240 {
+            255
+        } else {
+            (255 - (x - 240) * 3) as u8
+        };
+        Rgba([
+            (x * 255 / 319) as u8,
+            (y * 255 / 199) as u8,
+            ((x / 20 + y / 20) % 2 * 200) as u8,
+            a,
+        ])
+    });
+    img.save(path).expect("write background png");
+    img
+}
+
+// ---- the checks ----------------------------------------------------------------------------
+
+fn check_registration(env: &Env) -> CheckResult {
+    let name = source::type_display_name(FILTER_ID);
+    ensure!(
+        name.as_deref() == Some("AI Background"),
+        "display name {name:?}"
+    );
+    // The module's locale follows OBS's.
+    env.host.set_locale("de-DE");
+    let german = source::type_display_name(FILTER_ID);
+    env.host.set_locale("en-US");
+    ensure!(
+        german.as_deref() == Some("KI-Hintergrund"),
+        "de-DE display name {german:?}"
+    );
+    Ok("registered as \"AI Background\" (de-DE: \"KI-Hintergrund\")".into())
+}
+
+/// The properties dialog: every setting has a label, and the mode shows its own settings.
+fn check_properties(env: &Env) -> CheckResult {
+    let rig = Rig::new(
+        image_source("props", &photo_path(env, PHOTOS[0])),
+        &json!({ "mode": "image" }),
+    );
+    let props = rig.filter.properties();
+    let names: Vec<&str> = props.iter().map(|p| p.name.as_str()).collect();
+    let expected = [
+        "mode",
+        "blur_strength",
+        "image_path",
+        "video_path",
+        "video_loop",
+        "source",
+        "fit",
+        "color",
+        "threshold",
+        "feather",
+        "smoothing",
+        "refine",
+        "model",
+        "device",
+        "every_n_frames",
+        "show_mask",
+    ];
+    ensure!(names == expected, "properties {names:?}");
+    let unlabeled: Vec<&str> = props
+        .iter()
+        .filter(|p| p.description.is_empty() || p.description == p.name)
+        .map(|p| p.name.as_str())
+        .collect();
+    ensure!(unlabeled.is_empty(), "no locale text for {unlabeled:?}");
+    let visible = |name: &str| props.iter().any(|p| p.name == name && p.visible);
+    ensure!(
+        visible("image_path")
+            && visible("fit")
+            && !visible("blur_strength")
+            && !visible("video_path"),
+        "image mode shows {:?}",
+        props
+            .iter()
+            .filter(|p| p.visible)
+            .map(|p| &p.name)
+            .collect::<Vec<_>>()
+    );
+    update(&rig.filter, &json!({ "mode": "blur" }));
+    let props = rig.filter.properties();
+    let visible = |name: &str| props.iter().any(|p| p.name == name && p.visible);
+    ensure!(
+        visible("blur_strength") && !visible("image_path") && !visible("fit"),
+        "blur mode shows the wrong settings"
+    );
+    Ok(format!(
+        "{} properties, labelled, per-mode visibility",
+        names.len()
+    ))
+}
+
+/// Transparent mode: output alpha against the annotated mask.
+fn check_transparent_iou(env: &Env) -> CheckResult {
+    let mut ious = Vec::new();
+    for id in PHOTOS {
+        let rig = Rig::new(
+            image_source(id, &photo_path(env, id)),
+            &json!({ "mode": "transparent" }),
+        );
+        let out = rig.settle(env, SETTLE_FRAMES)?;
+        save_png(env, &format!("transparent-{id}.png"), &out);
+        let (w, h, gt) = truth(env, id);
+        ensure!(
+            (out.width, out.height) == (w, h),
+            "output {}x{} vs mask {w}x{h}",
+            out.width,
+            out.height
+        );
+        let person: Vec<bool> = out.rgba.chunks_exact(4).map(|p| p[3] >= 128).collect();
+        ious.push((id, iou(&person, &gt)));
+    }
+    let mean = ious.iter().map(|x| x.1).sum::<f64>() / ious.len() as f64;
+    let detail = ious
+        .iter()
+        .map(|(id, v)| format!("{id}: {v:.3}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    ensure!(ious.iter().all(|x| x.1 >= 0.85), "IoU below 0.85: {detail}");
+    Ok(format!("IoU mean {mean:.3} ({detail})"))
+}
+
+/// Blur mode: background detail drops by half or more, the person stays as it was.
+fn check_blur(env: &Env) -> CheckResult {
+    let mut lines = Vec::new();
+    for id in PHOTOS {
+        let rig = Rig::new(
+            image_source(id, &photo_path(env, id)),
+            &json!({ "mode": "blur" }),
+        );
+        let out = rig.settle(env, SETTLE_FRAMES)?;
+        let input = rig.input(env);
+        save_png(env, &format!("blur-{id}.png"), &out);
+        save_png(env, &format!("input-{id}.png"), &input);
+        let (w, h, gt) = truth(env, id);
+        // 8 px away from the annotated outline on either side.
+        let bg = erode(w, h, &not(&gt), 8);
+        let person = erode(w, h, &gt, 8);
+        let ratio = laplacian_energy(&out, &bg) / laplacian_energy(&input, &bg);
+        let person_diff = mean_abs_diff(&out, &input, &person);
+        ensure!(
+            ratio <= 0.5,
+            "{id}: background detail ratio {ratio:.3} > 0.5"
+        );
+        ensure!(
+            person_diff <= 4.0,
+            "{id}: person changed by {person_diff:.2} levels on average"
+        );
+        lines.push(format!(
+            "{id}: detail x{ratio:.3}, person diff {person_diff:.2}"
+        ));
+    }
+    Ok(lines.join("; "))
+}
+
+/// Every mode against the CPU reference compositor on the same frame and mask.
+fn check_gpu_matches_cpu(env: &Env) -> CheckResult {
+    let id = PHOTOS[0];
+    let bg_path = env.tmp.path().join("background.png");
+    let bg_img = make_background(&bg_path);
+    let rig = Rig::new(
+        image_source(id, &photo_path(env, id)),
+        &json!({ "mode": "transparent" }),
+    );
+    rig.settle(env, SETTLE_FRAMES)?;
+    let input = rig.input(env);
+    let mut lines = Vec::new();
+    let cases: Vec<(&str, Value)> = vec![
+        ("transparent", json!({ "mode": "transparent" })),
+        ("blur 16", json!({ "mode": "blur", "blur_strength": 16.0 })),
+        (
+            "blur 3",
+            json!({ "mode": "blur", "blur_strength": 3.0, "feather": 0.0 }),
+        ),
+        (
+            "blur 60",
+            json!({ "mode": "blur", "blur_strength": 60.0, "threshold": 0.3, "feather": 0.5 }),
+        ),
+        ("blur 0", json!({ "mode": "blur", "blur_strength": 0.0 })),
+        (
+            "color",
+            json!({ "mode": "color", "color": 0x80_30_60_C0u32 }),
+        ),
+        (
+            "image cover",
+            json!({ "mode": "image", "image_path": bg_path, "fit": "cover" }),
+        ),
+        (
+            "image contain",
+            json!({ "mode": "image", "image_path": bg_path, "fit": "contain" }),
+        ),
+        (
+            "image stretch",
+            json!({ "mode": "image", "image_path": bg_path, "fit": "stretch" }),
+        ),
+    ];
+    for (name, mut settings) in cases {
+        // obs_source_update merges: give every case its full alpha settings.
+        let obj = settings.as_object_mut().ok_or("settings")?;
+        obj.entry("threshold").or_insert(json!(0.5));
+        obj.entry("feather").or_insert(json!(0.2));
+        update(&rig.filter, &settings);
+        let gpu = rig.frames(env, 2).ok_or("no frame")?;
+        let mask = shown_mask(&rig.filter).ok_or("no mask")?;
+        let alpha = alpha_of(&settings);
+        let bg = match settings["mode"].as_str() {
+            Some("blur") => Background::Blur {
+                sigma: settings["blur_strength"].as_f64().unwrap_or(16.0) as f32,
+            },
+            Some("color") => {
+                let c = settings["color"].as_u64().unwrap_or(0) as u32;
+                Background::Color([c as u8, (c >> 8) as u8, (c >> 16) as u8, (c >> 24) as u8])
+            }
+            Some("image") => Background::Image {
+                image: &bg_img,
+                fit: settings["fit"]
+                    .as_str()
+                    .unwrap_or("cover")
+                    .parse::<Fit>()
+                    .unwrap_or_default(),
+            },
+            _ => Background::Transparent,
+        };
+        let cpu = cpu_composite(&input, &mask, alpha, bg);
+        save_png(
+            env,
+            &format!("parity-{}-gpu.png", name.replace(' ', "-")),
+            &gpu,
+        );
+        save_png(
+            env,
+            &format!("parity-{}-cpu.png", name.replace(' ', "-")),
+            &cpu,
+        );
+        lines.push(check_parity(name, &gpu, &cpu)?);
+    }
+    // The mask view: opaque grey = person alpha.
+    update(
+        &rig.filter,
+        &json!({ "mode": "blur", "show_mask": true, "threshold": 0.5, "feather": 0.2 }),
+    );
+    let gpu = rig.frames(env, 2).ok_or("no frame")?;
+    let mask = shown_mask(&rig.filter).ok_or("no mask")?;
+    let a = person_alpha(&mask, input.width, input.height, AlphaSettings::default());
+    let cpu = Image {
+        width: input.width,
+        height: input.height,
+        rgba: a
+            .iter()
+            .flat_map(|&v| {
+                let g = (v * 255.0).round() as u8;
+                [g, g, g, 255]
+            })
+            .collect(),
+    };
+    lines.push(check_parity("mask view", &gpu, &cpu)?);
+    Ok(lines.join("; "))
+}
+
+/// Image, colour, OBS-source and video backgrounds show behind the person.
+fn check_backgrounds(env: &Env) -> CheckResult {
+    let id = PHOTOS[1];
+    let (w, h, gt) = truth(env, id);
+    let bg_region = erode(w, h, &not(&gt), 8);
+    let person = erode(w, h, &gt, 8);
+    let rig = Rig::new(
+        image_source(id, &photo_path(env, id)),
+        &json!({ "mode": "color", "color": 0xFF_FF_00_00u32 }),
+    );
+    let out = rig.settle(env, SETTLE_FRAMES)?;
+    let input = rig.input(env);
+    let mut lines = Vec::new();
+
+    // Colour: pure blue (0xAABBGGRR = opaque blue).
+    let c = mean_rgb(&out, &bg_region);
+    ensure!(
+        c[2] > 240.0 && c[0] < 15.0 && c[1] < 15.0,
+        "colour background is {c:?}, not blue"
+    );
+    ensure!(
+        mean_abs_diff(&out, &input, &person) <= 4.0,
+        "colour mode changed the person"
+    );
+    lines.push(format!("colour bg {:.0},{:.0},{:.0}", c[0], c[1], c[2]));
+
+    // Image (cover).
+    let bg_path = env.tmp.path().join("background2.png");
+    let bg_img = make_background(&bg_path);
+    update(
+        &rig.filter,
+        &json!({ "mode": "image", "image_path": bg_path, "fit": "stretch" }),
+    );
+    let out = rig.frames(env, 3).ok_or("no frame")?;
+    save_png(env, "background-image.png", &out);
+    // The stretched image, premultiplied, resampled to the frame (nearest is enough here).
+    let expected = Image {
+        width: w,
+        height: h,
+        rgba: (0..w * h)
+            .flat_map(|i| {
+                let (x, y) = (i % w, i / w);
+                let p = bg_img.get_pixel((x * 320 / w) as u32, (y * 200 / h) as u32);
+                let a = p[3] as f32 / 255.0;
+                [
+                    (p[0] as f32 * a) as u8,
+                    (p[1] as f32 * a) as u8,
+                    (p[2] as f32 * a) as u8,
+                    p[3],
+                ]
+            })
+            .collect(),
+    };
+    let d_img = mean_abs_diff(&out, &expected, &bg_region);
+    ensure!(
+        d_img < 6.0,
+        "image background differs from the image by {d_img:.1} levels"
+    );
+    ensure!(
+        mean_abs_diff(&out, &input, &person) <= 4.0,
+        "image mode changed the person"
+    );
+    lines.push(format!("image bg diff {d_img:.2}"));
+
+    // OBS source: a colour source (opaque green).
+    let green = data_from(&json!({ "color": 0xFF_00_FF_00u32, "width": 64, "height": 64 }));
+    let colour_src =
+        Source::create("color_source_v3", "green screen", Some(&green)).ok_or("no color_source")?;
+    update(
+        &rig.filter,
+        &json!({ "mode": "source", "source": "green screen" }),
+    );
+    let out = rig.frames(env, 4).ok_or("no frame")?;
+    let c = mean_rgb(&out, &bg_region);
+    ensure!(
+        c[1] > 240.0 && c[0] < 15.0 && c[2] < 15.0,
+        "source background is {c:?}, not green"
+    );
+    lines.push(format!("source bg {:.0},{:.0},{:.0}", c[0], c[1], c[2]));
+
+    // Video file (looping private ffmpeg_source): the background shows the clip and moves.
+    update(
+        &rig.filter,
+        &json!({ "mode": "video", "video_path": fixture(env, BACKGROUND_CLIP), "video_loop": true }),
+    );
+    let start = Instant::now();
+    let mut first = None;
+    while first.is_none() && start.elapsed() < Duration::from_secs(10) {
+        let out = rig.frame(env).ok_or("no frame")?;
+        // Until the clip's first frame arrives the filter falls back to blur.
+        if mean_abs_diff(&out, &input, &bg_region) > 20.0 {
+            first = Some(out);
+        }
+    }
+    let first = first.ok_or("the background video never showed")?;
+    let later = rig.frames(env, 15).ok_or("no frame")?;
+    save_png(env, "background-video.png", &later);
+    let moved = mean_abs_diff(&first, &later, &bg_region);
+    ensure!(
+        moved > 0.5,
+        "the background video does not play (change {moved:.2})"
+    );
+    ensure!(
+        mean_abs_diff(&later, &input, &person) <= 4.0,
+        "video mode changed the person"
+    );
+    lines.push(format!("video bg changes by {moved:.1} in 0.5 s"));
+    update(&rig.filter, &json!({ "mode": "blur" }));
+    drop(rig);
+    colour_src.remove();
+    Ok(lines.join("; "))
+}
+
+/// The webcam clip as an async ffmpeg_source: masks are made and the background is blurred.
+fn check_webcam_clip(env: &Env) -> CheckResult {
+    let d = data_from(&json!({
+        "is_local_file": true,
+        "local_file": fixture(env, WEBCAM_CLIP),
+        "looping": true,
+    }));
+    let clip = Source::create("ffmpeg_source", "webcam", Some(&d)).ok_or("no ffmpeg_source")?;
+    let rig = Rig::new(clip, &json!({ "mode": "blur", "blur_strength": 16.0 }));
+    let start = Instant::now();
+    while rig.src.as_ref().width() == 0 {
+        ensure!(
+            start.elapsed() < Duration::from_secs(10),
+            "the clip never produced a frame"
+        );
+        env.host.wait_ticks(1, Duration::from_secs(1));
+    }
+    rig.settle(env, 30)?;
+    let s = stats(&rig.filter);
+    rig.src.media_play_pause(true);
+    rig.frames(env, 8);
+    let out = rig.frame(env).ok_or("no frame")?;
+    let mask = shown_mask(&rig.filter).ok_or("no mask")?;
+    let input = rig.input(env);
+    rig.src.media_play_pause(false);
+    save_png(env, "webcam-blur.png", &out);
+    save_png(env, "webcam-input.png", &input);
+    let (w, h) = (out.width, out.height);
+    let a = person_alpha(&mask, w, h, AlphaSettings::default());
+    let person: Vec<bool> = a.iter().map(|&v| v > 0.99).collect();
+    let bg: Vec<bool> = a.iter().map(|&v| v < 0.01).collect();
+    let (person, bg) = (erode(w, h, &person, 4), erode(w, h, &bg, 8));
+    let share = person.iter().filter(|&&v| v).count() as f64 / (w * h) as f64;
+    ensure!(
+        (0.05..0.8).contains(&share),
+        "implausible person share {share:.2}"
+    );
+    let ratio = laplacian_energy(&out, &bg) / laplacian_energy(&input, &bg);
+    let person_diff = mean_abs_diff(&out, &input, &person);
+    ensure!(ratio <= 0.5, "background detail ratio {ratio:.3} > 0.5");
+    ensure!(person_diff <= 4.0, "person changed by {person_diff:.2}");
+    Ok(format!(
+        "{w}x{h} async, person {:.0}% of frame, detail x{ratio:.3}, person diff {person_diff:.2}, \
+         worker {:.1} ms/frame, mask lag {} frames (max {})",
+        share * 100.0,
+        s["worker_ms_avg"].as_f64().unwrap_or(0.0),
+        s["mask_lag_last"],
+        s["mask_lag_max"]
+    ))
+}
+
+/// Live settings changes apply on the next frames without breaking the output.
+fn check_live_settings(env: &Env) -> CheckResult {
+    let id = PHOTOS[2];
+    let rig = Rig::new(
+        image_source(id, &photo_path(env, id)),
+        &json!({ "mode": "transparent" }),
+    );
+    rig.settle(env, 4)?;
+    let mark = env.host.log_mark();
+    let mut lines = Vec::new();
+    let expect_mask = |settings: Value, size: (usize, usize)| -> Result<(), String> {
+        update(&rig.filter, &settings);
+        let start = Instant::now();
+        loop {
+            let out = rig.frame(env).ok_or("no frame")?;
+            ensure!(
+                out.rgba.chunks_exact(4).any(|p| p[3] > 0),
+                "{settings}: empty frame"
+            );
+            let m = shown_mask(&rig.filter).ok_or("no mask")?;
+            if (m.width, m.height) == size {
+                return Ok(());
+            }
+            ensure!(
+                start.elapsed() < Duration::from_secs(15),
+                "{settings}: mask stays {}x{}, expected {size:?}",
+                m.width,
+                m.height
+            );
+        }
+    };
+    expect_mask(
+        json!({ "mode": "transparent", "model": "quality" }),
+        (256, 256),
+    )?;
+    lines.push("quality 256x256".to_string());
+    expect_mask(
+        json!({ "mode": "transparent", "model": "quality", "refine": true }),
+        (512, 512),
+    )?;
+    expect_mask(
+        json!({ "mode": "blur", "model": "fast", "refine": true }),
+        (512, 288),
+    )?;
+    lines.push("refine 2x capture".to_string());
+    expect_mask(
+        json!({ "mode": "blur", "model": "fast", "refine": false, "smoothing": 0.0, "threshold": 0.7 }),
+        (256, 144),
+    )?;
+
+    // Every N frames: captures happen on every 3rd frame.
+    update(&rig.filter, &json!({ "mode": "blur", "every_n_frames": 3 }));
+    let c0 = stats(&rig.filter)["captures"].as_u64().unwrap_or(0);
+    rig.frames(env, 12);
+    let c1 = stats(&rig.filter)["captures"].as_u64().unwrap_or(0);
+    ensure!(
+        (3..=5).contains(&(c1 - c0)),
+        "every 3 frames: {} captures in 12 frames",
+        c1 - c0
+    );
+    lines.push(format!("every 3rd frame: {} captures in 12", c1 - c0));
+
+    // A device that is not compiled in: one log line, CPU fallback, masks keep coming.
+    let w0 = stats(&rig.filter)["worker_frames"].as_u64().unwrap_or(0);
+    update(&rig.filter, &json!({ "mode": "blur", "device": "cuda" }));
+    rig.frames(env, 10);
+    let w1 = stats(&rig.filter)["worker_frames"].as_u64().unwrap_or(0);
+    if !cfg!(feature = "cuda") {
+        ensure!(
+            log_contains(env, mark, "falling back to the CPU") >= 1,
+            "no log line for the unavailable device"
+        );
+    }
+    ensure!(w1 > w0, "no masks after switching the device");
+    lines.push("cuda->cpu fallback".to_string());
+
+    // Mode switches frame by frame.
+    for mode in [
+        "blur",
+        "color",
+        "transparent",
+        "image",
+        "video",
+        "source",
+        "blur",
+    ] {
+        update(&rig.filter, &json!({ "mode": mode }));
+        let out = rig.frame(env).ok_or("no frame")?;
+        ensure!(
+            out.rgba.chunks_exact(4).any(|p| p[3] > 0),
+            "mode {mode}: empty frame"
+        );
+    }
+    // The very next frame shows a change.
+    let (w, h, gt) = truth(env, id);
+    let bg_region = erode(w, h, &not(&gt), 8);
+    update(
+        &rig.filter,
+        &json!({ "mode": "color", "color": 0xFF_FF_00_00u32 }),
+    );
+    let out = rig.frame(env).ok_or("no frame")?;
+    let c = mean_rgb(&out, &bg_region);
+    ensure!(
+        c[2] > 240.0 && c[0] < 15.0,
+        "the frame after switching to blue shows {c:?}"
+    );
+    update(&rig.filter, &json!({ "show_mask": true }));
+    let out = rig.frame(env).ok_or("no frame")?;
+    ensure!(
+        out.rgba
+            .chunks_exact(4)
+            .all(|p| p[0] == p[1] && p[1] == p[2] && p[3] == 255),
+        "the frame after ticking show mask is not an opaque grey mask"
+    );
+    update(&rig.filter, &json!({ "show_mask": false, "mode": "blur" }));
+    let s = stats(&rig.filter);
+    ensure!(s["poisoned"] == json!(false), "the filter gave up: {s}");
+    lines.push("mode switches, next-frame changes".to_string());
+    Ok(lines.join(", "))
+}
+
+/// The source changes size under the filter.
+fn check_resize(env: &Env) -> CheckResult {
+    let id = PHOTOS[3];
+    let big = env.tmp.path().join("big.png");
+    let small = env.tmp.path().join("small.png");
+    let img = image::open(photo_path(env, id)).map_err(|e| e.to_string())?;
+    img.resize_exact(1100, 618, image::imageops::FilterType::Triangle)
+        .save(&big)
+        .map_err(|e| e.to_string())?;
+    img.resize_exact(275, 155, image::imageops::FilterType::Triangle)
+        .save(&small)
+        .map_err(|e| e.to_string())?;
+    let rig = Rig::new(
+        image_source(id, &photo_path(env, id)),
+        &json!({ "mode": "transparent" }),
+    );
+    rig.settle(env, 3)?;
+    let (w, h, gt) = truth(env, id);
+    let gt_img = GrayImage::from_raw(
+        w as u32,
+        h as u32,
+        gt.iter().map(|&v| if v { 255 } else { 0 }).collect(),
+    )
+    .ok_or("mask")?;
+    let mut lines = Vec::new();
+    for path in [&big, &small, &photo_path(env, id)] {
+        update(&rig.src, &json!({ "file": path }));
+        let out = rig
+            .frames(env, SETTLE_FRAMES)
+            .ok_or("no frame after resize")?;
+        let gt = image::imageops::resize(
+            &gt_img,
+            out.width as u32,
+            out.height as u32,
+            image::imageops::FilterType::Nearest,
+        );
+        let gt: Vec<bool> = gt.pixels().map(|p| p[0] >= 128).collect();
+        let person: Vec<bool> = out.rgba.chunks_exact(4).map(|p| p[3] >= 128).collect();
+        let v = iou(&person, &gt);
+        ensure!(
+            v >= 0.8,
+            "{}x{}: IoU {v:.3} after resize",
+            out.width,
+            out.height
+        );
+        lines.push(format!("{}x{} IoU {v:.3}", out.width, out.height));
+    }
+    Ok(lines.join(", "))
+}
+
+/// Bad input: missing and corrupt images and videos, an unknown source, a source without a
+/// picture, unreadable weights. Each gives a log line and the filter keeps running.
+fn check_bad_input(env: &Env) -> CheckResult {
+    let id = PHOTOS[0];
+    let corrupt = env.tmp.path().join("corrupt.png");
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nthis is not a png").map_err(|e| e.to_string())?;
+    let corrupt_weights = env.tmp.path().join("weights.safetensors");
+    std::fs::write(&corrupt_weights, b"not safetensors").map_err(|e| e.to_string())?;
+    let (w, h, gt) = truth(env, id);
+    let bg_region = erode(w, h, &not(&gt), 8);
+    let rig = Rig::new(
+        image_source(id, &photo_path(env, id)),
+        &json!({ "mode": "blur" }),
+    );
+    rig.settle(env, 3)?;
+    let input = rig.input(env);
+    let blurred_detail =
+        |out: &Image| laplacian_energy(out, &bg_region) / laplacian_energy(&input, &bg_region);
+    let mut lines = Vec::new();
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "missing image",
+            json!({ "mode": "image", "image_path": env.tmp.path().join("nope.png") }),
+            "not found",
+        ),
+        (
+            "corrupt image",
+            json!({ "mode": "image", "image_path": corrupt }),
+            "cannot read background image",
+        ),
+        (
+            "missing video",
+            json!({ "mode": "video", "video_path": env.tmp.path().join("nope.mp4") }),
+            "background video",
+        ),
+        (
+            "unknown source",
+            json!({ "mode": "source", "source": "no such source" }),
+            "not found",
+        ),
+    ];
+    for (name, settings, needle) in cases {
+        let mark = env.host.log_mark();
+        update(&rig.filter, &settings);
+        let out = rig.frames(env, 4).ok_or("no frame")?;
+        let n = log_contains(env, mark, needle);
+        ensure!(
+            n == 1,
+            "{name}: {n} log lines containing '{needle}', expected 1"
+        );
+        let ratio = blurred_detail(&out);
+        ensure!(
+            ratio <= 0.5,
+            "{name}: no blur fallback (detail x{ratio:.2})"
+        );
+        lines.push(format!("{name}: 1 log line, blur fallback"));
+    }
+
+    // Unreadable weights: one log line, the video passes through untouched.
+    let mark = env.host.log_mark();
+    update(
+        &rig.filter,
+        &json!({ "mode": "blur", "weights_path": corrupt_weights }),
+    );
+    let out = rig.frames(env, 8).ok_or("no frame")?;
+    let n = log_contains(env, mark, "cannot load the segmenter");
+    ensure!(n == 1, "unreadable weights: {n} log lines");
+    let (_, mean, _) = diff_stats(&out, &input);
+    ensure!(
+        mean < 0.5,
+        "unreadable weights: the video is not passed through (diff {mean:.2})"
+    );
+    lines.push("bad weights: 1 log line, pass-through".into());
+    update(&rig.filter, &json!({ "mode": "blur", "weights_path": "" }));
+    rig.frames(env, 4);
+    ensure!(
+        stats(&rig.filter)["error"].is_null(),
+        "no recovery after fixing the weights"
+    );
+
+    // A source without a picture (an image source with no file) on the program output, so
+    // OBS's video thread renders it: one log line, pass-through, no crash.
+    let mark = env.host.log_mark();
+    let empty = Rig::new(
+        Source::create("image_source", "empty", None).ok_or("image_source")?,
+        &json!({ "mode": "blur" }),
+    );
+    ensure!(empty.size() == (0, 0), "the empty source has a size");
+    env.host.set_output(Some(empty.src.as_ref()));
+    env.host.wait_ticks(5, Duration::from_secs(2));
+    env.host.set_output(None);
+    env.host.wait_ticks(1, Duration::from_secs(1));
+    drop(empty);
+    let n = log_contains(env, mark, "has no picture yet");
+    ensure!(n == 1, "0x0 source: {n} log lines, expected 1");
+    lines.push("0x0 source: 1 log line, pass-through".into());
+    Ok(lines.join("; "))
+}
+
+/// Switching the filter off stops the work; two instances share one model with a worker each.
+fn check_instances_and_visibility(env: &Env) -> CheckResult {
+    env.host.wait_for_destroy_queue();
+    let a = Rig::new(
+        image_source("a", &photo_path(env, PHOTOS[0])),
+        &json!({ "mode": "blur" }),
+    );
+    let b = Rig::new(
+        image_source("b", &photo_path(env, PHOTOS[1])),
+        &json!({ "mode": "blur" }),
+    );
+    a.settle(env, 2)?;
+    b.settle(env, 2)?;
+    let (sa, sb) = (stats(&a.filter), stats(&b.filter));
+    ensure!(
+        sa["model_id"] == sb["model_id"] && sa["model_id"].as_u64().unwrap_or(0) != 0,
+        "instances do not share the model: {} vs {}",
+        sa["model_id"],
+        sb["model_id"]
+    );
+    let threads = live_workers(&a.filter);
+    ensure!(threads == 2, "{threads} worker threads for 2 instances");
+
+    a.filter.set_enabled(false);
+    let before = stats(&a.filter);
+    for _ in 0..8 {
+        a.frame(env);
+    }
+    let after = stats(&a.filter);
+    ensure!(
+        before["captures"] == after["captures"]
+            && before["worker_frames"] == after["worker_frames"],
+        "a disabled filter kept working: {before} -> {after}"
+    );
+    a.filter.set_enabled(true);
+    a.frames(env, 4);
+    let resumed = stats(&a.filter);
+    ensure!(
+        resumed["captures"].as_u64() > after["captures"].as_u64(),
+        "no work after re-enabling"
+    );
+    // A background video plays only while the filter is visible.
+    update(
+        &a.filter,
+        &json!({ "mode": "video", "video_path": fixture(env, BACKGROUND_CLIP) }),
+    );
+    a.frames(env, 2);
+    let shown = stats(&a.filter)["background_video"].clone();
+    // Off the program output and out of every preview.
+    a.src.dec_showing();
+    a.src.dec_active();
+    env.host.wait_ticks(2, Duration::from_secs(1));
+    let hidden = stats(&a.filter)["background_video"].clone();
+    a.src.inc_active();
+    a.src.inc_showing();
+    env.host.wait_ticks(2, Duration::from_secs(1));
+    let again = stats(&a.filter)["background_video"].clone();
+    ensure!(
+        shown == json!("active") && hidden == json!("inactive") && again == json!("active"),
+        "background video while shown/hidden/shown: {shown}/{hidden}/{again}"
+    );
+    Ok(format!(
+        "shared model id {}, {threads} workers, disabled = idle, hidden = video paused",
+        sa["model_id"]
+    ))
+}
+
+/// 100 create/destroy cycles: no crash, no leaked worker threads.
+fn check_create_destroy(env: &Env) -> CheckResult {
+    // A long-lived instance elsewhere, to ask how many workers run.
+    let probe = Rig::new(
+        image_source("probe", &photo_path(env, PHOTOS[1])),
+        &json!({ "mode": "blur" }),
+    );
+    let src = image_source("cycles", &photo_path(env, PHOTOS[2]));
+    src.inc_showing();
+    let (w, h) = (src.as_ref().width(), src.as_ref().height());
+    env.host.wait_for_destroy_queue();
+    let threads_before = live_workers(&probe.filter);
+    let modes = ["blur", "transparent", "color", "image", "video", "source"];
+    let start = Instant::now();
+    let mut slowest_release = Duration::ZERO;
+    for i in 0..100 {
+        let f = add_filter(
+            &src,
+            &format!("cycle {i}"),
+            &json!({ "mode": modes[i % modes.len()] }),
+        );
+        if i % 10 == 0 {
+            // Give some instances time to load the model and process frames.
+            env.host.wait_ticks(3, Duration::from_secs(1));
+        }
+        env.host.render(src.as_ref(), w, h).ok_or("render")?;
+        src.filter_remove(&f);
+        let t = Instant::now();
+        drop(f);
+        env.host.wait_for_destroy_queue();
+        slowest_release = slowest_release.max(t.elapsed());
+    }
+    let elapsed = start.elapsed();
+    let threads_after = live_workers(&probe.filter);
+    src.dec_showing();
+    src.remove();
+    drop(src);
+    drop(probe);
+    ensure!(
+        threads_before == 1 && threads_after == 1,
+        "worker threads: {threads_before} before, {threads_after} after (1 expected: the probe)"
+    );
+    Ok(format!(
+        "100 cycles in {:.1} s, slowest destroy incl. libobs destruction queue {:.1} ms, worker threads {threads_before} -> {threads_after}",
+        elapsed.as_secs_f64(),
+        slowest_release.as_secs_f64() * 1e3
+    ))
+}
+
+type Check = (&'static str, fn(&Env) -> CheckResult);
+
+fn main() {
+    let filter_arg: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let checks: Vec<Check> = vec![
+        ("registration", check_registration),
+        ("properties", check_properties),
+        ("transparent_iou", check_transparent_iou),
+        ("blur_detail", check_blur),
+        ("gpu_matches_cpu", check_gpu_matches_cpu),
+        ("backgrounds", check_backgrounds),
+        ("webcam_clip_async", check_webcam_clip),
+        ("live_settings", check_live_settings),
+        ("source_resize", check_resize),
+        ("bad_input", check_bad_input),
+        ("instances_visibility", check_instances_and_visibility),
+        ("create_destroy_100", check_create_destroy),
+    ];
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("module-data");
+    host::stage_module_data(&repo, &data).expect("stage module data");
+    let module = host::built_module().expect("built module");
+    let config = HostConfig {
+        width: 640,
+        height: 360,
+        fps: FPS,
+        locale: "en-US".into(),
+    };
+    let host = match Host::start(config) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("cannot start OBS: {e}");
+            std::process::exit(1);
+        }
+    };
+    for m in ["image-source", "obs-ffmpeg"] {
+        host.load_system_module(m).expect("system module");
+    }
+    host.load_module(&module, &data).expect("load the plugin");
+    host.post_load();
+    let mut env = Env {
+        host,
+        fixtures: repo.join("tests/fixtures/obs"),
+        tmp,
+    };
+
+    let mut results: Vec<(&str, CheckResult, Duration)> = Vec::new();
+    for (name, check) in checks {
+        if filter_arg.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let t = Instant::now();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&env)))
+            .unwrap_or_else(|e| {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Err(format!("panicked: {msg}"))
+            });
+        println!(
+            "{} {name} ({:.1} s): {}",
+            if r.is_ok() { "ok  " } else { "FAIL" },
+            t.elapsed().as_secs_f64(),
+            match &r {
+                Ok(s) | Err(s) => s,
+            }
+        );
+        results.push((name, r, t.elapsed()));
+    }
+    let leaks = env.host.shutdown();
+    let leak_result: CheckResult = if leaks == 0 {
+        Ok("0 memory leaks reported by obs_shutdown".into())
+    } else {
+        Err(format!("{leaks} memory leaks reported by obs_shutdown"))
+    };
+    println!(
+        "{} shutdown_leaks: {}",
+        if leak_result.is_ok() { "ok  " } else { "FAIL" },
+        match &leak_result {
+            Ok(s) | Err(s) => s,
+        }
+    );
+    results.push(("shutdown_leaks", leak_result, Duration::ZERO));
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| r.1.is_err())
+        .map(|r| r.0)
+        .collect();
+    drop(env.tmp);
+    if failed.is_empty() {
+        println!("obs_filter: {} checks passed", results.len());
+    } else {
+        println!("obs_filter: FAILED checks: {}", failed.join(", "));
+        std::process::exit(1);
+    }
+}
