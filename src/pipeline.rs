@@ -147,13 +147,18 @@ impl MaskPipeline {
 /// Rec. 601 luma of a frame, 0..1, into `out` (`width * height` values).
 pub fn luma_plane(frame: &FrameRef<'_>, out: &mut Vec<f32>) {
     let (w, h) = (frame.width(), frame.height());
-    out.clear();
-    out.reserve(w * h);
+    out.resize(w * h, 0.0);
     let bpp = frame.format().bytes_per_pixel();
     let [r, g, b] = frame.format().rgb_offsets();
-    for y in 0..h {
-        out.extend(frame.row(y).chunks_exact(bpp).map(|p| {
-            (0.299 * p[r] as f32 + 0.587 * p[g] as f32 + 0.114 * p[b] as f32) * (1.0 / 255.0)
-        }));
-    }
+    crate::simd::simd(
+        #[inline(always)]
+        || {
+            for (y, row_out) in out.chunks_exact_mut(w).enumerate() {
+                for (o, p) in row_out.iter_mut().zip(frame.row(y).chunks_exact(bpp)) {
+                    *o = (0.299 * p[r] as f32 + 0.587 * p[g] as f32 + 0.114 * p[b] as f32)
+                        * (1.0 / 255.0);
+                }
+            }
+        },
+    );
 }

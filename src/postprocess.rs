@@ -4,6 +4,8 @@
 //! The OBS filter runs smoothing and refinement on its worker thread with these functions, and
 //! does threshold and feather per pixel in its effect with exactly [`threshold_feather`].
 
+use crate::simd::simd;
+
 /// Hermite smoothstep: 0 below `e0`, 1 above `e1`, `u * u * (3 - 2u)` in between with
 /// `u = (x - e0) / (e1 - e0)` (GLSL/HLSL `smoothstep`).
 #[inline]
@@ -111,6 +113,9 @@ const THUMB: (usize, usize) = (16, 9);
 pub struct SceneCutDetector {
     previous: Vec<f32>,
     current: Vec<f32>,
+    /// Input size the cell sizes were computed for, and 1 / pixels per cell.
+    size: (usize, usize),
+    inv_cell: Vec<f32>,
 }
 
 impl SceneCutDetector {
@@ -143,11 +148,18 @@ impl SceneCutDetector {
                 self.current[ty * tw + x * tw / w] += luma;
             }
         }
-        // Pixels per thumbnail cell: row and column counts of each cell.
-        let cols = |c: usize| (0..w).filter(|x| x * tw / w == c).count();
-        let rows = |c: usize| (0..h).filter(|y| y * th / h == c).count();
-        for (i, v) in self.current.iter_mut().enumerate() {
-            *v /= (cols(i % tw) * rows(i / tw)).max(1) as f32;
+        if self.size != (w, h) {
+            // Pixels per thumbnail cell, counted once per input size.
+            let cols = |c: usize| (0..w).filter(|x| x * tw / w == c).count();
+            let rows = |c: usize| (0..h).filter(|y| y * th / h == c).count();
+            self.inv_cell = (0..tw * th)
+                .map(|i| 1.0 / (cols(i % tw) * rows(i / tw)).max(1) as f32)
+                .collect();
+            self.size = (w, h);
+            self.previous.clear();
+        }
+        for (v, k) in self.current.iter_mut().zip(&self.inv_cell) {
+            *v *= k;
         }
         let change = (self.previous.len() == self.current.len()).then(|| {
             self.previous
@@ -163,49 +175,78 @@ impl SceneCutDetector {
 }
 
 /// Box filter of radius `r` (window `2r + 1`, clipped at the borders and normalised by the
-/// number of pixels inside) over a `w` x `h` plane, via running sums: O(1) per pixel.
-/// `tmp` is scratch space of `w * h` values.
-pub fn box_filter(src: &[f32], dst: &mut [f32], tmp: &mut Vec<f32>, w: usize, h: usize, r: usize) {
-    tmp.resize(w * h, 0.0);
-    // Horizontal pass: src -> tmp.
-    for y in 0..h {
-        let row = &src[y * w..(y + 1) * w];
-        let out = &mut tmp[y * w..(y + 1) * w];
-        let mut sum: f32 = row[..(r + 1).min(w)].iter().sum();
-        for x in 0..w {
-            let lo = x.saturating_sub(r);
-            let hi = (x + r).min(w - 1);
-            out[x] = sum / (hi - lo + 1) as f32;
-            if x + r + 1 < w {
-                sum += row[x + r + 1];
-            }
-            if x >= r {
-                sum -= row[x - r];
-            }
-        }
-    }
-    // Vertical pass: tmp -> dst, all columns at once (row-wise for cache friendliness).
-    let mut sums = vec![0f32; w];
-    for y in 0..=r.min(h - 1) {
-        for (s, v) in sums.iter_mut().zip(&tmp[y * w..(y + 1) * w]) {
-            *s += v;
-        }
-    }
-    for y in 0..h {
-        let lo = y.saturating_sub(r);
-        let hi = (y + r).min(h - 1);
-        let inv = 1.0 / (hi - lo + 1) as f32;
-        for (d, s) in dst[y * w..(y + 1) * w].iter_mut().zip(&sums) {
-            *d = s * inv;
-        }
-        if y + r + 1 < h {
-            let add = &tmp[(y + r + 1) * w..(y + r + 2) * w];
-            sums.iter_mut().zip(add).for_each(|(s, v)| *s += v);
-        }
-        if y >= r {
-            let sub = &tmp[(y - r) * w..(y - r + 1) * w];
-            sums.iter_mut().zip(sub).for_each(|(s, v)| *s -= v);
-        }
+/// number of pixels inside), keeping its scratch buffers between calls.
+///
+/// The horizontal pass adds `2r + 1` shifted copies of a zero-padded row and the vertical pass
+/// keeps running column sums, so both vectorise across a row; the guided filter only uses
+/// small radii (it subsamples first), where this beats a serial running sum.
+#[derive(Clone, Debug, Default)]
+pub struct BoxFilter {
+    tmp: Vec<f32>,
+    padded: Vec<f32>,
+    inv_x: Vec<f32>,
+    sums: Vec<f32>,
+}
+
+impl BoxFilter {
+    /// Filters the `w` x `h` plane `src` into `dst`.
+    pub fn apply(&mut self, src: &[f32], dst: &mut [f32], w: usize, h: usize, r: usize) {
+        assert_eq!(src.len(), w * h);
+        assert_eq!(dst.len(), w * h);
+        self.tmp.resize(w * h, 0.0);
+        self.padded.clear();
+        self.padded.resize(w + 2 * r, 0.0);
+        self.inv_x.clear();
+        self.inv_x
+            .extend((0..w).map(|x| 1.0 / ((x + r).min(w - 1) - x.saturating_sub(r) + 1) as f32));
+        self.sums.clear();
+        self.sums.resize(w, 0.0);
+        let Self {
+            tmp,
+            padded,
+            inv_x,
+            sums,
+        } = self;
+        simd(
+            #[inline(always)]
+            || {
+                for (row, out) in src.chunks_exact(w).zip(tmp.chunks_exact_mut(w)) {
+                    padded[r..r + w].copy_from_slice(row);
+                    out.fill(0.0);
+                    for t in 0..=2 * r {
+                        for (o, &v) in out.iter_mut().zip(&padded[t..t + w]) {
+                            *o += v;
+                        }
+                    }
+                    for (o, &k) in out.iter_mut().zip(inv_x.iter()) {
+                        *o *= k;
+                    }
+                }
+                for row in tmp.chunks_exact(w).take(r + 1) {
+                    for (s, &v) in sums.iter_mut().zip(row) {
+                        *s += v;
+                    }
+                }
+                for y in 0..h {
+                    let inv = 1.0 / ((y + r).min(h - 1) - y.saturating_sub(r) + 1) as f32;
+                    for (d, &s) in dst[y * w..(y + 1) * w].iter_mut().zip(sums.iter()) {
+                        *d = s * inv;
+                    }
+                    if y + r + 1 < h {
+                        let add = &tmp[(y + r + 1) * w..(y + r + 2) * w];
+                        for (s, &v) in sums.iter_mut().zip(add) {
+                            *s += v;
+                        }
+                    }
+                    if y >= r {
+                        let sub = &tmp[(y - r) * w..(y - r + 1) * w];
+                        for (s, &v) in sums.iter_mut().zip(sub) {
+                            *s -= v;
+                        }
+                    }
+                }
+            },
+        );
     }
 }
 
@@ -260,7 +301,7 @@ pub struct GuidedFilter {
     prod: Vec<f32>,
     a: Vec<f32>,
     b: Vec<f32>,
-    tmp: Vec<f32>,
+    boxf: BoxFilter,
     up_a: Vec<f32>,
     up_b: Vec<f32>,
     resizer: crate::preprocess::PlaneResizer,
@@ -281,8 +322,17 @@ impl GuidedFilter {
         let (sw, sh) = (w.div_ceil(s), h.div_ceil(s));
         let r = (radius / s).max(1);
         let n = sw * sh;
-        downsample_box(guide, w, h, s, &mut self.guide_small);
-        downsample_box(p, w, h, s, &mut self.p_small);
+        // At s = 1 (the OBS capture size) the filter works on the inputs directly: no
+        // subsampled copies, no upsampling of the coefficients.
+        let (guide_small, p_small): (&[f32], &[f32]) = if s == 1 {
+            self.p_small.clear();
+            self.p_small.extend_from_slice(p);
+            (guide, &self.p_small)
+        } else {
+            downsample_box(guide, w, h, s, &mut self.guide_small);
+            downsample_box(p, w, h, s, &mut self.p_small);
+            (&self.guide_small, &self.p_small)
+        };
         for v in [
             &mut self.mean_i,
             &mut self.mean_p,
@@ -293,52 +343,65 @@ impl GuidedFilter {
         ] {
             v.resize(n, 0.0);
         }
-        box_filter(
-            &self.guide_small,
-            &mut self.mean_i,
-            &mut self.tmp,
-            sw,
-            sh,
-            r,
-        );
-        box_filter(&self.p_small, &mut self.mean_p, &mut self.tmp, sw, sh, r);
+        let boxf = &mut self.boxf;
+        boxf.apply(guide_small, &mut self.mean_i, sw, sh, r);
+        boxf.apply(p_small, &mut self.mean_p, sw, sh, r);
         // var_I = mean(I*I) - mean_I^2 ; cov_Ip = mean(I*p) - mean_I * mean_p.
-        for (d, &i) in self.prod.iter_mut().zip(&self.guide_small) {
-            *d = i * i;
-        }
-        box_filter(&self.prod, &mut self.corr, &mut self.tmp, sw, sh, r);
-        for ((d, &i), &pv) in self
-            .prod
-            .iter_mut()
-            .zip(&self.guide_small)
-            .zip(&self.p_small)
-        {
-            *d = i * pv;
-        }
+        let prod = &mut self.prod;
+        simd(
+            #[inline(always)]
+            || {
+                for (d, &i) in prod.iter_mut().zip(guide_small) {
+                    *d = i * i;
+                }
+            },
+        );
+        boxf.apply(prod, &mut self.corr, sw, sh, r);
+        simd(
+            #[inline(always)]
+            || {
+                for ((d, &i), &pv) in prod.iter_mut().zip(guide_small).zip(p_small) {
+                    *d = i * pv;
+                }
+            },
+        );
         // Reuse `a` for mean(I*p) before it holds the coefficients.
-        box_filter(&self.prod, &mut self.a, &mut self.tmp, sw, sh, r);
-        for k in 0..n {
-            let var = self.corr[k] - self.mean_i[k] * self.mean_i[k];
-            let cov = self.a[k] - self.mean_i[k] * self.mean_p[k];
-            let a = cov / (var + eps);
-            self.a[k] = a;
-            self.b[k] = self.mean_p[k] - a * self.mean_i[k];
-        }
-        box_filter(&self.a, &mut self.corr, &mut self.tmp, sw, sh, r);
-        box_filter(&self.b, &mut self.prod, &mut self.tmp, sw, sh, r);
-        self.up_a.resize(w * h, 0.0);
-        self.up_b.resize(w * h, 0.0);
-        self.resizer
-            .resize(&self.corr, (sw, sh), &mut self.up_a, (w, h));
-        self.resizer
-            .resize(&self.prod, (sw, sh), &mut self.up_b, (w, h));
-        for ((q, &i), (&a, &b)) in p
-            .iter_mut()
-            .zip(guide)
-            .zip(self.up_a.iter().zip(&self.up_b))
-        {
-            *q = (a * i + b).clamp(0.0, 1.0);
-        }
+        boxf.apply(prod, &mut self.a, sw, sh, r);
+        let (a_coef, b_coef) = (&mut self.a, &mut self.b);
+        let (mean_i, mean_p, corr) = (&self.mean_i, &self.mean_p, &self.corr);
+        simd(
+            #[inline(always)]
+            || {
+                for k in 0..n {
+                    let var = corr[k] - mean_i[k] * mean_i[k];
+                    let cov = a_coef[k] - mean_i[k] * mean_p[k];
+                    let a = cov / (var + eps);
+                    a_coef[k] = a;
+                    b_coef[k] = mean_p[k] - a * mean_i[k];
+                }
+            },
+        );
+        boxf.apply(a_coef, &mut self.corr, sw, sh, r);
+        boxf.apply(b_coef, prod, sw, sh, r);
+        let (mean_a, mean_b): (&[f32], &[f32]) = if s == 1 {
+            (&self.corr, &self.prod)
+        } else {
+            self.up_a.resize(w * h, 0.0);
+            self.up_b.resize(w * h, 0.0);
+            self.resizer
+                .resize(&self.corr, (sw, sh), &mut self.up_a, (w, h));
+            self.resizer
+                .resize(&self.prod, (sw, sh), &mut self.up_b, (w, h));
+            (&self.up_a, &self.up_b)
+        };
+        simd(
+            #[inline(always)]
+            || {
+                for ((q, &i), (&a, &b)) in p.iter_mut().zip(guide).zip(mean_a.iter().zip(mean_b)) {
+                    *q = (a * i + b).clamp(0.0, 1.0);
+                }
+            },
+        );
     }
 }
 
@@ -388,7 +451,7 @@ mod tests {
         let (w, h, r) = (13, 7, 2);
         let src: Vec<f32> = (0..w * h).map(|i| ((i * 31) % 17) as f32).collect();
         let mut dst = vec![0.0; w * h];
-        box_filter(&src, &mut dst, &mut Vec::new(), w, h, r);
+        BoxFilter::default().apply(&src, &mut dst, w, h, r);
         for y in 0..h {
             for x in 0..w {
                 let (mut sum, mut n) = (0.0, 0);

@@ -145,22 +145,28 @@ impl Preprocessor {
         let (r_plane, rest) = self.input.split_at_mut(w * h);
         let (g_plane, b_plane) = rest.split_at_mut(w * h);
         let mut planes = [r_plane, g_plane, b_plane];
-        for (y, &(y0, y1, fy)) in self.axes.1.taps.iter().enumerate() {
-            let row0 = frame.row(y0 as usize);
-            let row1 = frame.row(y1 as usize);
-            for (x, &(x0, x1, fx)) in self.axes.0.taps.iter().enumerate() {
-                let (p0, p1) = (x0 as usize * bpp, x1 as usize * bpp);
-                for (plane, &off) in planes.iter_mut().zip(&offsets) {
-                    let a = row0[p0 + off] as f32;
-                    let b = row0[p1 + off] as f32;
-                    let c = row1[p0 + off] as f32;
-                    let d = row1[p1 + off] as f32;
-                    let top = a * (1.0 - fx) + b * fx;
-                    let bottom = c * (1.0 - fx) + d * fx;
-                    plane[y * w + x] = (top * (1.0 - fy) + bottom * fy) / 255.0;
+        let (x_taps, y_taps) = (&self.axes.0.taps, &self.axes.1.taps);
+        crate::simd::simd(
+            #[inline(always)]
+            || {
+                for (y, &(y0, y1, fy)) in y_taps.iter().enumerate() {
+                    let row0 = frame.row(y0 as usize);
+                    let row1 = frame.row(y1 as usize);
+                    for (x, &(x0, x1, fx)) in x_taps.iter().enumerate() {
+                        let (p0, p1) = (x0 as usize * bpp, x1 as usize * bpp);
+                        for (plane, &off) in planes.iter_mut().zip(&offsets) {
+                            let a = row0[p0 + off] as f32;
+                            let b = row0[p1 + off] as f32;
+                            let c = row1[p0 + off] as f32;
+                            let d = row1[p1 + off] as f32;
+                            let top = a * (1.0 - fx) + b * fx;
+                            let bottom = c * (1.0 - fx) + d * fx;
+                            plane[y * w + x] = (top * (1.0 - fy) + bottom * fy) / 255.0;
+                        }
+                    }
                 }
-            }
-        }
+            },
+        );
         &self.input
     }
 }
