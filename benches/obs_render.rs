@@ -143,7 +143,12 @@ fn child(width: u32, height: u32) -> Result<Vec<Run>, String> {
 
     let mut runs = vec![measure(&host, "without filter", None, seconds)];
     for mode in ["blur", "transparent"] {
-        let fs = Data::from_json(&json!({ "mode": mode }).to_string()).ok_or("json")?;
+        // OBS_BENCH_REFINE=0/1 overrides the filter's default edge refinement.
+        let mut fj = json!({ "mode": mode });
+        if let Ok(v) = std::env::var("OBS_BENCH_REFINE") {
+            fj["refine"] = json!(v == "1");
+        }
+        let fs = Data::from_json(&fj.to_string()).ok_or("json")?;
         let filter =
             Source::create("ai_background_filter", "AI Background", Some(&fs)).ok_or("filter")?;
         src.filter_add(&filter);

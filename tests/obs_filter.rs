@@ -878,7 +878,7 @@ fn check_live_settings(env: &Env) -> CheckResult {
         }
     };
     expect_mask(
-        json!({ "mode": "transparent", "model": "quality" }),
+        json!({ "mode": "transparent", "model": "quality", "refine": false }),
         (256, 256),
     )?;
     lines.push("quality 256x256".to_string());
