@@ -520,9 +520,13 @@ mod tests {
 
     #[test]
     fn capture_doubles_for_refinement() {
-        let mut s = Settings::default();
+        let mut s = Settings {
+            refine: false,
+            ..Settings::default()
+        };
         assert_eq!(s.capture_size(), (256, 144));
         s.refine = true;
+        assert_eq!(s.capture_size(), (512, 288));
         s.preset = Preset::Square;
         assert_eq!(s.capture_size(), (512, 512));
     }
