@@ -117,6 +117,59 @@ pub fn boundary_f(pred: &[bool], gt: &[bool], w: usize, h: usize) -> f64 {
     }
 }
 
+/// Intersection over union of two masks (1 when both are empty).
+pub fn iou(a: &[bool], b: &[bool]) -> f64 {
+    let inter = a.iter().zip(b).filter(|(x, y)| **x && **y).count();
+    let union = a.iter().zip(b).filter(|(x, y)| **x || **y).count();
+    if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    }
+}
+
+/// Erodes a `w` x `h` mask by `r` pixels with a square structuring element (a pixel stays set
+/// when every pixel within Chebyshev distance `r` inside the image is set). Separable.
+pub fn erode(mask: &[bool], w: usize, h: usize, r: usize) -> Vec<bool> {
+    let mut tmp = vec![false; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            let (x0, x1) = (x.saturating_sub(r), (x + r).min(w - 1));
+            tmp[y * w + x] = (x0..=x1).all(|xx| mask[y * w + xx]);
+        }
+    }
+    let mut out = vec![false; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            let (y0, y1) = (y.saturating_sub(r), (y + r).min(h - 1));
+            out[y * w + x] = (y0..=y1).all(|yy| tmp[yy * w + x]);
+        }
+    }
+    out
+}
+
+/// Image detail over a region: the mean squared 4-neighbour Laplacian of the Rec. 601 luma
+/// (0..255) of an RGBA8 image (`w * h * 4` bytes), over the interior pixels of `region`. A
+/// blur removes most of it; how much is the measure of background blur used by the tests.
+pub fn laplacian_energy(rgba: &[u8], w: usize, h: usize, region: &[bool]) -> f64 {
+    let luma: Vec<f32> = rgba
+        .chunks_exact(4)
+        .map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32)
+        .collect();
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for y in 1..h.saturating_sub(1) {
+        for x in 1..w.saturating_sub(1) {
+            let i = y * w + x;
+            if region[i] {
+                let v = 4.0 * luma[i] - luma[i - 1] - luma[i + 1] - luma[i - w] - luma[i + w];
+                sum += (v * v) as f64;
+                n += 1;
+            }
+        }
+    }
+    sum / n.max(1) as f64
+}
+
 /// Aggregate scores over a set of images.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Summary {

@@ -8,6 +8,7 @@
 use candle_core::Device;
 use image::{GrayImage, Rgb, RgbImage, Rgba, RgbaImage};
 use obs_ai_background::composite::{AlphaSettings, Background, Compositor, Fit};
+use obs_ai_background::metrics::{erode, iou, laplacian_energy};
 use obs_ai_background::model::{Preset, Segmenter};
 use obs_ai_background::postprocess::{SceneCutDetector, SCENE_CUT_CHANGE};
 use obs_ai_background::preprocess::Preprocessor;
@@ -56,47 +57,6 @@ fn rgb_frame(img: &RgbImage) -> FrameRef<'_> {
         PixelFormat::Rgb,
     )
     .unwrap()
-}
-
-fn iou(a: &[bool], b: &[bool]) -> f64 {
-    let inter = a.iter().zip(b).filter(|(x, y)| **x && **y).count();
-    let union = a.iter().zip(b).filter(|(x, y)| **x || **y).count();
-    inter as f64 / union.max(1) as f64
-}
-
-/// Pixels of `mask` at least `r` pixels (Chebyshev) away from its complement.
-fn erode(mask: &[bool], w: usize, h: usize, r: usize) -> Vec<bool> {
-    let mut out = vec![false; w * h];
-    for y in r..h.saturating_sub(r) {
-        for x in r..w.saturating_sub(r) {
-            out[y * w + x] = (y - r..=y + r).all(|yy| (x - r..=x + r).all(|xx| mask[yy * w + xx]));
-        }
-    }
-    out
-}
-
-/// Mean squared 4-neighbour Laplacian of the luma over the pixels in `region`.
-fn laplacian_energy(img: &RgbaImage, region: &[bool]) -> f64 {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let luma = |x: usize, y: usize| {
-        let p = img.get_pixel(x as u32, y as u32);
-        0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64
-    };
-    let (mut sum, mut n) = (0.0, 0usize);
-    for y in 1..h - 1 {
-        for x in 1..w - 1 {
-            if region[y * w + x] {
-                let l = 4.0 * luma(x, y)
-                    - luma(x - 1, y)
-                    - luma(x + 1, y)
-                    - luma(x, y - 1)
-                    - luma(x, y + 1);
-                sum += l * l;
-                n += 1;
-            }
-        }
-    }
-    sum / n.max(1) as f64
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -346,8 +306,8 @@ fn blur_keeps_the_person_and_removes_background_detail() {
             "{id}: only {checked} person pixels checked"
         );
         let original = image::DynamicImage::ImageRgb8(img).to_rgba8();
-        let before = laplacian_energy(&original, &background_far);
-        let after = laplacian_energy(&out, &background_far);
+        let before = laplacian_energy(&original, w, h, &background_far);
+        let after = laplacian_energy(&out, w, h, &background_far);
         assert!(
             after <= 0.5 * before,
             "{id}: background Laplacian energy {before:.1} -> {after:.1}"

@@ -18,6 +18,7 @@ use image::{GrayImage, Rgba, RgbaImage};
 use obs_ai_background::composite::{AlphaSettings, Background, Compositor, Fit};
 use obs_ai_background::frame::{FrameRef, PixelFormat};
 use obs_ai_background::mask::Mask;
+use obs_ai_background::metrics::{erode, iou, laplacian_energy};
 use obs_ai_background::obs::calldata::CallData;
 use obs_ai_background::obs::data::Data;
 use obs_ai_background::obs::host::{self, Host, HostConfig, Image};
@@ -77,53 +78,8 @@ fn truth(env: &Env, id: &str) -> (usize, usize, Vec<bool>) {
     (w, h, m.pixels().map(|p| p[0] >= 128).collect())
 }
 
-/// Erodes a boolean region by `r` pixels (square structuring element, separable).
-fn erode(w: usize, h: usize, m: &[bool], r: usize) -> Vec<bool> {
-    let mut tmp = vec![false; w * h];
-    for y in 0..h {
-        for x in 0..w {
-            let (x0, x1) = (x.saturating_sub(r), (x + r).min(w - 1));
-            tmp[y * w + x] = (x0..=x1).all(|xx| m[y * w + xx]);
-        }
-    }
-    let mut out = vec![false; w * h];
-    for y in 0..h {
-        for x in 0..w {
-            let (y0, y1) = (y.saturating_sub(r), (y + r).min(h - 1));
-            out[y * w + x] = (y0..=y1).all(|yy| tmp[yy * w + x]);
-        }
-    }
-    out
-}
-
 fn not(m: &[bool]) -> Vec<bool> {
     m.iter().map(|v| !v).collect()
-}
-
-fn luma(img: &Image) -> Vec<f32> {
-    img.rgba
-        .chunks_exact(4)
-        .map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32)
-        .collect()
-}
-
-/// Mean squared 4-neighbour Laplacian of the luma over `region` (interior pixels only):
-/// the "detail" a blur removes.
-fn laplacian_energy(img: &Image, region: &[bool]) -> f64 {
-    let (w, h) = (img.width, img.height);
-    let l = luma(img);
-    let (mut sum, mut n) = (0.0f64, 0usize);
-    for y in 1..h - 1 {
-        for x in 1..w - 1 {
-            let i = y * w + x;
-            if region[i] {
-                let v = 4.0 * l[i] - l[i - 1] - l[i + 1] - l[i - w] - l[i + w];
-                sum += (v * v) as f64;
-                n += 1;
-            }
-        }
-    }
-    sum / n.max(1) as f64
 }
 
 /// Mean absolute RGB difference (0..255) over `region`.
@@ -159,12 +115,6 @@ fn mean_rgb(img: &Image, region: &[bool]) -> [f64; 3] {
         }
     }
     acc.map(|v| v / n.max(1) as f64)
-}
-
-fn iou(a: &[bool], b: &[bool]) -> f64 {
-    let inter = a.iter().zip(b).filter(|(x, y)| **x && **y).count();
-    let union = a.iter().zip(b).filter(|(x, y)| **x || **y).count();
-    inter as f64 / union.max(1) as f64
 }
 
 fn save_png(env: &Env, name: &str, img: &Image) {
@@ -559,9 +509,10 @@ fn check_blur(env: &Env) -> CheckResult {
         save_png(env, &format!("input-{id}.png"), &input);
         let (w, h, gt) = truth(env, id);
         // 8 px away from the annotated outline on either side.
-        let bg = erode(w, h, &not(&gt), 8);
-        let person = erode(w, h, &gt, 8);
-        let ratio = laplacian_energy(&out, &bg) / laplacian_energy(&input, &bg);
+        let bg = erode(&not(&gt), w, h, 8);
+        let person = erode(&gt, w, h, 8);
+        let ratio =
+            laplacian_energy(&out.rgba, w, h, &bg) / laplacian_energy(&input.rgba, w, h, &bg);
         let person_diff = mean_abs_diff(&out, &input, &person);
         ensure!(
             ratio <= 0.5,
@@ -686,8 +637,8 @@ fn check_gpu_matches_cpu(env: &Env) -> CheckResult {
 fn check_backgrounds(env: &Env) -> CheckResult {
     let id = PHOTOS[1];
     let (w, h, gt) = truth(env, id);
-    let bg_region = erode(w, h, &not(&gt), 8);
-    let person = erode(w, h, &gt, 8);
+    let bg_region = erode(&not(&gt), w, h, 8);
+    let person = erode(&gt, w, h, 8);
     let rig = Rig::new(
         image_source(id, &photo_path(env, id)),
         &json!({ "mode": "color", "color": 0xFF_FF_00_00u32 }),
@@ -826,13 +777,13 @@ fn check_webcam_clip(env: &Env) -> CheckResult {
     let a = person_alpha(&mask, w, h, AlphaSettings::default());
     let person: Vec<bool> = a.iter().map(|&v| v > 0.99).collect();
     let bg: Vec<bool> = a.iter().map(|&v| v < 0.01).collect();
-    let (person, bg) = (erode(w, h, &person, 4), erode(w, h, &bg, 8));
+    let (person, bg) = (erode(&person, w, h, 4), erode(&bg, w, h, 8));
     let share = person.iter().filter(|&&v| v).count() as f64 / (w * h) as f64;
     ensure!(
         (0.05..0.8).contains(&share),
         "implausible person share {share:.2}"
     );
-    let ratio = laplacian_energy(&out, &bg) / laplacian_energy(&input, &bg);
+    let ratio = laplacian_energy(&out.rgba, w, h, &bg) / laplacian_energy(&input.rgba, w, h, &bg);
     let person_diff = mean_abs_diff(&out, &input, &person);
     ensure!(ratio <= 0.5, "background detail ratio {ratio:.3} > 0.5");
     ensure!(person_diff <= 4.0, "person changed by {person_diff:.2}");
@@ -941,7 +892,7 @@ fn check_live_settings(env: &Env) -> CheckResult {
     }
     // The very next frame shows a change.
     let (w, h, gt) = truth(env, id);
-    let bg_region = erode(w, h, &not(&gt), 8);
+    let bg_region = erode(&not(&gt), w, h, 8);
     update(
         &rig.filter,
         &json!({ "mode": "color", "color": 0xFF_FF_00_00u32 }),
@@ -1026,15 +977,17 @@ fn check_bad_input(env: &Env) -> CheckResult {
     let corrupt_weights = env.tmp.path().join("weights.safetensors");
     std::fs::write(&corrupt_weights, b"not safetensors").map_err(|e| e.to_string())?;
     let (w, h, gt) = truth(env, id);
-    let bg_region = erode(w, h, &not(&gt), 8);
+    let bg_region = erode(&not(&gt), w, h, 8);
     let rig = Rig::new(
         image_source(id, &photo_path(env, id)),
         &json!({ "mode": "blur" }),
     );
     rig.settle(env, 3)?;
     let input = rig.input(env);
-    let blurred_detail =
-        |out: &Image| laplacian_energy(out, &bg_region) / laplacian_energy(&input, &bg_region);
+    let blurred_detail = |out: &Image| {
+        laplacian_energy(&out.rgba, w, h, &bg_region)
+            / laplacian_energy(&input.rgba, w, h, &bg_region)
+    };
     let mut lines = Vec::new();
     let cases: Vec<(&str, Value, &str)> = vec![
         (

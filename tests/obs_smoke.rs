@@ -16,6 +16,7 @@
 
 use obs_ai_background::device::DeviceChoice;
 use obs_ai_background::frame::{FrameRef, PixelFormat};
+use obs_ai_background::metrics::{erode, laplacian_energy};
 use obs_ai_background::model::{shared_segmenter, Preset, SegmentationBackend};
 use obs_ai_background::obs::host;
 use obs_ai_background::pipeline::{MaskPipeline, PipelineSettings};
@@ -134,36 +135,6 @@ fn decode_frame(video: &Path, at_seconds: f64, out: &Path) -> Result<image::Rgba
     Ok(image::open(out).map_err(|e| e.to_string())?.to_rgba8())
 }
 
-fn laplacian_energy(img: &image::RgbaImage, region: &[bool]) -> f64 {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let l: Vec<f32> = img
-        .pixels()
-        .map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32)
-        .collect();
-    let (mut sum, mut n) = (0.0f64, 0usize);
-    for y in 1..h - 1 {
-        for x in 1..w - 1 {
-            let i = y * w + x;
-            if region[i] {
-                let v = 4.0 * l[i] - l[i - 1] - l[i + 1] - l[i - w] - l[i + w];
-                sum += (v * v) as f64;
-                n += 1;
-            }
-        }
-    }
-    sum / n.max(1) as f64
-}
-
-fn erode(w: usize, h: usize, m: &[bool], r: usize) -> Vec<bool> {
-    let mut out = vec![false; w * h];
-    for y in r..h.saturating_sub(r) {
-        for x in r..w.saturating_sub(r) {
-            out[y * w + x] = (y - r..=y + r).all(|yy| (x - r..=x + r).all(|xx| m[yy * w + xx]));
-        }
-    }
-    out
-}
-
 fn run() -> Result<String, String> {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let obs = ["/usr/bin/obs", "/usr/local/bin/obs"]
@@ -265,15 +236,15 @@ fn run() -> Result<String, String> {
     };
     let mask = pipeline.process(&f, &settings).map_err(|e| e.to_string())?;
     let person = erode(
+        &mask.data.iter().map(|&p| p > 0.9).collect::<Vec<_>>(),
         w,
         h,
-        &mask.data.iter().map(|&p| p > 0.9).collect::<Vec<_>>(),
         6,
     );
     let background = erode(
+        &mask.data.iter().map(|&p| p < 0.1).collect::<Vec<_>>(),
         w,
         h,
-        &mask.data.iter().map(|&p| p < 0.1).collect::<Vec<_>>(),
         10,
     );
     let share = person.iter().filter(|&&v| v).count() as f64 / (w * h) as f64;
@@ -282,9 +253,9 @@ fn run() -> Result<String, String> {
             "no person found in the recording (share {share:.2})"
         ));
     }
-    let bg_ratio =
-        laplacian_energy(&frame, &background) / laplacian_energy(&reference, &background);
-    let person_ratio = laplacian_energy(&frame, &person) / laplacian_energy(&reference, &person);
+    let detail = |img: &image::RgbaImage, region: &[bool]| laplacian_energy(img, w, h, region);
+    let bg_ratio = detail(&frame, &background) / detail(&reference, &background);
+    let person_ratio = detail(&frame, &person) / detail(&reference, &person);
     if bg_ratio > 0.5 || person_ratio < 0.5 {
         return Err(format!(
             "recorded frame: background detail x{bg_ratio:.2} (want <= 0.5), person detail x{person_ratio:.2} (want >= 0.5)"
