@@ -38,7 +38,7 @@ pub use error::{EngineError, Result};
 
 /// mimalloc for the Rust allocations of this crate (in OBS: only this module's). The network
 /// allocates a fresh tensor per layer; glibc returned those pages to the kernel and faulted
-/// them back in on every frame, which cost about 15% of a frame (`cargo bench --bench engine`).
+/// them back in on every frame (page-fault time in a profile of `ai-background bench`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub use frame::{FrameRef, PixelFormat};

@@ -64,8 +64,8 @@ fn rgb_frame(img: &RgbImage) -> FrameRef<'_> {
 
 /// The Rust resize must reproduce the Python reference resize that made the TFLite parity
 /// inputs. The only expected difference is the JPEG decoder (zune-jpeg here, libjpeg in
-/// Pillow: up to 4 levels on some pixels, under 0.3 levels on average); a half-pixel or
-/// align-corners mistake moves every edge and gives several levels on average.
+/// Pillow, which round some pixels differently); a half-pixel mistake moves every edge and
+/// gives several levels on average.
 #[test]
 fn preprocess_matches_the_python_reference_resize() {
     for preset in Preset::ALL {

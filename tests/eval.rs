@@ -1,5 +1,6 @@
 //! The evaluation against the TFLite reference (`tools/eval_tflite.py`), image by image, and
-//! the effect of edge refinement, on the annotated development sets.
+//! the effect of edge refinement, on the annotated development sets; and the scene-cut
+//! threshold on the webcam clips of `../shared/videos`.
 //!
 //! `tests/fixtures/reference/<set>-<preset>.csv` holds the reference's per-image scores on the
 //! whole sets (`python tools/eval_tflite.py ... --per-image`). The committed photos are always
@@ -10,7 +11,10 @@ use candle_core::Device;
 use obs_ai_background::eval::{evaluate_pair, find_pairs, Pair};
 use obs_ai_background::metrics::Summary;
 use obs_ai_background::model::{Preset, Segmenter};
-use obs_ai_background::{MaskPipeline, PipelineSettings};
+use obs_ai_background::postprocess::{SceneCutDetector, SCENE_CUT_CHANGE};
+use obs_ai_background::preprocess::Preprocessor;
+use obs_ai_background::video::{probe, Decoder};
+use obs_ai_background::{FrameRef, MaskPipeline, PipelineSettings, PixelFormat};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,10 +38,10 @@ fn reference(set: &str, preset: Preset) -> HashMap<String, (f64, f64)> {
         .collect()
 }
 
-/// `../shared/datasets/<set>`, or `None` (with a note) where it is absent and not required.
-fn shared_set(set: &str) -> Option<PathBuf> {
-    let dir = repo("../shared/datasets").join(set);
-    if dir.join("images").is_dir() {
+/// `../shared/<rel>`, or `None` (with a note) where it is absent and not required.
+fn shared(rel: &str) -> Option<PathBuf> {
+    let dir = repo("../shared").join(rel);
+    if dir.is_dir() {
         return Some(dir);
     }
     assert!(
@@ -47,6 +51,11 @@ fn shared_set(set: &str) -> Option<PathBuf> {
     );
     eprintln!("skipped: {} is not here", dir.display());
     None
+}
+
+/// `../shared/datasets/<set>` (see [`shared`]).
+fn shared_dataset(set: &str) -> Option<PathBuf> {
+    shared(&format!("datasets/{set}"))
 }
 
 fn pipeline(preset: Preset) -> MaskPipeline {
@@ -107,7 +116,7 @@ fn subset(set: &Path, n: usize) -> Vec<Pair> {
 #[test]
 fn dev_subset_agrees_with_the_reference() {
     for set_name in ["ccp-webcam-dev", "ccp-dev"] {
-        let Some(set) = shared_set(set_name) else {
+        let Some(set) = shared_dataset(set_name) else {
             return;
         };
         let pairs = subset(&set, 60);
@@ -134,7 +143,7 @@ fn dev_subset_agrees_with_the_reference() {
 /// 0.793 -> 0.807, see README).
 #[test]
 fn refinement_improves_edges_on_the_dev_subset() {
-    let Some(set) = shared_set("ccp-webcam-dev") else {
+    let Some(set) = shared_dataset("ccp-webcam-dev") else {
         return;
     };
     let pairs = subset(&set, 60);
@@ -153,4 +162,53 @@ fn refinement_improves_edges_on_the_dev_subset() {
     );
     assert!(refined.boundary_f > plain.boundary_f + 0.005);
     assert!(refined.mean_iou >= plain.mean_iou);
+}
+
+/// The scene-cut threshold separates cuts from motion on real webcam clips: no two consecutive
+/// frames of one clip differ by as much, the first frames of any two different clips do.
+#[test]
+fn scene_cut_threshold_separates_cuts_from_motion() {
+    let Some(dir) = shared("videos") else {
+        return;
+    };
+    let mut clips: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "mp4"))
+        .collect();
+    clips.sort();
+    assert!(clips.len() >= 2, "no clips in {}", dir.display());
+    let (mw, mh) = Preset::Landscape.input_size();
+    let mut pre = Preprocessor::new(mw, mh);
+    let mut firsts = Vec::new();
+    for clip in &clips {
+        let info = probe(clip).unwrap();
+        let mut decoder = Decoder::open(clip, &info).unwrap();
+        let mut cuts = SceneCutDetector::default();
+        let (mut buf, mut max_change, mut first) = (Vec::new(), 0f32, true);
+        while decoder.next_frame(&mut buf).unwrap() {
+            let frame = FrameRef::packed(&buf, info.width, info.height, PixelFormat::Rgba).unwrap();
+            let input = pre.run(&frame);
+            if first {
+                firsts.push(input.to_vec());
+                first = false;
+            }
+            if let Some(c) = cuts.change(input, mw, mh) {
+                max_change = max_change.max(c);
+            }
+        }
+        decoder.finish().unwrap();
+        let name = clip.file_name().unwrap().to_string_lossy();
+        eprintln!("{name}: largest change between consecutive frames {max_change:.4}");
+        assert!(max_change < SCENE_CUT_CHANGE, "{name}: {max_change}");
+    }
+    for i in 0..firsts.len() {
+        for j in i + 1..firsts.len() {
+            let mut cuts = SceneCutDetector::default();
+            cuts.change(&firsts[i], mw, mh);
+            let c = cuts.change(&firsts[j], mw, mh).unwrap();
+            eprintln!("clip {i} -> clip {j}: change {c:.3}");
+            assert!(c > SCENE_CUT_CHANGE, "clips {i} and {j}: {c}");
+        }
+    }
 }

@@ -100,9 +100,8 @@ fn nchw_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<(&'a [f32]
 /// the calling thread. `scratch` is a reusable buffer.
 ///
 /// The kernels are deliberately single-threaded: a landscape frame is about 2 ms of work cut
-/// into ~100 µs pieces, and on the 2-core reference machine handing them to a second thread cost
-/// more than it saved (`RAYON_NUM_THREADS=2` vs `1` with `cargo bench --bench engine`). It also
-/// leaves the other cores to OBS, the encoder and the game.
+/// into pieces of tens of microseconds, too small to pay for a hand-off to another thread; and
+/// it leaves the other cores to OBS, the encoder and the game.
 fn for_each_channel<F>(data: &mut [f32], channels: usize, f: F)
 where
     F: Fn(usize, &mut [f32], &mut Vec<f32>),
