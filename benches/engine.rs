@@ -36,23 +36,24 @@ fn photo_input(preset: Preset) -> Tensor {
 }
 
 fn inference(c: &mut Criterion) {
-    let mut group = c.benchmark_group("inference");
-    group.measurement_time(Duration::from_secs(5));
-    for preset in Preset::ALL {
-        let x = photo_input(preset);
-        let fast = Segmenter::new(preset, &Device::Cpu).unwrap();
-        group.bench_function(preset.name(), |b| b.iter(|| fast.forward(&x).unwrap()));
+    for (name, stock) in [("inference", false), ("inference-stock", true)] {
+        let mut group = c.benchmark_group(name);
+        group.measurement_time(Duration::from_secs(5));
+        if stock {
+            group.sample_size(20);
+        }
+        for preset in Preset::ALL {
+            let x = photo_input(preset);
+            let seg = if stock {
+                Segmenter::with_stock_ops(preset, &Device::Cpu)
+            } else {
+                Segmenter::new(preset, &Device::Cpu)
+            }
+            .unwrap();
+            group.bench_function(preset.name(), |b| b.iter(|| seg.forward(&x).unwrap()));
+        }
+        group.finish();
     }
-    group.finish();
-    let mut group = c.benchmark_group("inference-stock");
-    group.sample_size(20);
-    group.measurement_time(Duration::from_secs(5));
-    for preset in Preset::ALL {
-        let x = photo_input(preset);
-        let stock = Segmenter::with_stock_ops(preset, &Device::Cpu).unwrap();
-        group.bench_function(preset.name(), |b| b.iter(|| stock.forward(&x).unwrap()));
-    }
-    group.finish();
 }
 
 fn frame_path(c: &mut Criterion) {

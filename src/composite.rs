@@ -22,8 +22,8 @@
 
 use crate::frame::FrameRef;
 use crate::mask::Mask;
-use crate::postprocess::threshold_feather;
-use crate::preprocess::BilinearAxis;
+use crate::postprocess::apply_threshold_feather;
+use crate::preprocess::PlaneResizer;
 use crate::simd::simd;
 use image::RgbaImage;
 use std::str::FromStr;
@@ -147,18 +147,9 @@ pub struct Compositor {
     tmp: Vec<f32>,
     /// One clamp-padded row for the horizontal pass.
     padded: Vec<f32>,
-    /// Two horizontally upsampled rows of the blurred `P` (for bilinear upsampling).
-    rows: [Vec<f32>; 2],
-    row_ids: [usize; 2],
-    axes: (BilinearAxis, BilinearAxis),
+    /// Upsamples the blurred `P` one output row at a time.
+    resizer: PlaneResizer,
     kernel: Vec<f32>,
-}
-
-/// Geometry of the reduced blur buffer.
-#[derive(Clone, Copy, Debug)]
-struct BlurGrid {
-    sw: usize,
-    sh: usize,
 }
 
 impl Compositor {
@@ -186,18 +177,36 @@ impl Compositor {
         }
         self.alpha.resize(w * h, 0.0);
         self.background.resize(4 * w, 0.0);
-        simd(
-            #[inline(always)]
-            || {
-                for (a, &p) in self.alpha.iter_mut().zip(&probability.data) {
-                    *a = threshold_feather(p, alpha.threshold, alpha.feather);
-                }
-            },
+        apply_threshold_feather(
+            &probability.data,
+            &mut self.alpha,
+            alpha.threshold,
+            alpha.feather,
         );
-        let grid = match background {
-            Background::Blur { sigma } if sigma > 0.0 => Some(self.prepare_blur(frame, sigma)),
-            _ => None,
+        let blurred = match background {
+            Background::Blur { sigma } if sigma > 0.0 => {
+                self.prepare_blur(frame, sigma);
+                true
+            }
+            _ => false,
         };
+        // Constant backgrounds: one row serves every row.
+        match background {
+            Background::Transparent => self.background.fill(0.0),
+            Background::Color(c) => {
+                let a = c[3] as f32 / 255.0;
+                let px = [
+                    c[0] as f32 / 255.0 * a,
+                    c[1] as f32 / 255.0 * a,
+                    c[2] as f32 / 255.0 * a,
+                    a,
+                ];
+                for b in self.background.chunks_exact_mut(4) {
+                    b.copy_from_slice(&px);
+                }
+            }
+            _ => {}
+        }
         let image_map = match background {
             Background::Image { image, fit } => {
                 let (sx, sy, ox, oy) =
@@ -212,42 +221,26 @@ impl Compositor {
         for (y, out_row) in out_raw.chunks_exact_mut(4 * w).enumerate() {
             let in_row = frame.row(y);
             match background {
-                Background::Transparent => self.background.fill(0.0),
-                Background::Color(c) => {
-                    let a = c[3] as f32 / 255.0;
-                    let px = [
-                        c[0] as f32 / 255.0 * a,
-                        c[1] as f32 / 255.0 * a,
-                        c[2] as f32 / 255.0 * a,
-                        a,
-                    ];
-                    for b in self.background.chunks_exact_mut(4) {
-                        b.copy_from_slice(&px);
-                    }
-                }
+                Background::Transparent | Background::Color(_) => {}
                 Background::Image { .. } => {
                     let (image, sx, sy, ox, oy) = image_map.expect("set for image backgrounds");
                     image_row(&mut self.background, y, image, sx, sy, ox, oy);
                 }
-                Background::Blur { .. } => match grid {
-                    Some(grid) => self.blur_row(y, w, h, grid, in_row, bpp, offsets),
-                    None => frame_row_premultiplied(&mut self.background, in_row, bpp, offsets),
-                },
+                Background::Blur { .. } if blurred => self.blur_row(y, in_row, bpp, offsets),
+                Background::Blur { .. } => {
+                    frame_row_premultiplied(&mut self.background, in_row, bpp, offsets)
+                }
             }
             let alpha_row = &self.alpha[y * w..(y + 1) * w];
             blend_row(out_row, in_row, bpp, offsets, alpha_row, &self.background);
         }
     }
 
-    /// Reduces `P = (I.rgb * w, w)` by `d` and blurs it; returns the reduced grid.
-    fn prepare_blur(&mut self, frame: &FrameRef<'_>, sigma: f32) -> BlurGrid {
+    /// Reduces `P = (I.rgb * w, w)` by `d`, blurs it and prepares its upsampling.
+    fn prepare_blur(&mut self, frame: &FrameRef<'_>, sigma: f32) {
         let (w, h) = (frame.width(), frame.height());
         let d = ((sigma / 4.0).round() as usize).clamp(1, MAX_BLUR_REDUCTION);
-        let grid = BlurGrid {
-            sw: w.div_ceil(d),
-            sh: h.div_ceil(d),
-        };
-        let (sw, sh) = (grid.sw, grid.sh);
+        let (sw, sh) = (w.div_ceil(d), h.div_ceil(d));
         self.small.clear();
         self.small.resize(4 * sw * sh, 0.0);
         let bpp = frame.format().bytes_per_pixel();
@@ -294,58 +287,21 @@ impl Compositor {
             sh,
             &self.kernel,
         );
-        self.axes.0.ensure(sw, w);
-        self.axes.1.ensure(sh, h);
-        self.row_ids = [usize::MAX; 2];
-        grid
+        self.resizer.start((sw, sh), (w, h), 4);
     }
 
     /// Fills `self.background` with row `y` of the blurred background.
-    #[allow(clippy::too_many_arguments)]
-    fn blur_row(
-        &mut self,
-        y: usize,
-        w: usize,
-        h: usize,
-        grid: BlurGrid,
-        in_row: &[u8],
-        bpp: usize,
-        [ro, go, bo]: [usize; 3],
-    ) {
-        debug_assert_eq!((self.axes.0.dst, self.axes.1.dst), (w, h));
-        let (y0, y1, fy) = self.axes.1.taps[y];
-        for (slot, src_row) in [y0 as usize, y1 as usize].into_iter().enumerate() {
-            if self.row_ids[slot] == src_row {
-                continue;
-            }
-            let other = 1 - slot;
-            if self.row_ids[other] == src_row {
-                let (a, b) = self.rows.split_at_mut(1);
-                if slot == 0 {
-                    a[0].clone_from(&b[0]);
-                } else {
-                    b[0].clone_from(&a[0]);
-                }
-            } else {
-                let src = &self.small[src_row * grid.sw * 4..(src_row + 1) * grid.sw * 4];
-                upsample_row_rgbw(src, &self.axes.0, &mut self.rows[slot]);
-            }
-            self.row_ids[slot] = src_row;
-        }
-        let (r0, r1) = (&self.rows[0], &self.rows[1]);
+    fn blur_row(&mut self, y: usize, in_row: &[u8], bpp: usize, [ro, go, bo]: [usize; 3]) {
+        let p_row = self.resizer.row(&self.small, y);
         let bg = &mut self.background;
         simd(
             #[inline(always)]
             || {
-                for (x, (b, p)) in bg
+                for ((b, p), v) in bg
                     .chunks_exact_mut(4)
                     .zip(in_row.chunks_exact(bpp))
-                    .enumerate()
+                    .zip(p_row.chunks_exact(4))
                 {
-                    let mut v = [0f32; 4];
-                    for c in 0..4 {
-                        v[c] = r0[4 * x + c] * (1.0 - fy) + r1[4 * x + c] * fy;
-                    }
                     let ia = if bpp == 4 {
                         p[3] as f32 * (1.0 / 255.0)
                     } else {
@@ -367,23 +323,6 @@ impl Compositor {
             },
         );
     }
-}
-
-/// Horizontally resamples one interleaved RGBW row (`src.len() / 4` pixels) to `axis.dst`
-/// pixels with the bilinear convention of [`crate::preprocess`].
-fn upsample_row_rgbw(src: &[f32], axis: &BilinearAxis, out: &mut Vec<f32>) {
-    out.resize(4 * axis.dst, 0.0);
-    simd(
-        #[inline(always)]
-        || {
-            for (o, &(x0, x1, fx)) in out.chunks_exact_mut(4).zip(&axis.taps) {
-                let (a, b) = (&src[4 * x0 as usize..][..4], &src[4 * x1 as usize..][..4]);
-                for c in 0..4 {
-                    o[c] = a[c] * (1.0 - fx) + b[c] * fx;
-                }
-            }
-        },
-    );
 }
 
 /// Separable Gaussian blur of an interleaved 4-channel `sw` x `sh` buffer, clamp-to-edge, in
@@ -492,9 +431,12 @@ fn blend_row(
 /// Person alpha as an opaque grey image (the "show mask" view).
 pub fn mask_view(probability: &Mask, alpha: AlphaSettings) -> image::GrayImage {
     let mut m = probability.clone();
-    for v in &mut m.data {
-        *v = threshold_feather(*v, alpha.threshold, alpha.feather);
-    }
+    apply_threshold_feather(
+        &probability.data,
+        &mut m.data,
+        alpha.threshold,
+        alpha.feather,
+    );
     m.to_gray8()
 }
 
@@ -516,37 +458,40 @@ pub fn gaussian_kernel(sigma: f32) -> Vec<f32> {
     k
 }
 
+/// Bilinear taps `(i0, i1, weight of i1)` for the continuous position `pos` (pixels) in an axis
+/// of `len` texels: half-pixel centres, clamp-to-edge; `None` outside `0..=len`.
+fn fit_tap(pos: f32, len: usize) -> Option<(usize, usize, f32)> {
+    if pos < 0.0 || pos > len as f32 {
+        return None;
+    }
+    let f = (pos - 0.5).clamp(0.0, (len - 1) as f32);
+    let i0 = f.floor() as usize;
+    Some((i0, (i0 + 1).min(len - 1), f - i0 as f32))
+}
+
 /// Fills `bg` (one row, 4 values per pixel) with row `y` of `image` fitted by the mapping
 /// `(sx, sy, ox, oy)` of [`Fit::mapping`]: bilinear with half-pixel centres and clamp-to-edge on
 /// premultiplied texels, opaque black outside the image.
 fn image_row(bg: &mut [f32], y: usize, image: &RgbaImage, sx: f32, sy: f32, ox: f32, oy: f32) {
+    const OUTSIDE: [f32; 4] = [0.0, 0.0, 0.0, 1.0];
     let (iw, ih) = (image.width() as usize, image.height() as usize);
-    let v = (y as f32 + 0.5) * sy + oy; // continuous image position
-    if v < 0.0 || v > ih as f32 {
+    // Continuous image position of the row.
+    let Some((y0, y1, ty)) = fit_tap((y as f32 + 0.5) * sy + oy, ih) else {
         for b in bg.chunks_exact_mut(4) {
-            b.copy_from_slice(&[0.0, 0.0, 0.0, 1.0]);
+            b.copy_from_slice(&OUTSIDE);
         }
         return;
-    }
-    let fy = (v - 0.5).clamp(0.0, (ih - 1) as f32);
-    let y0 = fy.floor() as usize;
-    let y1 = (y0 + 1).min(ih - 1);
-    let ty = fy - y0 as f32;
+    };
     let raw: &[u8] = image;
     let (row0, row1) = (
         &raw[y0 * iw * 4..(y0 + 1) * iw * 4],
         &raw[y1 * iw * 4..(y1 + 1) * iw * 4],
     );
     for (x, out) in bg.chunks_exact_mut(4).enumerate() {
-        let u = (x as f32 + 0.5) * sx + ox;
-        if u < 0.0 || u > iw as f32 {
-            out.copy_from_slice(&[0.0, 0.0, 0.0, 1.0]);
+        let Some((x0, x1, tx)) = fit_tap((x as f32 + 0.5) * sx + ox, iw) else {
+            out.copy_from_slice(&OUTSIDE);
             continue;
-        }
-        let fx = (u - 0.5).clamp(0.0, (iw - 1) as f32);
-        let x0 = fx.floor() as usize;
-        let x1 = (x0 + 1).min(iw - 1);
-        let tx = fx - x0 as f32;
+        };
         // Interpolate premultiplied values so transparent texels do not bleed colour.
         let mut acc = [0f32; 4];
         for (p, wgt) in [

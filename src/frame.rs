@@ -133,15 +133,6 @@ impl<'a> FrameRef<'a> {
         let start = y * self.stride;
         &self.data[start..start + self.width * self.format.bytes_per_pixel()]
     }
-
-    /// Red, green and blue of pixel `(x, y)` as 0..255.
-    #[inline]
-    pub fn rgb(&self, x: usize, y: usize) -> [u8; 3] {
-        let bpp = self.format.bytes_per_pixel();
-        let p = &self.row(y)[x * bpp..];
-        let [r, g, b] = self.format.rgb_offsets();
-        [p[r], p[g], p[b]]
-    }
 }
 
 #[cfg(test)]
@@ -162,9 +153,13 @@ mod tests {
         // One BGRA pixel and one RGBA pixel holding the same colour.
         let bgra = [30u8, 20, 10, 255];
         let rgba = [10u8, 20, 30, 255];
+        let rgb = |f: FrameRef<'_>| {
+            let ([r, g, b], p) = (f.format().rgb_offsets(), f.row(0));
+            [p[r], p[g], p[b]]
+        };
         let f = FrameRef::packed(&bgra, 1, 1, PixelFormat::Bgra).unwrap();
-        assert_eq!(f.rgb(0, 0), [10, 20, 30]);
+        assert_eq!(rgb(f), [10, 20, 30]);
         let f = FrameRef::packed(&rgba, 1, 1, PixelFormat::Rgba).unwrap();
-        assert_eq!(f.rgb(0, 0), [10, 20, 30]);
+        assert_eq!(rgb(f), [10, 20, 30]);
     }
 }

@@ -33,12 +33,6 @@ impl Mask {
         self.data.resize(width * height, 0.0);
     }
 
-    /// The value at `(x, y)`.
-    #[inline]
-    pub fn get(&self, x: usize, y: usize) -> f32 {
-        self.data[y * self.width + x]
-    }
-
     /// Converts to an 8-bit grey image (value * 255, rounded).
     pub fn to_gray8(&self) -> image::GrayImage {
         let px = self

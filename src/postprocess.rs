@@ -8,7 +8,7 @@ use crate::simd::simd;
 
 /// Hermite smoothstep: 0 below `e0`, 1 above `e1`, `u * u * (3 - 2u)` in between with
 /// `u = (x - e0) / (e1 - e0)` (GLSL/HLSL `smoothstep`).
-#[inline]
+#[inline(always)]
 pub fn smoothstep(e0: f32, e1: f32, x: f32) -> f32 {
     let u = ((x - e0) / (e1 - e0)).clamp(0.0, 1.0);
     u * u * (3.0 - 2.0 * u)
@@ -19,7 +19,7 @@ pub fn smoothstep(e0: f32, e1: f32, x: f32) -> f32 {
 ///
 /// `threshold` and `feather` are in 0..1 (probability units). The filter's effect computes
 /// the same expression per pixel.
-#[inline]
+#[inline(always)]
 pub fn threshold_feather(p: f32, threshold: f32, feather: f32) -> f32 {
     if feather <= 0.0 {
         if p >= threshold {
@@ -39,9 +39,14 @@ pub fn apply_threshold_feather(
     threshold: f32,
     feather: f32,
 ) {
-    for (a, &p) in alpha.iter_mut().zip(probability) {
-        *a = threshold_feather(p, threshold, feather);
-    }
+    simd(
+        #[inline(always)]
+        || {
+            for (a, &p) in alpha.iter_mut().zip(probability) {
+                *a = threshold_feather(p, threshold, feather);
+            }
+        },
+    );
 }
 
 /// Largest weight the previous state gets in [`TemporalSmoother`] (at strength 1 and no

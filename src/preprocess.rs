@@ -10,6 +10,7 @@
 //! and OpenCV's `INTER_LINEAR`, without antialiasing.
 
 use crate::frame::FrameRef;
+use crate::simd::simd;
 
 /// Precomputed sample positions for one axis of a bilinear resize.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -46,17 +47,81 @@ impl BilinearAxis {
     }
 }
 
-/// Resizes single-channel `f32` planes with the bilinear convention of this module, keeping its
-/// sample tables and two horizontally resampled rows between calls so that repeated resizes of
-/// the same sizes do not allocate.
+/// Resizes `f32` planes (one channel, or several interleaved) with the bilinear convention of
+/// this module, one output row at a time or whole. It keeps its sample tables and the two
+/// horizontally resampled source rows that consecutive output rows share, so repeated resizes
+/// of the same sizes do not allocate.
 #[derive(Clone, Debug, Default)]
 pub struct PlaneResizer {
     axes: (BilinearAxis, BilinearAxis),
-    rows: Vec<f32>,
+    channels: usize,
+    /// Horizontally resampled source rows, and which source row each holds.
+    rows: [Vec<f32>; 2],
+    held: [usize; 2],
+    out: Vec<f32>,
 }
 
 impl PlaneResizer {
-    /// Resizes `src` (`src_size.0 * src_size.1`, row-major) into `dst`
+    /// Prepares to resample a `src_size` plane of `channels` interleaved values per pixel to
+    /// `dst_size` with [`PlaneResizer::row`]; forgets the rows of the previous source.
+    pub fn start(&mut self, src_size: (usize, usize), dst_size: (usize, usize), channels: usize) {
+        self.axes.0.ensure(src_size.0, dst_size.0);
+        self.axes.1.ensure(src_size.1, dst_size.1);
+        self.channels = channels;
+        self.held = [usize::MAX; 2];
+        for r in &mut self.rows {
+            r.resize(dst_size.0 * channels, 0.0);
+        }
+        self.out.resize(dst_size.0 * channels, 0.0);
+    }
+
+    /// Output row `y` (`dst_w * channels` values) of `src`, the plane given to the last
+    /// [`PlaneResizer::start`]. Rows are cheapest in increasing order.
+    pub fn row(&mut self, src: &[f32], y: usize) -> &[f32] {
+        let mut out = std::mem::take(&mut self.out);
+        self.row_into(src, y, &mut out);
+        self.out = out;
+        &self.out
+    }
+
+    /// Writes output row `y` into `out` (see [`PlaneResizer::row`]).
+    fn row_into(&mut self, src: &[f32], y: usize, out: &mut [f32]) {
+        let (y0, y1, fy) = self.axes.1.taps[y];
+        for (slot, want) in [(0, y0 as usize), (1, y1 as usize)] {
+            if self.held[slot] == want {
+                continue;
+            }
+            let (first, second) = self.rows.split_at_mut(1);
+            let (dst, other) = if slot == 0 {
+                (&mut first[0], &second[0])
+            } else {
+                (&mut second[0], &first[0])
+            };
+            if self.held[1 - slot] == want {
+                dst.copy_from_slice(other);
+            } else {
+                let ch = self.channels;
+                let line = &src[want * self.axes.0.src * ch..(want + 1) * self.axes.0.src * ch];
+                match ch {
+                    1 => horizontal::<1>(line, &self.axes.0.taps, dst),
+                    4 => horizontal::<4>(line, &self.axes.0.taps, dst),
+                    _ => horizontal_any(ch, line, &self.axes.0.taps, dst),
+                }
+            }
+            self.held[slot] = want;
+        }
+        let (r0, r1) = (&self.rows[0], &self.rows[1]);
+        simd(
+            #[inline(always)]
+            || {
+                for ((o, &a), &b) in out.iter_mut().zip(r0.iter()).zip(r1.iter()) {
+                    *o = a * (1.0 - fy) + b * fy;
+                }
+            },
+        );
+    }
+
+    /// Resizes the single-channel plane `src` (`src_size.0 * src_size.1`, row-major) into `dst`
     /// (`dst_size.0 * dst_size.1`).
     ///
     /// # Panics
@@ -64,43 +129,31 @@ impl PlaneResizer {
     pub fn resize(
         &mut self,
         src: &[f32],
-        (src_w, src_h): (usize, usize),
+        src_size: (usize, usize),
         dst: &mut [f32],
-        (dst_w, dst_h): (usize, usize),
+        dst_size: (usize, usize),
     ) {
-        assert_eq!(src.len(), src_w * src_h, "source plane size");
-        assert_eq!(dst.len(), dst_w * dst_h, "destination plane size");
-        self.axes.0.ensure(src_w, dst_w);
-        self.axes.1.ensure(src_h, dst_h);
-        self.rows.resize(2 * dst_w, 0.0);
-        let (row_a, row_b) = self.rows.split_at_mut(dst_w);
-        let x_taps = &self.axes.0.taps;
-        let horizontal = |y: usize, out: &mut [f32]| {
-            let line = &src[y * src_w..(y + 1) * src_w];
-            for (o, &(x0, x1, fx)) in out.iter_mut().zip(x_taps) {
-                *o = line[x0 as usize] * (1.0 - fx) + line[x1 as usize] * fx;
-            }
-        };
-        // Rows currently held in row_a / row_b, so consecutive output rows reuse them.
-        let (mut have_a, mut have_b) = (usize::MAX, usize::MAX);
-        for (y, out) in dst.chunks_exact_mut(dst_w).enumerate() {
-            let (y0, y1, fy) = self.axes.1.taps[y];
-            let (y0, y1) = (y0 as usize, y1 as usize);
-            if have_a != y0 {
-                if have_b == y0 {
-                    row_a.copy_from_slice(row_b);
-                } else {
-                    horizontal(y0, row_a);
-                }
-                have_a = y0;
-            }
-            if have_b != y1 {
-                horizontal(y1, row_b);
-                have_b = y1;
-            }
-            for ((o, &a), &b) in out.iter_mut().zip(row_a.iter()).zip(row_b.iter()) {
-                *o = a * (1.0 - fy) + b * fy;
-            }
+        assert_eq!(src.len(), src_size.0 * src_size.1, "source plane size");
+        assert_eq!(dst.len(), dst_size.0 * dst_size.1, "destination plane size");
+        self.start(src_size, dst_size, 1);
+        for (y, out) in dst.chunks_exact_mut(dst_size.0).enumerate() {
+            self.row_into(src, y, out);
+        }
+    }
+}
+
+/// One source row resampled horizontally (`channels` interleaved values per pixel). Plain
+/// scalar code: under the AVX2 dispatch this gather compiled to slower gather instructions.
+fn horizontal<const C: usize>(line: &[f32], taps: &[(u32, u32, f32)], dst: &mut [f32]) {
+    horizontal_any(C, line, taps, dst)
+}
+
+#[inline(always)]
+fn horizontal_any(ch: usize, line: &[f32], taps: &[(u32, u32, f32)], dst: &mut [f32]) {
+    for (o, &(x0, x1, fx)) in dst.chunks_exact_mut(ch).zip(taps) {
+        let (a, b) = (&line[x0 as usize * ch..], &line[x1 as usize * ch..]);
+        for c in 0..ch {
+            o[c] = a[c] * (1.0 - fx) + b[c] * fx;
         }
     }
 }
@@ -146,7 +199,7 @@ impl Preprocessor {
         let (g_plane, b_plane) = rest.split_at_mut(w * h);
         let mut planes = [r_plane, g_plane, b_plane];
         let (x_taps, y_taps) = (&self.axes.0.taps, &self.axes.1.taps);
-        crate::simd::simd(
+        simd(
             #[inline(always)]
             || {
                 for (y, &(y0, y1, fy)) in y_taps.iter().enumerate() {

@@ -35,6 +35,14 @@ fn assert_one_error_line(out: &Output, needle: &str) {
     assert!(lines[0].contains(needle), "'{needle}' not in: {err}");
 }
 
+/// Empty `images/` and `masks/` folders under `root`.
+fn dataset_dirs(root: &Path) -> (PathBuf, PathBuf) {
+    let (images, masks) = (root.join("images"), root.join("masks"));
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&masks).unwrap();
+    (images, masks)
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -103,9 +111,7 @@ fn apply_processes_a_video() {
 #[test]
 fn eval_prints_json_and_writes_csv() {
     let dir = tempfile::tempdir().unwrap();
-    let (images, masks) = (dir.path().join("images"), dir.path().join("masks"));
-    std::fs::create_dir_all(&images).unwrap();
-    std::fs::create_dir_all(&masks).unwrap();
+    let (images, masks) = dataset_dirs(dir.path());
     for id in ["ccp-webcam-dev-0286", "ccp-dev-0135"] {
         std::fs::copy(
             repo(&format!("tests/fixtures/photos/{id}.jpg")),
@@ -187,9 +193,7 @@ fn corrupt_image_is_one_error_line() {
 #[test]
 fn mask_of_another_size_is_one_error_line() {
     let dir = tempfile::tempdir().unwrap();
-    let (images, masks) = (dir.path().join("images"), dir.path().join("masks"));
-    std::fs::create_dir_all(&images).unwrap();
-    std::fs::create_dir_all(&masks).unwrap();
+    let (images, masks) = dataset_dirs(dir.path());
     std::fs::copy(photo(), images.join("a.jpg")).unwrap();
     image::GrayImage::new(10, 10)
         .save(masks.join("a.png"))

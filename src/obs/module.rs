@@ -151,11 +151,6 @@ pub extern "C" fn obs_module_author() -> *const c_char {
     c"obs-ai-background contributors".as_ptr()
 }
 
-/// True once libobs has handed this module its `obs_module_t` (i.e. inside a loaded module).
-pub fn is_loaded() -> bool {
-    !MODULE.load(Ordering::Acquire).is_null()
-}
-
 /// The translation of `key` in the current locale (falling back to en-US, then to `key`).
 pub fn text(key: &str) -> String {
     let guard = LOCALE.lock();
