@@ -367,6 +367,144 @@ fn live_workers(filter: &Source) -> u64 {
     stats(filter)["live_workers"].as_u64().unwrap_or(u64::MAX)
 }
 
+/// The "Show mask" view of `mask` at the size of `input`: opaque grey = person alpha.
+fn mask_view(mask: &Mask, input: &Image, alpha: AlphaSettings) -> Image {
+    let a = person_alpha(mask, input.width, input.height, alpha);
+    Image {
+        width: input.width,
+        height: input.height,
+        rgba: a
+            .iter()
+            .flat_map(|&v| {
+                let g = (v * 255.0).round() as u8;
+                [g, g, g, 255]
+            })
+            .collect(),
+    }
+}
+
+/// A photo with the filter in blur mode, settled, with its unfiltered render and the
+/// annotated background 8 px away from the outline.
+struct BlurRig {
+    rig: Rig,
+    input: Image,
+    bg: Vec<bool>,
+}
+
+impl BlurRig {
+    fn new(env: &Env, id: &str, settle: usize) -> Result<BlurRig, String> {
+        let (w, h, gt) = truth(env, id);
+        let rig = Rig::new(
+            image_source(id, &photo_path(env, id)),
+            &json!({ "mode": "blur" }),
+        );
+        rig.settle(env, settle)?;
+        let input = rig.input(env);
+        Ok(BlurRig {
+            rig,
+            input,
+            bg: erode(&not(&gt), w, h, 8),
+        })
+    }
+
+    /// Background detail of `out` against the input's (Laplacian energy ratio; blur <= 0.5).
+    fn detail(&self, out: &Image) -> f64 {
+        let (w, h) = (self.input.width, self.input.height);
+        laplacian_energy(&out.rgba, w, h, &self.bg)
+            / laplacian_energy(&self.input.rgba, w, h, &self.bg)
+    }
+}
+
+/// Asks the filter's worker to fail its next `count` frames with `kind` (`panic`, `error`,
+/// `nan`): the test hook behind the `ai_background_inject_fault` proc.
+fn inject_fault(filter: &Source, kind: &str, count: i64) -> bool {
+    let mut cd = CallData::new();
+    cd.view().set_string("kind", kind);
+    cd.view().set_int("count", count);
+    filter.call_proc("ai_background_inject_fault", &mut cd)
+        && cd.view().get_bool("ok") == Some(true)
+}
+
+/// What the CPU reference compositor makes of `input` with `mask` under the filter's current
+/// settings (read back from the filter, defaults included). Image, video and source modes
+/// are expected to fall back to blur (the callers give them nothing to show).
+fn cpu_expected(filter: &Source, input: &Image, mask: &Mask) -> Image {
+    let settings = filter.settings();
+    let d = settings.as_ref();
+    let alpha = AlphaSettings {
+        threshold: d.get_double("threshold") as f32,
+        feather: d.get_double("feather") as f32,
+    };
+    if d.get_bool("show_mask") {
+        return mask_view(mask, input, alpha);
+    }
+    let c = d.get_int("color") as u32;
+    let bg = match d.get_string("mode").as_str() {
+        "transparent" => Background::Transparent,
+        "color" => Background::Color([c as u8, (c >> 8) as u8, (c >> 16) as u8, (c >> 24) as u8]),
+        _ => Background::Blur {
+            sigma: d.get_double("blur_strength") as f32,
+        },
+    };
+    cpu_composite(input, mask, alpha, bg)
+}
+
+/// A safetensors file with the embedded landscape weights' keys and shapes whose every value
+/// is NaN (the tensors are float16 or float32).
+fn nan_weights(path: &Path) -> Result<(), String> {
+    let mut bytes = obs_ai_background::model::LANDSCAPE_WEIGHTS.to_vec();
+    let n = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| "short file")?) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| e.to_string())?;
+    let tensors = header.as_object().ok_or("header is not an object")?;
+    for (name, t) in tensors.iter().filter(|(k, _)| *k != "__metadata__") {
+        let nan: &[u8] = match t["dtype"].as_str() {
+            Some("F16") => &[0x00, 0x7E],
+            Some("F32") => &[0x00, 0x00, 0xC0, 0x7F],
+            other => return Err(format!("{name}: dtype {other:?}")),
+        };
+        let (a, b) = (
+            t["data_offsets"][0].as_u64().ok_or("offsets")? as usize,
+            t["data_offsets"][1].as_u64().ok_or("offsets")? as usize,
+        );
+        for chunk in bytes[8 + n + a..8 + n + b].chunks_exact_mut(nan.len()) {
+            chunk.copy_from_slice(nan);
+        }
+    }
+    std::fs::write(path, bytes).map_err(|e| e.to_string())
+}
+
+/// A PNG file of a `width` x `height` RGBA image that ends after its header (signature,
+/// IHDR, an empty IDAT, IEND; PNG spec, ISO/IEC 15948, chunk CRC-32 over type and data).
+fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = 0xFFFF_FFFFu32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 6, 0, 0, 0]); // 8 bits, RGBA, deflate, no filter, no interlace
+    for (kind, data) in [(b"IHDR", ihdr.as_slice()), (b"IDAT", &[]), (b"IEND", &[])] {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut chunk = kind.to_vec();
+        chunk.extend_from_slice(data);
+        out.extend_from_slice(&chunk);
+        out.extend_from_slice(&crc32(&chunk).to_be_bytes());
+    }
+    out
+}
+
 /// A colourful test background with an alpha ramp on the right (exercises premultiplied
 /// interpolation): 320 x 200, written as PNG.
 fn make_background(path: &Path) -> RgbaImage {
@@ -617,18 +755,7 @@ fn check_gpu_matches_cpu(env: &Env) -> CheckResult {
     );
     let gpu = rig.frames(env, 2).ok_or("no frame")?;
     let mask = shown_mask(&rig.filter).ok_or("no mask")?;
-    let a = person_alpha(&mask, input.width, input.height, AlphaSettings::default());
-    let cpu = Image {
-        width: input.width,
-        height: input.height,
-        rgba: a
-            .iter()
-            .flat_map(|&v| {
-                let g = (v * 255.0).round() as u8;
-                [g, g, g, 255]
-            })
-            .collect(),
-    };
+    let cpu = mask_view(&mask, &input, AlphaSettings::default());
     lines.push(check_parity("mask view", &gpu, &cpu)?);
     Ok(lines.join("; "))
 }
@@ -805,6 +932,14 @@ fn check_live_settings(env: &Env) -> CheckResult {
         &json!({ "mode": "transparent" }),
     );
     rig.settle(env, 4)?;
+    let input = rig.input(env);
+    // Each frame is what the CPU compositor makes of the input with the mask that frame
+    // was composited with, under the settings in force.
+    let expect_cpu = |what: &str, out: &Image| -> Result<Mask, String> {
+        let m = shown_mask(&rig.filter).ok_or_else(|| format!("{what}: no mask"))?;
+        check_parity(what, out, &cpu_expected(&rig.filter, &input, &m))?;
+        Ok(m)
+    };
     let mark = env.host.log_mark();
     let mut lines = Vec::new();
     let expect_mask = |settings: Value, size: (usize, usize)| -> Result<(), String> {
@@ -812,11 +947,7 @@ fn check_live_settings(env: &Env) -> CheckResult {
         let start = Instant::now();
         loop {
             let out = rig.frame(env).ok_or("no frame")?;
-            ensure!(
-                out.rgba.chunks_exact(4).any(|p| p[3] > 0),
-                "{settings}: empty frame"
-            );
-            let m = shown_mask(&rig.filter).ok_or("no mask")?;
+            let m = expect_cpu(&settings.to_string(), &out)?;
             if (m.width, m.height) == size {
                 return Ok(());
             }
@@ -885,10 +1016,7 @@ fn check_live_settings(env: &Env) -> CheckResult {
     ] {
         update(&rig.filter, &json!({ "mode": mode }));
         let out = rig.frame(env).ok_or("no frame")?;
-        ensure!(
-            out.rgba.chunks_exact(4).any(|p| p[3] > 0),
-            "mode {mode}: empty frame"
-        );
+        expect_cpu(&format!("mode {mode}"), &out)?;
     }
     // The very next frame shows a change.
     let (w, h, gt) = truth(env, id);
@@ -974,20 +1102,15 @@ fn check_bad_input(env: &Env) -> CheckResult {
     let id = PHOTOS[0];
     let corrupt = env.tmp.path().join("corrupt.png");
     std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nthis is not a png").map_err(|e| e.to_string())?;
+    // A PNG whose header says 30000 x 30000 (3.6 GB decoded) with no pixel data: refused by
+    // its size, read from the header, not by a failed decode.
+    let huge = env.tmp.path().join("huge.png");
+    std::fs::write(&huge, png_header_only(30_000, 30_000)).map_err(|e| e.to_string())?;
     let corrupt_weights = env.tmp.path().join("weights.safetensors");
     std::fs::write(&corrupt_weights, b"not safetensors").map_err(|e| e.to_string())?;
-    let (w, h, gt) = truth(env, id);
-    let bg_region = erode(&not(&gt), w, h, 8);
-    let rig = Rig::new(
-        image_source(id, &photo_path(env, id)),
-        &json!({ "mode": "blur" }),
-    );
-    rig.settle(env, 3)?;
-    let input = rig.input(env);
-    let blurred_detail = |out: &Image| {
-        laplacian_energy(&out.rgba, w, h, &bg_region)
-            / laplacian_energy(&input.rgba, w, h, &bg_region)
-    };
+    let br = BlurRig::new(env, id, 3)?;
+    let (rig, input) = (&br.rig, &br.input);
+    let blurred_detail = |out: &Image| br.detail(out);
     let mut lines = Vec::new();
     let cases: Vec<(&str, Value, &str)> = vec![
         (
@@ -999,6 +1122,11 @@ fn check_bad_input(env: &Env) -> CheckResult {
             "corrupt image",
             json!({ "mode": "image", "image_path": corrupt }),
             "cannot read background image",
+        ),
+        (
+            "image too large",
+            json!({ "mode": "image", "image_path": huge }),
+            "larger than 8192 pixels",
         ),
         (
             "missing video",
@@ -1037,7 +1165,7 @@ fn check_bad_input(env: &Env) -> CheckResult {
     let out = rig.frames(env, 8).ok_or("no frame")?;
     let n = log_contains(env, mark, "cannot load the segmenter");
     ensure!(n == 1, "unreadable weights: {n} log lines");
-    let (_, mean, _) = diff_stats(&out, &input);
+    let (_, mean, _) = diff_stats(&out, input);
     ensure!(
         mean < 0.5,
         "unreadable weights: the video is not passed through (diff {mean:.2})"
@@ -1049,6 +1177,35 @@ fn check_bad_input(env: &Env) -> CheckResult {
         stats(&rig.filter)["error"].is_null(),
         "no recovery after fixing the weights"
     );
+
+    // Weights that load but hold NaN: refused at load (never "segmenter ready" and a
+    // NaN mask), one log line, pass-through, and back to blur with the embedded weights.
+    let nan = env.tmp.path().join("nan.safetensors");
+    nan_weights(&nan)?;
+    let mark = env.host.log_mark();
+    update(&rig.filter, &json!({ "mode": "blur", "weights_path": nan }));
+    let out = rig.frames(env, 8).ok_or("no frame")?;
+    let (n, ready) = (
+        log_contains(env, mark, "cannot load the segmenter"),
+        log_contains(env, mark, "segmenter ready"),
+    );
+    ensure!(
+        n == 1 && ready == 0,
+        "NaN weights: {n} 'cannot load' and {ready} 'segmenter ready' log lines, expected 1 and 0"
+    );
+    let (_, mean, _) = diff_stats(&out, input);
+    ensure!(
+        mean < 0.5,
+        "NaN weights: the video is not passed through (diff {mean:.2})"
+    );
+    update(&rig.filter, &json!({ "mode": "blur", "weights_path": "" }));
+    let out = rig.frames(env, SETTLE_FRAMES).ok_or("no frame")?;
+    let ratio = blurred_detail(&out);
+    ensure!(
+        stats(&rig.filter)["error"].is_null() && ratio <= 0.5,
+        "no blur after replacing the NaN weights (detail x{ratio:.2})"
+    );
+    lines.push("NaN weights: 1 log line, pass-through".into());
 
     // A source without a picture (an image source with no file) on the program output, so
     // OBS's video thread renders it: one log line, pass-through, no crash.
@@ -1066,6 +1223,80 @@ fn check_bad_input(env: &Env) -> CheckResult {
     let n = log_contains(env, mark, "has no picture yet");
     ensure!(n == 1, "0x0 source: {n} log lines, expected 1");
     lines.push("0x0 source: 1 log line, pass-through".into());
+    Ok(lines.join("; "))
+}
+
+/// Worker faults (a panic, an inference error, a NaN mask), injected through the test hook:
+/// the stale mask is dropped at once (the video passes through untouched), one log line, the
+/// worker retries with a back-off, and when masks come back one more line and blur again.
+fn check_worker_faults(env: &Env) -> CheckResult {
+    const FAULTS: u64 = 3;
+    let br = BlurRig::new(env, PHOTOS[3], 4)?;
+    let (rig, input) = (&br.rig, &br.input);
+    let mut lines = Vec::new();
+    for kind in ["panic", "error", "nan"] {
+        let before = stats(&rig.filter);
+        let mark = env.host.log_mark();
+        ensure!(
+            inject_fault(&rig.filter, kind, FAULTS as i64),
+            "{kind}: the filter has no ai_background_inject_fault hook"
+        );
+        // The first fault: the worker withdraws its mask.
+        let start = Instant::now();
+        while stats(&rig.filter)["error"].is_null() {
+            ensure!(
+                start.elapsed() < Duration::from_secs(5),
+                "{kind}: no fault reported after 5 s: {}",
+                stats(&rig.filter)
+            );
+            rig.frame(env);
+        }
+        let out = rig.frames(env, 2).ok_or("no frame")?;
+        let (_, mean, _) = diff_stats(&out, input);
+        ensure!(
+            mean < 0.5 && shown_mask(&rig.filter).is_none(),
+            "{kind}: a mask is still composited during the fault (diff from the input {mean:.2})"
+        );
+        // Back-off and retries until the faults are used up, then masks again.
+        let start = Instant::now();
+        while !stats(&rig.filter)["error"].is_null() || shown_mask(&rig.filter).is_none() {
+            ensure!(
+                start.elapsed() < Duration::from_secs(15),
+                "{kind}: no mask 15 s after the fault: {}",
+                stats(&rig.filter)
+            );
+            rig.frame(env);
+        }
+        let out = rig.frames(env, SETTLE_FRAMES).ok_or("no frame")?;
+        let after = stats(&rig.filter);
+        let faults = after["faults"].as_u64().unwrap_or(0) - before["faults"].as_u64().unwrap_or(0);
+        let skipped = after["backoff_skipped"].as_u64().unwrap_or(0)
+            - before["backoff_skipped"].as_u64().unwrap_or(0);
+        ensure!(
+            faults == FAULTS && skipped > 0,
+            "{kind}: {faults} failed attempts (expected {FAULTS}), {skipped} frames skipped in back-off"
+        );
+        let (down, up) = (
+            log_contains(env, mark, "cannot produce masks"),
+            log_contains(env, mark, "masks are back"),
+        );
+        ensure!(
+            down == 1 && up == 1,
+            "{kind}: {down} 'cannot produce masks' and {up} 'masks are back' log lines, expected 1 and 1"
+        );
+        let ratio = br.detail(&out);
+        ensure!(
+            ratio <= 0.5,
+            "{kind}: no blur after recovery (detail x{ratio:.2})"
+        );
+        ensure!(
+            after["poisoned"] == json!(false),
+            "{kind}: the filter gave up: {after}"
+        );
+        lines.push(format!(
+            "{kind}: pass-through, {faults} attempts, {skipped} frames of back-off, blur again (x{ratio:.3})"
+        ));
+    }
     Ok(lines.join("; "))
 }
 
@@ -1200,6 +1431,7 @@ fn main() {
         ("live_settings", check_live_settings),
         ("source_resize", check_resize),
         ("bad_input", check_bad_input),
+        ("worker_faults", check_worker_faults),
         ("instances_visibility", check_instances_and_visibility),
         ("create_destroy_100", check_create_destroy),
     ];

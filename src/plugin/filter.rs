@@ -20,7 +20,7 @@
 //! passes through untouched.
 
 use super::settings::{self, Mode, Settings};
-use super::worker::{Job, MaskResult, ModelKey, Worker};
+use super::worker::{Fault, Job, MaskResult, ModelKey, Worker};
 use crate::composite::MAX_BLUR_REDUCTION;
 use crate::obs::calldata::CallDataRef;
 use crate::obs::data::{Data, DataRef};
@@ -547,14 +547,9 @@ impl AiBackground {
     /// Uploads the newest published mask, if it is new.
     fn upload_mask(&self, gfx: &Gfx<'_>, rs: &mut RenderState) {
         let Some(latest) = self.worker.as_ref().and_then(|w| w.latest()) else {
-            if rs.mask.is_some()
-                && self
-                    .worker
-                    .as_ref()
-                    .is_some_and(|w| w.stats().error.is_some())
-            {
-                // The segmenter failed (e.g. a model switch to unreadable weights): pass through.
-                rs.mask = None;
+            // No mask, or the worker withdrew it (a fault, a model that cannot load): pass
+            // the video through rather than composite with a stale mask.
+            if rs.mask.take().is_some() {
                 *self.shown.lock() = None;
             }
             return;
@@ -843,6 +838,27 @@ impl AiBackground {
         }
     }
 
+    /// Proc `ai_background_inject_fault` (a test hook): the next `count` frames the worker
+    /// processes fail with `kind` (`panic`, `error` or `nan`), as real faults would.
+    fn proc_inject_fault(&self, cd: &mut CallDataRef<'_>) {
+        let kind = cd.get_string("kind").unwrap_or_default();
+        let count = cd
+            .get_int("count")
+            .unwrap_or(1)
+            .clamp(0, i64::from(u32::MAX)) as u32;
+        match (kind.parse::<Fault>(), self.worker.as_ref()) {
+            (Ok(fault), Some(w)) => {
+                w.inject_faults(fault, count);
+                cd.set_bool("ok", true);
+            }
+            (Err(e), _) => {
+                log::warn!("ai_background_inject_fault: {e}");
+                cd.set_bool("ok", false);
+            }
+            (_, None) => cd.set_bool("ok", false),
+        }
+    }
+
     /// Proc `ai_background_stats`: counters as JSON.
     fn proc_stats(&self, cd: &mut CallDataRef<'_>) {
         let (frames, calls, time, captures, submitted, uploads, lag_last, lag_max, lag_sum, gpu_ok) = {
@@ -894,6 +910,8 @@ impl AiBackground {
             "model": w.model,
             "model_id": w.model_id,
             "error": w.error,
+            "faults": w.faults,
+            "backoff_skipped": w.backoff_skipped,
             "effect_loaded": gpu_ok,
             "poisoned": self.poisoned.load(Ordering::Relaxed),
             "background_video": video,
@@ -903,27 +921,50 @@ impl AiBackground {
 }
 
 /// Decodes a background image; logs and returns `None` when it cannot be used.
+///
+/// The size is read from the file's header first (`image::ImageReader::into_dimensions`), so
+/// an image larger than [`MAX_IMAGE_SIDE`] per side is refused before it is decoded (a
+/// 30000 x 30000 PNG would take 3.6 GB).
 fn load_image(path: &Path) -> Option<RgbaImage> {
     if !path.exists() {
         log::warn!("background image {} not found; using blur", path.display());
         return None;
     }
-    match image::open(path) {
-        Ok(img) if img.width() > MAX_IMAGE_SIDE || img.height() > MAX_IMAGE_SIDE => {
-            log::warn!(
-                "background image {} is {}x{}, larger than {MAX_IMAGE_SIDE} pixels per side; using blur",
-                path.display(),
-                img.width(),
-                img.height()
-            );
-            None
-        }
-        Ok(img) => Some(img.to_rgba8()),
+    let unreadable = |e: &dyn std::fmt::Display| {
+        log::warn!(
+            "cannot read background image {}: {e}; using blur",
+            path.display()
+        );
+    };
+    let reader = match image::ImageReader::open(path).and_then(|r| r.with_guessed_format()) {
+        Ok(r) => r,
         Err(e) => {
+            unreadable(&e);
+            return None;
+        }
+    };
+    match reader.into_dimensions() {
+        Ok((w, h)) if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE => {
             log::warn!(
-                "cannot read background image {}: {e}; using blur",
+                "background image {} is {w}x{h}, larger than {MAX_IMAGE_SIDE} pixels per side; using blur",
                 path.display()
             );
+            return None;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            unreadable(&e);
+            return None;
+        }
+    }
+    match image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(image::ImageError::from)
+        .and_then(|r| r.decode())
+    {
+        Ok(img) => Some(img.to_rgba8()),
+        Err(e) => {
+            unreadable(&e);
             None
         }
     }
@@ -1113,6 +1154,10 @@ impl VideoFilter for AiBackground {
             Proc {
                 decl: "void ai_background_stats(out string json)",
                 call: AiBackground::proc_stats,
+            },
+            Proc {
+                decl: "void ai_background_inject_fault(in string kind, in int count, out bool ok)",
+                call: AiBackground::proc_inject_fault,
             },
         ]
     }
