@@ -21,7 +21,8 @@ use obs_ai_background::mask::Mask;
 use obs_ai_background::metrics::{erode, iou, laplacian_energy};
 use obs_ai_background::obs::calldata::CallData;
 use obs_ai_background::obs::data::Data;
-use obs_ai_background::obs::host::{self, Host, HostConfig, Image};
+use obs_ai_background::obs::graphics::{srgb_to_linear, ColorSpace};
+use obs_ai_background::obs::host::{self, FloatImage, Host, HostConfig, Image};
 use obs_ai_background::obs::source::{self, Source};
 use obs_ai_background::postprocess::threshold_feather;
 use obs_ai_background::preprocess::PlaneResizer;
@@ -1300,6 +1301,155 @@ fn check_worker_faults(env: &Env) -> CheckResult {
     Ok(lines.join("; "))
 }
 
+/// The top-left corner of the first `size` x `size` block (on an 8 px grid) inside `region`.
+fn find_block(region: &[bool], w: usize, h: usize, size: usize) -> Option<(usize, usize)> {
+    (0..h.saturating_sub(size))
+        .step_by(8)
+        .flat_map(|y| (0..w.saturating_sub(size)).step_by(8).map(move |x| (x, y)))
+        .find(|&(x, y)| {
+            (y..y + size).all(|yy| region[yy * w + x..yy * w + x + size].iter().all(|&v| v))
+        })
+}
+
+/// Mean over `region` of `f(pixel)` for a float image.
+fn mean_float(img: &FloatImage, region: &[bool], f: impl Fn(&[f32]) -> f32) -> f64 {
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for (p, _) in img.rgba.chunks_exact(4).zip(region).filter(|(_, &r)| r) {
+        sum += f64::from(f(p));
+        n += 1;
+    }
+    sum / n.max(1) as f64
+}
+
+/// Colour spaces: a Rec. 709 extended source (a float texture of a photo, a background patch
+/// several times brighter than SDR white) keeps its values above 1.0 through the filter into
+/// a float target; the person stays as it was; an 8-bit target gets the photo back; a
+/// colour background is composited in linear light. The filter reports the source's space.
+fn check_color_spaces(env: &Env) -> CheckResult {
+    const PATCH: usize = 64;
+    let id = PHOTOS[0];
+    let (w, h, gt) = truth(env, id);
+    let (px, py) = find_block(&erode(&not(&gt), w, h, 16), w, h, PATCH)
+        .ok_or("no background block in the photo")?;
+    let inner: Vec<bool> = (0..w * h)
+        .map(|i| {
+            let (x, y) = (i % w, i / w);
+            (px + PATCH / 4..px + 3 * PATCH / 4).contains(&x)
+                && (py + PATCH / 4..py + 3 * PATCH / 4).contains(&y)
+        })
+        .collect();
+    let person = erode(&gt, w, h, 8);
+    let photo = image::open(photo_path(env, id))
+        .map_err(|e| e.to_string())?
+        .to_rgba8();
+    // A gain that puts the patch's brightest channel at 3.0 on average.
+    let patch_max = (py..py + PATCH)
+        .flat_map(|y| (px..px + PATCH).map(move |x| (x, y)))
+        .map(|(x, y)| {
+            let p = photo.get_pixel(x as u32, y as u32);
+            (0..3)
+                .map(|c| srgb_to_linear(f32::from(p[c]) / 255.0))
+                .fold(0.0f32, f32::max)
+        })
+        .sum::<f32>()
+        / (PATCH * PATCH) as f32;
+    let gain = 3.0 / patch_max.max(0.02);
+    let settings = json!({
+        "file": photo_path(env, id), "space": 2, "gain": gain,
+        "gain_x": px, "gain_y": py, "gain_w": PATCH, "gain_h": PATCH,
+    });
+    let src = Source::create(host::FLOAT_IMAGE_SOURCE, "hdr", Some(&data_from(&settings)))
+        .ok_or("no float image source")?;
+    let rig = Rig::new(src, &json!({ "mode": "blur", "blur_strength": 4.0 }));
+    ensure!(
+        rig.size() == (w as u32, h as u32),
+        "source size {:?}",
+        rig.size()
+    );
+    let all = [
+        ColorSpace::Srgb,
+        ColorSpace::Srgb16f,
+        ColorSpace::Rec709Extended,
+    ];
+    let (reported, sdr_only) = (
+        rig.filter.as_ref().color_space(&all),
+        rig.filter.as_ref().color_space(&[ColorSpace::Srgb]),
+    );
+    ensure!(
+        reported == ColorSpace::Rec709Extended && sdr_only == ColorSpace::Srgb,
+        "the filter reports {reported:?} (offered all) and {sdr_only:?} (offered sRGB) for an extended source"
+    );
+    let sdr = rig.settle(env, SETTLE_FRAMES)?;
+    let hdr = |enabled: bool| {
+        rig.filter.set_enabled(enabled);
+        let img = env.host.render_float(
+            rig.src.as_ref(),
+            w as u32,
+            h as u32,
+            ColorSpace::Rec709Extended,
+        );
+        rig.filter.set_enabled(true);
+        img.ok_or("no float frame")
+    };
+    env.host.wait_ticks(1, Duration::from_secs(2));
+    let (out, input) = (hdr(true)?, hdr(false)?);
+    let max_rgb = |p: &[f32]| p[0].max(p[1]).max(p[2]);
+    let (patch_out, patch_in) = (
+        mean_float(&out, &inner, max_rgb),
+        mean_float(&input, &inner, max_rgb),
+    );
+    ensure!(
+        patch_in > 1.5 && patch_out > 1.5 && (patch_out / patch_in - 1.0).abs() < 0.1,
+        "extended-range patch: {patch_in:.3} in, {patch_out:.3} out (clipped to SDR?)"
+    );
+    let diff: Vec<f32> = out
+        .rgba
+        .chunks_exact(4)
+        .zip(input.rgba.chunks_exact(4))
+        .map(|(a, b)| (0..3).map(|c| (a[c] - b[c]).abs()).sum::<f32>() / 3.0)
+        .collect();
+    let person_diff = diff
+        .iter()
+        .zip(&person)
+        .filter(|(_, &p)| p)
+        .map(|(d, _)| f64::from(*d))
+        .sum::<f64>()
+        / person.iter().filter(|&&p| p).count().max(1) as f64;
+    ensure!(
+        person_diff < 0.01,
+        "extended source: the person changed by {person_diff:.4} (linear units)"
+    );
+    // An 8-bit target gets the photo back (linear -> sRGB-encoded) where the person is.
+    let photo_img = Image {
+        width: w,
+        height: h,
+        rgba: photo.into_raw(),
+    };
+    let sdr_diff = mean_abs_diff(&sdr, &photo_img, &person);
+    ensure!(
+        sdr_diff <= 2.0,
+        "extended source on an 8-bit target: the person differs from the photo by {sdr_diff:.2} levels"
+    );
+    // Colour mode: (255, 128, 0) composited in linear light.
+    update(
+        &rig.filter,
+        &json!({ "mode": "color", "color": 0xFF_00_80_FFu32 }),
+    );
+    env.host.wait_ticks(1, Duration::from_secs(2));
+    let out = hdr(true)?;
+    let bg = erode(&not(&gt), w, h, 8);
+    let c = [0, 1, 2].map(|i| mean_float(&out, &bg, |p| p[i]));
+    let want = [1.0, f64::from(srgb_to_linear(128.0 / 255.0)), 0.0];
+    ensure!(
+        c.iter().zip(want).all(|(a, b)| (a - b).abs() < 0.01),
+        "colour background in linear light is {c:?}, expected {want:?}"
+    );
+    Ok(format!(
+        "reports Rec709Extended; patch {patch_in:.2} in -> {patch_out:.2} out (float target), person diff {person_diff:.4}, 8-bit target person diff {sdr_diff:.2} levels, colour bg {:.3},{:.3},{:.3}",
+        c[0], c[1], c[2]
+    ))
+}
+
 /// Switching the filter off stops the work; two instances share one model with a worker each.
 fn check_instances_and_visibility(env: &Env) -> CheckResult {
     env.host.wait_for_destroy_queue();
@@ -1432,6 +1582,7 @@ fn main() {
         ("source_resize", check_resize),
         ("bad_input", check_bad_input),
         ("worker_faults", check_worker_faults),
+        ("color_spaces", check_color_spaces),
         ("instances_visibility", check_instances_and_visibility),
         ("create_destroy_100", check_create_destroy),
     ];
@@ -1457,6 +1608,7 @@ fn main() {
         host.load_system_module(m).expect("system module");
     }
     host.load_module(&module, &data).expect("load the plugin");
+    host.register_float_image_source();
     host.post_load();
     let mut env = Env {
         host,

@@ -4,7 +4,7 @@
 
 use super::calldata::CallData;
 use super::data::Data;
-use super::graphics::Gfx;
+use super::graphics::{ColorSpace, Gfx};
 use super::{cstring, string_from, sys};
 use std::marker::PhantomData;
 use std::os::raw::c_void;
@@ -36,6 +36,16 @@ impl<'a> SourceRef<'a> {
 
     pub(crate) fn as_ptr(&self) -> *mut sys::obs_source_t {
         self.ptr.as_ptr()
+    }
+
+    /// The colour space the source renders in, chosen from `preferred` when it can
+    /// (`obs_source_get_color_space`; sRGB for sources that do not say).
+    pub fn color_space(&self, preferred: &[ColorSpace]) -> ColorSpace {
+        let raw: Vec<sys::gs_color_space> = preferred.iter().map(|s| s.raw()).collect();
+        // SAFETY: live source; libobs reads `raw.len()` values.
+        ColorSpace::from_raw(unsafe {
+            sys::obs_source_get_color_space(self.as_ptr(), raw.len(), raw.as_ptr())
+        })
     }
 
     /// Width in pixels (`obs_source_get_width`; 0 before the first frame).

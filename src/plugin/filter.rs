@@ -26,8 +26,8 @@ use crate::obs::calldata::CallDataRef;
 use crate::obs::data::{Data, DataRef};
 use crate::obs::filter::{Proc, VideoFilter};
 use crate::obs::graphics::{
-    clear, ortho, Blend, Effect, Format, Gfx, GraphicsGuard, Param, StageSurface, StateGuard,
-    TexRender, Texture, TextureRef,
+    self, clear, current_color_space, ortho, Blend, ColorSpace, Effect, Format, Gfx, GraphicsGuard,
+    Param, StageSurface, StateGuard, TexRender, Texture, TextureRef,
 };
 use crate::obs::module;
 use crate::obs::properties::Properties;
@@ -80,6 +80,9 @@ struct Params {
     sigma: Param,
     direction: Param,
     blur_enabled: Param,
+    linear_frame: Param,
+    out_mode: Param,
+    out_multiplier: Param,
 }
 
 /// Values of every effect param for one draw. libobs clears all param values when a
@@ -106,7 +109,49 @@ struct Uniforms<'a> {
     sigma: f32,
     direction: [f32; 2],
     blur_enabled: f32,
+    /// 1 when the frame texture holds linear values (any colour space but 8-bit sRGB).
+    linear_frame: f32,
+    /// Conversion of the composite into the render target's space ([`OutputMapping`]).
+    out_mode: i32,
+    /// Factor on linear output (scRGB targets); only the final draw sets it.
+    out_multiplier: f32,
 }
+
+/// The composite is made in the frame's own encoding (see `data/ai_background.effect`);
+/// this maps it into the render target's colour space, as OBS's own filters do
+/// (`plugins/obs-filters/*.c` of OBS 29: "DrawMultiply" for scRGB targets, decoding to linear
+/// for float targets): the effect's `out_mode` and `out_multiplier`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct OutputMapping {
+    /// 0: as is; 1: sRGB-encoded to linear; 2: linear to sRGB-encoded (clipped to 0..1).
+    mode: i32,
+    /// Factor on linear output: SDR white level / 80 nits for scRGB targets, else 1.
+    multiplier: f32,
+}
+
+impl OutputMapping {
+    fn new(frame: ColorSpace, target: ColorSpace) -> OutputMapping {
+        let multiplier = if target == ColorSpace::Rec709Scrgb {
+            graphics::sdr_white_level() / 80.0
+        } else {
+            1.0
+        };
+        let mode = match (frame.is_linear(), target.is_linear()) {
+            (false, true) => 1,
+            (true, false) => 2,
+            _ => 0,
+        };
+        OutputMapping { mode, multiplier }
+    }
+}
+
+/// The colour spaces the filter composites in (OBS's own filters offer the same three to
+/// their sources): a source in any of them is kept in it, float textures included.
+const FRAME_SPACES: [ColorSpace; 3] = [
+    ColorSpace::Srgb,
+    ColorSpace::Srgb16f,
+    ColorSpace::Rec709Extended,
+];
 
 /// The compiled effect and its params.
 struct Shader {
@@ -145,6 +190,9 @@ impl Shader {
             sigma: param("sigma")?,
             direction: param("direction")?,
             blur_enabled: param("blur_enabled")?,
+            linear_frame: param("linear_frame")?,
+            out_mode: param("out_mode")?,
+            out_multiplier: param("out_multiplier")?,
         };
         Ok(Shader { effect, p })
     }
@@ -172,6 +220,9 @@ impl Shader {
         e.set_float(p.sigma, u.sigma);
         e.set_vec2(p.direction, u.direction);
         e.set_float(p.blur_enabled, u.blur_enabled);
+        e.set_float(p.linear_frame, u.linear_frame);
+        e.set_int(p.out_mode, u.out_mode);
+        e.set_float(p.out_multiplier, u.out_multiplier);
         e.draw_sprite(gfx, technique, w, h)
     }
 
@@ -199,7 +250,8 @@ impl Shader {
 /// GPU objects of one instance, created in `create` (inside the graphics context).
 struct Gpu {
     shader: Shader,
-    /// The target at full size, straight alpha.
+    /// The target at full size, straight alpha, in the target's colour space (8-bit for
+    /// sRGB, 16-bit float for the others: see [`FRAME_SPACES`]).
     source: TexRender,
     /// The target at the capture size (BGRA) for the segmenter.
     capture: TexRender,
@@ -244,6 +296,8 @@ struct RenderState {
     gpu: Option<Gpu>,
     /// The tick whose frame is in `gpu.source`.
     rendered_tick: Option<u64>,
+    /// The colour space of the frame in `gpu.source`.
+    space: Option<ColorSpace>,
     /// Frames rendered (one per tick in which the filter was drawn).
     frame: u64,
     /// Frames with new content (every frame of a sync source; new async frames).
@@ -507,6 +561,7 @@ impl AiBackground {
         if rs.fresh_frames % u64::from(s.every_n.max(1)) != 0 {
             return;
         }
+        let linear = rs.space.is_some_and(ColorSpace::is_linear);
         let Some(gpu) = rs.gpu.as_mut() else { return };
         let (cw, ch) = s.capture_size();
         let Gpu {
@@ -515,8 +570,10 @@ impl AiBackground {
             capture,
             ..
         } = gpu;
+        // The segmenter takes sRGB-encoded 0..1 values: Capture encodes linear frames.
         let u = Uniforms {
             image: source.texture(),
+            linear_frame: if linear { 1.0 } else { 0.0 },
             ..Default::default()
         };
         if u.image.is_none() || !shader.draw_into(gfx, capture, &u, c"Capture", cw, ch) {
@@ -625,13 +682,22 @@ impl AiBackground {
             return self.skip(gfx);
         };
 
-        // 1. The target at full size, once per frame (straight copy: blend ONE, ZERO).
+        // 1. The target at full size, once per frame (straight copy: blend ONE, ZERO), in
+        // its own colour space: values above 1.0 of an extended-range source survive.
         let tick = self.tick.load(Ordering::Relaxed);
-        if rs.rendered_tick != Some(tick) {
+        let space = target.color_space(&FRAME_SPACES);
+        if rs.rendered_tick != Some(tick) || rs.space != Some(space) {
             let direct =
                 target.same(parent) && target.output_flags() & (FLAG_CUSTOM_DRAW | FLAG_ASYNC) == 0;
+            if gpu.source.format() != space.format() {
+                match TexRender::new(gfx, space.format()) {
+                    Some(t) => gpu.source = t,
+                    None => return self.skip(gfx),
+                }
+            }
+            rs.space = Some(space);
             {
-                let Some(_scope) = gpu.source.render(gfx, w, h) else {
+                let Some(_scope) = gpu.source.render_in(gfx, w, h, space) else {
                     return self.skip(gfx);
                 };
                 let state = StateGuard::push(gfx);
@@ -701,9 +767,13 @@ impl AiBackground {
         else {
             return self.skip(gfx);
         };
+        let out = OutputMapping::new(space, current_color_space(gfx));
         let mut u = Uniforms {
             image: source.texture(),
             frame_size: [w as f32, h as f32],
+            linear_frame: if space.is_linear() { 1.0 } else { 0.0 },
+            out_mode: out.mode,
+            out_multiplier: out.multiplier,
             ..Default::default()
         };
         if u.image.is_none() {
@@ -799,12 +869,16 @@ impl AiBackground {
             Mode::Color => {
                 let c = s.color;
                 let a = c[3] as f32 / 255.0;
-                u.bg_color = [
-                    c[0] as f32 / 255.0 * a,
-                    c[1] as f32 / 255.0 * a,
-                    c[2] as f32 / 255.0 * a,
-                    a,
-                ];
+                // In the frame's encoding: linear for float frames.
+                let channel = |v: u8| {
+                    let v = v as f32 / 255.0;
+                    if u.linear_frame > 0.5 {
+                        graphics::srgb_to_linear(v)
+                    } else {
+                        v
+                    }
+                };
+                u.bg_color = [channel(c[0]) * a, channel(c[1]) * a, channel(c[2]) * a, a];
                 return c"Color";
             }
             Mode::Transparent => return c"Transparent",
@@ -1134,6 +1208,20 @@ impl VideoFilter for AiBackground {
 
     fn context(&self) -> FilterContext {
         self.ctx
+    }
+
+    /// The target's colour space when the caller takes it, else the caller's last choice
+    /// (what OBS 29's own filters answer); the composite is mapped into whatever space the
+    /// render target then has ([`OutputMapping`]).
+    fn color_space(&self, preferred: &[ColorSpace]) -> ColorSpace {
+        let source = self
+            .ctx
+            .target()
+            .map_or(ColorSpace::Srgb, |t| t.color_space(&FRAME_SPACES));
+        match preferred.last() {
+            Some(&last) if !preferred.contains(&source) => last,
+            _ => source,
+        }
     }
 
     fn async_frame(&self) {
