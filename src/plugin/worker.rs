@@ -343,7 +343,9 @@ fn run(shared: &Shared) {
                 shared.wake.wait(&mut inbox);
             }
         };
-        if health.retry_at.is_some_and(|t| Instant::now() < t) {
+        // In back-off, frames wait; a different model selection is tried at once.
+        let same_model = loaded.as_ref().is_some_and(|l| l.key == job.model);
+        if same_model && health.retry_at.is_some_and(|t| Instant::now() < t) {
             shared.stats.lock().backoff_skipped += 1;
             recycle(shared, job.pixels);
             continue;
