@@ -522,3 +522,68 @@ fn process(
     stats.error = None;
     Outcome::Published
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_100_ms_to_5_s() {
+        let ms: Vec<u128> = (1..=9).map(|n| Health::backoff(n).as_millis()).collect();
+        assert_eq!(ms, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        assert_eq!(Health::backoff(u32::MAX), RETRY_MAX);
+    }
+
+    /// A backend that answers every pixel with `value`.
+    struct Constant(f32);
+
+    impl SegmentationBackend for Constant {
+        fn input_size(&self) -> (usize, usize) {
+            (16, 9)
+        }
+
+        fn segment(&self, _input: &[f32], output: &mut [f32]) -> crate::error::Result<()> {
+            output.fill(self.0);
+            Ok(())
+        }
+
+        fn describe(&self) -> String {
+            format!("constant {}", self.0)
+        }
+    }
+
+    #[test]
+    fn probe_refuses_non_finite_output() {
+        assert!(probe(&Constant(0.3)).is_ok());
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let e = probe(&Constant(bad)).unwrap_err();
+            assert!(e.contains("non-finite"), "{e}");
+        }
+    }
+
+    #[test]
+    fn probe_refuses_nan_weights_of_the_real_network() {
+        use crate::model::Preset;
+        let mut bytes = Preset::Landscape.embedded_weights().to_vec();
+        // Every float16 value of the data section (after the 8-byte length and the JSON
+        // header) becomes NaN (0x7E00).
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        for v in bytes[8 + n..].chunks_exact_mut(2) {
+            v.copy_from_slice(&[0x00, 0x7E]);
+        }
+        let device = candle_core::Device::Cpu;
+        match Segmenter::from_bytes(&bytes, Preset::Landscape, &device, "nan weights") {
+            // The engine may refuse them itself; if it loads them the probe must.
+            Err(_) => {}
+            Ok(seg) => assert!(probe(&seg).is_err()),
+        }
+    }
+
+    #[test]
+    fn fault_names() {
+        assert_eq!("panic".parse::<Fault>(), Ok(Fault::Panic));
+        assert_eq!("error".parse::<Fault>(), Ok(Fault::Error));
+        assert_eq!("nan".parse::<Fault>(), Ok(Fault::NonFinite));
+        assert!("oops".parse::<Fault>().is_err());
+    }
+}
