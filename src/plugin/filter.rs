@@ -16,8 +16,13 @@
 //! Nothing here waits on inference: the mask is at most two frames behind its frame when the
 //! worker keeps up (staged on frame n, mapped and sent on n + 1, shown on n + 2 at the
 //! latest), and simply older when it does not. Until the first mask exists, and whenever
-//! something is wrong (no effect, no segmenter, zero-size source, a caught panic), the video
-//! passes through untouched.
+//! something is wrong (no effect, no segmenter, zero-size source, a caught panic, a worker
+//! that cannot produce masks: [`super::worker`] withdraws its mask), the video passes through
+//! untouched.
+//!
+//! Colour: the frame is kept in the source's own colour space (float textures for linear
+//! spaces, see [`FRAME_SPACES`]), composited in its encoding and mapped into the render
+//! target's space ([`OutputMapping`]); `video_get_color_space` reports the source's space.
 
 use super::settings::{self, Mode, Settings};
 use super::worker::{Fault, Job, MaskResult, ModelKey, Worker};
@@ -1010,14 +1015,13 @@ fn load_image(path: &Path) -> Option<RgbaImage> {
             path.display()
         );
     };
-    let reader = match image::ImageReader::open(path).and_then(|r| r.with_guessed_format()) {
-        Ok(r) => r,
-        Err(e) => {
-            unreadable(&e);
-            return None;
-        }
+    // The format from the content (the extension only as a fallback).
+    let open = || {
+        image::ImageReader::open(path)
+            .and_then(|r| r.with_guessed_format())
+            .map_err(image::ImageError::from)
     };
-    match reader.into_dimensions() {
+    match open().and_then(|r| r.into_dimensions()) {
         Ok((w, h)) if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE => {
             log::warn!(
                 "background image {} is {w}x{h}, larger than {MAX_IMAGE_SIDE} pixels per side; using blur",
@@ -1031,11 +1035,7 @@ fn load_image(path: &Path) -> Option<RgbaImage> {
             return None;
         }
     }
-    match image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(image::ImageError::from)
-        .and_then(|r| r.decode())
-    {
+    match open().and_then(|r| r.decode()) {
         Ok(img) => Some(img.to_rgba8()),
         Err(e) => {
             unreadable(&e);
