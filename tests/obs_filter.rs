@@ -21,7 +21,7 @@ use obs_ai_background::mask::Mask;
 use obs_ai_background::metrics::{erode, iou, laplacian_energy};
 use obs_ai_background::obs::calldata::CallData;
 use obs_ai_background::obs::data::Data;
-use obs_ai_background::obs::graphics::{srgb_to_linear, ColorSpace};
+use obs_ai_background::obs::graphics::{sdr_white_level, srgb_to_linear, ColorSpace};
 use obs_ai_background::obs::host::{self, FloatImage, Host, HostConfig, Image};
 use obs_ai_background::obs::source::{self, Source};
 use obs_ai_background::postprocess::threshold_feather;
@@ -1408,6 +1408,22 @@ fn check_color_spaces(env: &Env) -> CheckResult {
         .zip(input.rgba.chunks_exact(4))
         .map(|(a, b)| (0..3).map(|c| (a[c] - b[c]).abs()).sum::<f32>() / 3.0)
         .collect();
+    // An scRGB target (1.0 = 80 nits): the same light, scaled by SDR white / 80 nits.
+    let scrgb = env
+        .host
+        .render_float(
+            rig.src.as_ref(),
+            w as u32,
+            h as u32,
+            ColorSpace::Rec709Scrgb,
+        )
+        .ok_or("no scRGB frame")?;
+    let scale = mean_float(&scrgb, &inner, max_rgb) / patch_out;
+    let want_scale = f64::from(sdr_white_level()) / 80.0;
+    ensure!(
+        (scale / want_scale - 1.0).abs() < 0.05,
+        "scRGB target: patch scaled by {scale:.3}, expected SDR white / 80 = {want_scale:.3}"
+    );
     let person_diff = diff
         .iter()
         .zip(&person)
@@ -1445,7 +1461,7 @@ fn check_color_spaces(env: &Env) -> CheckResult {
         "colour background in linear light is {c:?}, expected {want:?}"
     );
     Ok(format!(
-        "reports Rec709Extended; patch {patch_in:.2} in -> {patch_out:.2} out (float target), person diff {person_diff:.4}, 8-bit target person diff {sdr_diff:.2} levels, colour bg {:.3},{:.3},{:.3}",
+        "reports Rec709Extended; patch {patch_in:.2} in -> {patch_out:.2} out (float target), x{scale:.2} on scRGB, person diff {person_diff:.4}, 8-bit target person diff {sdr_diff:.2} levels, colour bg {:.3},{:.3},{:.3}",
         c[0], c[1], c[2]
     ))
 }

@@ -171,11 +171,20 @@ pub fn current_color_space(_gfx: &Gfx<'_>) -> ColorSpace {
     ColorSpace::from_raw(unsafe { sys::gs_get_color_space() })
 }
 
-/// OBS's SDR white level in nits (`obs_get_video_sdr_white_level`, 300 by default): the
-/// brightness of 1.0 in the relative spaces; scRGB's 1.0 is 80 nits.
+/// OBS's default SDR white level in nits (the front-end's "SDR White Level" setting).
+pub const DEFAULT_SDR_WHITE_LEVEL: f32 = 300.0;
+
+/// OBS's SDR white level in nits (`obs_get_video_sdr_white_level`): the brightness of 1.0 in
+/// the relative spaces; scRGB's 1.0 is 80 nits. [`DEFAULT_SDR_WHITE_LEVEL`] when libobs has
+/// none (a host that never called `obs_set_video_levels` reads 0).
 pub fn sdr_white_level() -> f32 {
     // SAFETY: plain getter.
-    unsafe { sys::obs_get_video_sdr_white_level() }
+    let v = unsafe { sys::obs_get_video_sdr_white_level() };
+    if v.is_finite() && v > 0.0 {
+        v
+    } else {
+        DEFAULT_SDR_WHITE_LEVEL
+    }
 }
 
 /// A texture borrowed from its owner (a [`Texture`] or a [`TexRender`]).

@@ -317,8 +317,12 @@ impl Host {
             host.shutdown();
             return Err(format!("obs_reset_video failed ({rc})"));
         }
-        // SAFETY: 'static callback without data.
-        unsafe { sys::obs_add_tick_callback(Some(tick_counter), std::ptr::null_mut()) };
+        // SAFETY: plain setters; the front-end's defaults (SDR white 300 nits, HDR nominal
+        // peak 1000 nits), which a bare libobs leaves at 0.
+        unsafe {
+            sys::obs_set_video_levels(super::graphics::DEFAULT_SDR_WHITE_LEVEL, 1000.0);
+            sys::obs_add_tick_callback(Some(tick_counter), std::ptr::null_mut());
+        }
         Ok(host)
     }
 
