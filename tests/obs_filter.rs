@@ -1613,6 +1613,9 @@ fn main() {
         fps: FPS,
         locale: "en-US".into(),
     };
+    // The filter's test hooks (ai_background_inject_fault) act only with this set; set while
+    // the process has a single thread, before OBS starts.
+    std::env::set_var("AI_BACKGROUND_TEST_HOOKS", "1");
     let host = match Host::start(config) {
         Ok(h) => h,
         Err(e) => {

@@ -56,6 +56,8 @@ pub const STAGE_RING: usize = 3;
 /// Largest background image side accepted (larger images are refused with a log line):
 /// 8192 pixels, the texture size every Direct3D 10-class GPU supports.
 pub const MAX_IMAGE_SIDE: u32 = 8192;
+/// Environment variable that enables the test hooks (`ai_background_inject_fault`).
+pub const TEST_HOOKS_ENV: &str = "AI_BACKGROUND_TEST_HOOKS";
 /// Ticks between lookups of a background source that does not exist (yet).
 const SOURCE_LOOKUP_TICKS: u64 = 60;
 /// Ticks after which a staged frame is dropped instead of segmented.
@@ -918,8 +920,14 @@ impl AiBackground {
     }
 
     /// Proc `ai_background_inject_fault` (a test hook): the next `count` frames the worker
-    /// processes fail with `kind` (`panic`, `error` or `nan`), as real faults would.
+    /// processes fail with `kind` (`panic`, `error` or `nan`), as real faults would. Acts
+    /// only in a process whose environment has [`TEST_HOOKS_ENV`] set (the headless tests);
+    /// elsewhere it answers `ok = false` and changes nothing.
     fn proc_inject_fault(&self, cd: &mut CallDataRef<'_>) {
+        if std::env::var_os(TEST_HOOKS_ENV).is_none_or(|v| v.is_empty() || v == "0") {
+            cd.set_bool("ok", false);
+            return;
+        }
         let kind = cd.get_string("kind").unwrap_or_default();
         let count = cd
             .get_int("count")
