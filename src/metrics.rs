@@ -66,8 +66,7 @@ pub fn boundary(mask: &[bool], w: usize, h: usize) -> Vec<bool> {
 }
 
 /// Pixels within Euclidean distance [`BOUNDARY_TOLERANCE_PX`] of a set pixel of `mask`.
-fn dilate_disk(mask: &[bool], w: usize, h: usize) -> Vec<bool> {
-    let r = BOUNDARY_TOLERANCE_PX;
+fn dilate_disk(mask: &[bool], w: usize, h: usize, r: i32) -> Vec<bool> {
     let offsets: Vec<(i32, i32)> = (-r..=r)
         .flat_map(|dy| (-r..=r).map(move |dx| (dx, dy)))
         .filter(|(dx, dy)| dx * dx + dy * dy <= r * r)
@@ -91,8 +90,21 @@ fn dilate_disk(mask: &[bool], w: usize, h: usize) -> Vec<bool> {
 
 /// Boundary F-score: precision = predicted boundary pixels within the tolerance of a
 /// ground-truth boundary pixel, recall the converse, F = 2PR / (P + R) (0 when P + R = 0);
-/// 1 when both boundaries are empty, 0 when exactly one is.
+/// 1 when both boundaries are empty, 0 when exactly one is. Tolerance
+/// [`BOUNDARY_TOLERANCE_PX`].
 pub fn boundary_f(pred: &[bool], gt: &[bool], w: usize, h: usize) -> f64 {
+    boundary_f_with_tolerance(pred, gt, w, h, BOUNDARY_TOLERANCE_PX)
+}
+
+/// [`boundary_f`] with a tolerance disk of `tolerance` pixels (for images scaled up from
+/// the annotated size: the tolerance scaled likewise).
+pub fn boundary_f_with_tolerance(
+    pred: &[bool],
+    gt: &[bool],
+    w: usize,
+    h: usize,
+    tolerance: i32,
+) -> f64 {
     let bp = boundary(pred, w, h);
     let bg = boundary(gt, w, h);
     let (np, ng) = (
@@ -104,8 +116,8 @@ pub fn boundary_f(pred: &[bool], gt: &[bool], w: usize, h: usize) -> f64 {
         (0, _) | (_, 0) => return 0.0,
         _ => {}
     }
-    let near_gt = dilate_disk(&bg, w, h);
-    let near_pred = dilate_disk(&bp, w, h);
+    let near_gt = dilate_disk(&bg, w, h, tolerance);
+    let near_pred = dilate_disk(&bp, w, h, tolerance);
     let matched_p = bp.iter().zip(&near_gt).filter(|(&b, &n)| b && n).count();
     let matched_g = bg.iter().zip(&near_pred).filter(|(&b, &n)| b && n).count();
     let precision = matched_p as f64 / np as f64;

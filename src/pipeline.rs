@@ -1,11 +1,19 @@
 //! The per-frame mask pipeline: frame → model input → person probability → smoothing →
 //! upsampling → edge refinement. One [`MaskPipeline`] per video stream (per OBS filter
 //! worker, per CLI run); the segmenter behind it can be shared.
+//!
+//! Edge refinement is a fast guided filter (He and Sun 2015, arXiv:1505.00996) split in two:
+//! [`MaskPipeline::coefficients`] computes the linear coefficients `(A, b)` at the refinement
+//! capture size ([`RefineSettings::capture_size`], what the OBS worker gets), and
+//! [`MaskPipeline::process`] applies `q = A * I + b` with the full-resolution luma `I`
+//! ([`GuidedUpsampler`]), as the OBS effect does per pixel.
 
 use crate::frame::FrameRef;
 use crate::mask::Mask;
 use crate::model::SegmentationBackend;
-use crate::postprocess::{GuidedFilter, RefineSettings, SceneCutDetector, TemporalSmoother};
+use crate::postprocess::{
+    GuidedFilter, GuidedUpsampler, RefineSettings, SceneCutDetector, TemporalSmoother,
+};
 use crate::preprocess::{PlaneResizer, Preprocessor};
 use crate::Result;
 use std::sync::Arc;
@@ -46,6 +54,19 @@ pub struct StageTimings {
     pub postprocess: Duration,
 }
 
+/// The mask as the pipeline hands it to a compositor: the person probability is
+/// `clamp(A * I + b, 0, 1)` with `A` and `b` sampled bilinearly (half-pixel centres,
+/// clamp-to-edge) at each frame pixel and `I` the pixel's Rec. 601 luma (0..1, sRGB-encoded);
+/// without refinement `A` is absent (0) and `b` is the probability itself.
+#[derive(Clone, Copy, Debug)]
+pub struct MaskCoefficients<'a> {
+    /// Offset `b` (the probability without refinement), at the model size, or at the
+    /// refinement capture size with refinement.
+    pub b: &'a Mask,
+    /// Gain `A` on the luma, same size as `b`; `None` without refinement.
+    pub a: Option<&'a Mask>,
+}
+
 /// Runs the segmenter on a stream of frames and returns the person probability at frame size.
 ///
 /// Temporal state (smoothing) is reset when the frame size changes and on scene cuts.
@@ -58,7 +79,13 @@ pub struct MaskPipeline {
     frame_size: (usize, usize),
     mask: Mask,
     guide: Vec<f32>,
+    guide_small: Vec<f32>,
+    p_capture: Vec<f32>,
+    coef_a: Mask,
+    coef_b: Mask,
+    refined: bool,
     guided: GuidedFilter,
+    upsampler: GuidedUpsampler,
     resizer: PlaneResizer,
     timings: StageTimings,
 }
@@ -76,7 +103,13 @@ impl MaskPipeline {
             frame_size: (0, 0),
             mask: Mask::default(),
             guide: Vec::new(),
+            guide_small: Vec::new(),
+            p_capture: Vec::new(),
+            coef_a: Mask::default(),
+            coef_b: Mask::default(),
+            refined: false,
             guided: GuidedFilter::default(),
+            upsampler: GuidedUpsampler::default(),
             resizer: PlaneResizer::default(),
             timings: StageTimings::default(),
         }
@@ -98,11 +131,48 @@ impl MaskPipeline {
         self.timings
     }
 
-    /// Segments one frame and returns the person probability (0..1) at the frame's size.
+    /// Segments one frame and returns the person probability (0..1) at the frame's size:
+    /// [`MaskPipeline::coefficients`], then `b` upsampled bilinearly, or with refinement
+    /// `clamp(A * I + b, 0, 1)` with the frame's own luma `I` ([`GuidedUpsampler`]).
     ///
     /// # Errors
     /// [`crate::EngineError::Inference`] when the network fails on its device.
     pub fn process(&mut self, frame: &FrameRef<'_>, settings: &PipelineSettings) -> Result<&Mask> {
+        self.coefficients(frame, settings)?;
+        let t = Instant::now();
+        let (fw, fh) = (frame.width(), frame.height());
+        self.mask.set_size(fw, fh);
+        let b = &self.coef_b;
+        if self.refined {
+            self.upsampler.apply(
+                &self.coef_a.data,
+                &b.data,
+                (b.width, b.height),
+                &self.guide,
+                (fw, fh),
+                &mut self.mask.data,
+            );
+        } else {
+            self.resizer
+                .resize(&b.data, (b.width, b.height), &mut self.mask.data, (fw, fh));
+        }
+        self.timings.postprocess += t.elapsed();
+        Ok(&self.mask)
+    }
+
+    /// Segments one frame and returns the mask as coefficients ([`MaskCoefficients`]): the
+    /// smoothed probability at the model size, or with `settings.refine` the guided filter's
+    /// mean coefficients `(A, b)` at [`RefineSettings::capture_size`], computed with the
+    /// frame's luma scaled bilinearly to that size as guide, window radius
+    /// [`RefineSettings::radius_for`] capture pixels. This is what the OBS worker publishes.
+    ///
+    /// # Errors
+    /// [`crate::EngineError::Inference`] when the network fails on its device.
+    pub fn coefficients(
+        &mut self,
+        frame: &FrameRef<'_>,
+        settings: &PipelineSettings,
+    ) -> Result<MaskCoefficients<'_>> {
         let t0 = Instant::now();
         let (fw, fh) = (frame.width(), frame.height());
         if self.frame_size != (fw, fh) {
@@ -120,27 +190,43 @@ impl MaskPipeline {
         let t2 = Instant::now();
         self.smoother
             .apply(&mut self.probability, settings.smoothing);
-        self.mask.set_size(fw, fh);
-        self.resizer
-            .resize(&self.probability, (mw, mh), &mut self.mask.data, (fw, fh));
+        self.refined = settings.refine;
         if settings.refine {
+            let rs = settings.refine_settings;
+            let (cw, ch) = rs.capture_size((mw, mh), (fw, fh));
             luma_plane(frame, &mut self.guide);
-            let radius = settings.refine_settings.radius_for(fh, mh);
-            self.guided.apply(
-                &self.guide,
-                &mut self.mask.data,
-                fw,
-                fh,
-                radius,
-                settings.refine_settings.epsilon,
-            );
+            let guide: &[f32] = if (cw, ch) == (fw, fh) {
+                &self.guide
+            } else {
+                self.guide_small.resize(cw * ch, 0.0);
+                self.resizer
+                    .resize(&self.guide, (fw, fh), &mut self.guide_small, (cw, ch));
+                &self.guide_small
+            };
+            self.p_capture.resize(cw * ch, 0.0);
+            self.resizer
+                .resize(&self.probability, (mw, mh), &mut self.p_capture, (cw, ch));
+            let radius = rs.radius_for(ch, mh);
+            let (a, b) =
+                self.guided
+                    .coefficients(guide, &self.p_capture, cw, ch, radius, rs.epsilon);
+            self.coef_a.set_size(cw, ch);
+            self.coef_a.data.copy_from_slice(a);
+            self.coef_b.set_size(cw, ch);
+            self.coef_b.data.copy_from_slice(b);
+        } else {
+            self.coef_b.set_size(mw, mh);
+            self.coef_b.data.copy_from_slice(&self.probability);
         }
         self.timings = StageTimings {
             preprocess: t1 - t0,
             inference: t2 - t1,
             postprocess: t2.elapsed(),
         };
-        Ok(&self.mask)
+        Ok(MaskCoefficients {
+            b: &self.coef_b,
+            a: self.refined.then_some(&self.coef_a),
+        })
     }
 }
 

@@ -258,12 +258,15 @@ impl BoxFilter {
 /// Settings of the guided-filter edge refinement.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RefineSettings {
-    /// Window radius in pixels of the frame; 0 picks one from the upscale factor
-    /// (see [`RefineSettings::radius_for`]).
+    /// Window radius in pixels of the refinement capture ([`RefineSettings::capture_size`]);
+    /// 0 picks one from the capture-to-model scale (see [`RefineSettings::radius_for`]).
     pub radius: usize,
     /// Regularisation epsilon (variance of the 0..1 guide below which edges are smoothed
     /// away). He et al. use 1e-4 .. 1e-2 for matting; 1e-3 suits 8-bit webcam noise.
     pub epsilon: f32,
+    /// The coefficients `(A, b)` are computed at the model input size times this (at most
+    /// the frame size); the OBS filter captures at that size.
+    pub capture_scale: usize,
 }
 
 impl Default for RefineSettings {
@@ -271,6 +274,7 @@ impl Default for RefineSettings {
         Self {
             radius: 0,
             epsilon: DEFAULT_REFINE_EPSILON,
+            capture_scale: REFINE_CAPTURE_SCALE,
         }
     }
 }
@@ -278,15 +282,31 @@ impl Default for RefineSettings {
 /// Default guided-filter epsilon.
 pub const DEFAULT_REFINE_EPSILON: f32 = 1e-3;
 
+/// Default [`RefineSettings::capture_scale`]: the coefficients at the model input size
+/// (256x144 for the landscape model). With the guide applied at full resolution this scores
+/// as well as a 2x capture (`cargo test --test eval guided_upsampling -- --ignored`) and
+/// keeps the OBS worker's CPU time per frame to the network and a small guided filter;
+/// `docs/obs-plugin.md` ("Edge refinement") has the figures.
+pub const REFINE_CAPTURE_SCALE: usize = 1;
+
 impl RefineSettings {
-    /// The radius to use for a frame `frame_h` pixels high refined from a model output
-    /// `model_h` pixels high: the configured one, or twice the upscale factor (at least 2).
-    pub fn radius_for(&self, frame_h: usize, model_h: usize) -> usize {
+    /// The radius to use for a capture `capture_h` pixels high refined from a model output
+    /// `model_h` pixels high: the configured one, or three times the upscale factor (at
+    /// least 3; 3 at the default 1x capture: on ccp-webcam-dev it lifts boundary F from
+    /// 0.8057 at radius 2 to 0.8079, `docs/obs-plugin.md`).
+    pub fn radius_for(&self, capture_h: usize, model_h: usize) -> usize {
         if self.radius > 0 {
             self.radius
         } else {
-            (2 * frame_h).div_ceil(model_h.max(1)).max(2)
+            (3 * capture_h).div_ceil(model_h.max(1)).max(3)
         }
+    }
+
+    /// Size (width, height) at which the coefficients are computed for a model input of
+    /// `model` and a frame of `frame` pixels: `model * capture_scale`, at most the frame.
+    pub fn capture_size(&self, model: (usize, usize), frame: (usize, usize)) -> (usize, usize) {
+        let k = self.capture_scale.max(1);
+        ((model.0 * k).min(frame.0), (model.1 * k).min(frame.1))
     }
 }
 
@@ -294,6 +314,11 @@ impl RefineSettings {
 /// Algorithm 1), in its fast form (He and Sun, "Fast Guided Filter", arXiv:1505.00996, 2015):
 /// the linear coefficients are computed on a copy subsampled by `s = max(1, r / 4)` and
 /// upsampled bilinearly. It snaps the upsampled person probability to the edges of the frame.
+///
+/// [`GuidedFilter::coefficients`] is the first half alone: the mean coefficients `(A, b)` at
+/// the size of its inputs, which the OBS worker computes at the capture size and the effect
+/// (and [`GuidedUpsampler`] on the CPU) applies as `q = A * I + b` with the full-resolution
+/// frame as guide.
 ///
 /// All buffers are kept between calls, so a warm filter does not allocate.
 #[derive(Clone, Debug, Default)]
@@ -307,9 +332,7 @@ pub struct GuidedFilter {
     a: Vec<f32>,
     b: Vec<f32>,
     boxf: BoxFilter,
-    up_a: Vec<f32>,
-    up_b: Vec<f32>,
-    resizer: crate::preprocess::PlaneResizer,
+    up: GuidedUpsampler,
 }
 
 impl GuidedFilter {
@@ -326,18 +349,49 @@ impl GuidedFilter {
         let s = (radius / 4).max(1);
         let (sw, sh) = (w.div_ceil(s), h.div_ceil(s));
         let r = (radius / s).max(1);
-        let n = sw * sh;
-        // At s = 1 (the OBS capture size) the filter works on the inputs directly: no
-        // subsampled copies, no upsampling of the coefficients.
-        let (guide_small, p_small): (&[f32], &[f32]) = if s == 1 {
+        // At s = 1 the filter works on the inputs directly: no subsampled copies.
+        if s == 1 {
             self.p_small.clear();
             self.p_small.extend_from_slice(p);
-            (guide, &self.p_small)
+            let p_small = std::mem::take(&mut self.p_small);
+            self.coefficients(guide, &p_small, sw, sh, r, eps);
+            self.p_small = p_small;
         } else {
-            downsample_box(guide, w, h, s, &mut self.guide_small);
-            downsample_box(p, w, h, s, &mut self.p_small);
-            (&self.guide_small, &self.p_small)
-        };
+            let (mut g, mut ps) = (
+                std::mem::take(&mut self.guide_small),
+                std::mem::take(&mut self.p_small),
+            );
+            downsample_box(guide, w, h, s, &mut g);
+            downsample_box(p, w, h, s, &mut ps);
+            self.coefficients(&g, &ps, sw, sh, r, eps);
+            self.guide_small = g;
+            self.p_small = ps;
+        }
+        let (mean_a, mean_b) = (
+            std::mem::take(&mut self.corr),
+            std::mem::take(&mut self.prod),
+        );
+        self.up.apply(&mean_a, &mean_b, (sw, sh), guide, (w, h), p);
+        self.corr = mean_a;
+        self.prod = mean_b;
+    }
+
+    /// The mean linear coefficients of the guided filter of `p` (`w` x `h`, 0..1) with the
+    /// grey `guide` (`w` x `h`, 0..1), window radius `r` pixels and regularisation `eps`:
+    /// returns `(mean A, mean b)`, `w * h` values each, such that `q = A * I + b` is the
+    /// filtered `p` (He et al. 2013, Algorithm 1, steps 1-4).
+    pub fn coefficients(
+        &mut self,
+        guide: &[f32],
+        p: &[f32],
+        w: usize,
+        h: usize,
+        r: usize,
+        eps: f32,
+    ) -> (&[f32], &[f32]) {
+        let n = w * h;
+        assert_eq!(guide.len(), n);
+        assert_eq!(p.len(), n);
         for v in [
             &mut self.mean_i,
             &mut self.mean_p,
@@ -349,29 +403,29 @@ impl GuidedFilter {
             v.resize(n, 0.0);
         }
         let boxf = &mut self.boxf;
-        boxf.apply(guide_small, &mut self.mean_i, sw, sh, r);
-        boxf.apply(p_small, &mut self.mean_p, sw, sh, r);
+        boxf.apply(guide, &mut self.mean_i, w, h, r);
+        boxf.apply(p, &mut self.mean_p, w, h, r);
         // var_I = mean(I*I) - mean_I^2 ; cov_Ip = mean(I*p) - mean_I * mean_p.
         let prod = &mut self.prod;
         simd(
             #[inline(always)]
             || {
-                for (d, &i) in prod.iter_mut().zip(guide_small) {
+                for (d, &i) in prod.iter_mut().zip(guide) {
                     *d = i * i;
                 }
             },
         );
-        boxf.apply(prod, &mut self.corr, sw, sh, r);
+        boxf.apply(prod, &mut self.corr, w, h, r);
         simd(
             #[inline(always)]
             || {
-                for ((d, &i), &pv) in prod.iter_mut().zip(guide_small).zip(p_small) {
+                for ((d, &i), &pv) in prod.iter_mut().zip(guide).zip(p) {
                     *d = i * pv;
                 }
             },
         );
         // Reuse `a` for mean(I*p) before it holds the coefficients.
-        boxf.apply(prod, &mut self.a, sw, sh, r);
+        boxf.apply(prod, &mut self.a, w, h, r);
         let (a_coef, b_coef) = (&mut self.a, &mut self.b);
         let (mean_i, mean_p, corr) = (&self.mean_i, &self.mean_p, &self.corr);
         simd(
@@ -386,23 +440,52 @@ impl GuidedFilter {
                 }
             },
         );
-        boxf.apply(a_coef, &mut self.corr, sw, sh, r);
-        boxf.apply(b_coef, prod, sw, sh, r);
-        let (mean_a, mean_b): (&[f32], &[f32]) = if s == 1 {
-            (&self.corr, &self.prod)
+        boxf.apply(a_coef, &mut self.corr, w, h, r);
+        boxf.apply(b_coef, &mut self.prod, w, h, r);
+        (&self.corr, &self.prod)
+    }
+}
+
+/// The second half of the fast guided filter: samples the coefficient planes `(A, b)`
+/// bilinearly (half-pixel centres, clamp-to-edge: [`crate::preprocess::PlaneResizer`]) at
+/// every pixel of the full-resolution grey guide `I` and writes `q = clamp(A * I + b, 0, 1)`.
+/// The OBS effect (`data/ai_background.effect`, `person_probability`) computes the same per
+/// pixel.
+#[derive(Clone, Debug, Default)]
+pub struct GuidedUpsampler {
+    up_a: Vec<f32>,
+    up_b: Vec<f32>,
+    resizer: crate::preprocess::PlaneResizer,
+}
+
+impl GuidedUpsampler {
+    /// `a`, `b`: `small` = (width, height) planes; `guide`, `out`: `size` planes, guide 0..1.
+    pub fn apply(
+        &mut self,
+        a: &[f32],
+        b: &[f32],
+        small: (usize, usize),
+        guide: &[f32],
+        size: (usize, usize),
+        out: &mut [f32],
+    ) {
+        let n = size.0 * size.1;
+        assert_eq!(guide.len(), n);
+        assert_eq!(out.len(), n);
+        let (mean_a, mean_b): (&[f32], &[f32]) = if small == size {
+            (a, b)
         } else {
-            self.up_a.resize(w * h, 0.0);
-            self.up_b.resize(w * h, 0.0);
-            self.resizer
-                .resize(&self.corr, (sw, sh), &mut self.up_a, (w, h));
-            self.resizer
-                .resize(&self.prod, (sw, sh), &mut self.up_b, (w, h));
+            self.up_a.resize(n, 0.0);
+            self.up_b.resize(n, 0.0);
+            self.resizer.resize(a, small, &mut self.up_a, size);
+            self.resizer.resize(b, small, &mut self.up_b, size);
             (&self.up_a, &self.up_b)
         };
         simd(
             #[inline(always)]
             || {
-                for ((q, &i), (&a, &b)) in p.iter_mut().zip(guide).zip(mean_a.iter().zip(mean_b)) {
+                for ((q, &i), (&a, &b)) in out.iter_mut().zip(guide).zip(mean_a.iter().zip(mean_b))
+                {
                     *q = (a * i + b).clamp(0.0, 1.0);
                 }
             },

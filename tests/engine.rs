@@ -7,7 +7,7 @@
 
 use candle_core::Device;
 use image::{GrayImage, Rgb, RgbImage, Rgba, RgbaImage};
-use obs_ai_background::composite::{AlphaSettings, Background, Compositor, Fit};
+use obs_ai_background::composite::{AlphaSettings, Background, Compositor, EdgeSettings, Fit};
 use obs_ai_background::metrics::{erode, iou, laplacian_energy};
 use obs_ai_background::model::{Preset, Segmenter};
 use obs_ai_background::postprocess::{SceneCutDetector, SCENE_CUT_CHANGE};
@@ -489,4 +489,222 @@ fn mask_view_is_the_alpha() {
     let view: GrayImage = obs_ai_background::composite::mask_view(&prob, AlphaSettings::default());
     let pred: Vec<bool> = view.pixels().map(|p| p[0] >= 128).collect();
     assert!(iou(&pred, &human_mask(PHOTOS[0])) >= 0.95);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Edges in the replace modes: foreground estimation and light wrap
+
+/// The probability whose alpha is `a` at threshold 0.5 and feather 1 (the inverse of
+/// `smoothstep(0, 1, p)`: `p = 1/2 - sin(asin(1 - 2a) / 3)`).
+fn probability_for_alpha(a: f32) -> f32 {
+    0.5 - ((1.0 - 2.0 * a).asin() / 3.0).sin()
+}
+
+/// A synthetic composite with known foreground and alpha: the person of a dev photo (colour
+/// `F` = the photo) with its human mask softened (3x3 box, twice: a 5 px soft edge), over the
+/// room of another
+/// dev photo (`A`, stretched to the frame). Returns (frame, alpha, F, A).
+fn synthetic_composite() -> (RgbImage, Vec<f32>, RgbImage, RgbImage) {
+    use obs_ai_background::postprocess::BoxFilter;
+    let id = PHOTOS[0];
+    let f = photo(id);
+    let (w, h) = (f.width() as usize, f.height() as usize);
+    let hard: Vec<f32> = human_mask(id)
+        .iter()
+        .map(|&m| if m { 1.0 } else { 0.0 })
+        .collect();
+    let (mut soft, mut tmp) = (vec![0f32; w * h], vec![0f32; w * h]);
+    let mut boxf = BoxFilter::default();
+    boxf.apply(&hard, &mut tmp, w, h, 1);
+    boxf.apply(&tmp, &mut soft, w, h, 1);
+    // The box sums round a little above 1 inside.
+    soft.iter_mut().for_each(|a| *a = a.clamp(0.0, 1.0));
+    let room = image::imageops::resize(
+        &photo(PHOTOS[1]),
+        w as u32,
+        h as u32,
+        image::imageops::Triangle,
+    );
+    let mut frame = RgbImage::new(w as u32, h as u32);
+    for (i, px) in frame.pixels_mut().enumerate() {
+        let (x, y) = ((i % w) as u32, (i / w) as u32);
+        let a = soft[i];
+        let (fp, bp) = (f.get_pixel(x, y), room.get_pixel(x, y));
+        *px = Rgb(std::array::from_fn(|c| {
+            (a * fp[c] as f32 + (1.0 - a) * bp[c] as f32).round() as u8
+        }));
+    }
+    (frame, soft, f, room)
+}
+
+/// Composites `frame` with person alpha exactly `alpha` (threshold 0.5, feather 1).
+fn composite_with_alpha(
+    frame: &RgbImage,
+    alpha: &[f32],
+    background: Background<'_>,
+    edges: EdgeSettings,
+) -> RgbaImage {
+    let (w, h) = (frame.width() as usize, frame.height() as usize);
+    let prob = Mask {
+        width: w,
+        height: h,
+        data: alpha.iter().map(|&a| probability_for_alpha(a)).collect(),
+    };
+    let alpha_settings = AlphaSettings {
+        threshold: 0.5,
+        feather: 1.0,
+    };
+    let mut out = RgbaImage::new(0, 0);
+    Compositor::with_edges(edges).composite(
+        &rgb_frame(frame),
+        &prob,
+        alpha_settings,
+        background,
+        &mut out,
+    );
+    out
+}
+
+const NO_EDGES: EdgeSettings = EdgeSettings {
+    estimate_foreground: false,
+    light_wrap: 0.0,
+};
+
+/// Foreground estimation: replacing room A by image B, the colour error in the soft edge band
+/// (0.05 < alpha < 0.95) against the true `alpha * F + (1 - alpha) * B` at least halves; in
+/// transparent mode the edge's colour moves towards the true `F` as much, and the alpha is
+/// the person's.
+#[test]
+fn foreground_estimation_removes_the_old_room_from_the_edge() {
+    let (frame, alpha, f, _) = synthetic_composite();
+    let (w, h) = (frame.width(), frame.height());
+    let new_bg = image::imageops::resize(
+        &image::DynamicImage::ImageRgb8(photo(PHOTOS[2])).to_rgba8(),
+        w,
+        h,
+        image::imageops::Triangle,
+    );
+    let band: Vec<bool> = alpha.iter().map(|&a| a > 0.05 && a < 0.95).collect();
+    let n = band.iter().filter(|&&b| b).count();
+    assert!(n > 1000, "edge band of {n} pixels");
+    let estimate = EdgeSettings {
+        estimate_foreground: true,
+        light_wrap: 0.0,
+    };
+    let image_bg = Background::Image {
+        image: &new_bg,
+        fit: Fit::Stretch,
+    };
+    let replaced_error = |out: &RgbaImage| -> f64 {
+        let mut sum = 0.0;
+        for (i, (o, b)) in out.pixels().zip(new_bg.pixels()).enumerate() {
+            if band[i] {
+                let (x, y) = (i as u32 % w, i as u32 / w);
+                let fp = f.get_pixel(x, y);
+                let a = alpha[i];
+                for c in 0..3 {
+                    let truth = a * fp[c] as f32 + (1.0 - a) * b[c] as f32;
+                    sum += (o[c] as f32 - truth).abs() as f64;
+                }
+            }
+        }
+        sum / (3 * n) as f64
+    };
+    let plain = replaced_error(&composite_with_alpha(&frame, &alpha, image_bg, NO_EDGES));
+    let est = replaced_error(&composite_with_alpha(&frame, &alpha, image_bg, estimate));
+    eprintln!("image: edge-band colour error {plain:.2} -> {est:.2} levels");
+    assert!(est <= 0.5 * plain, "image: {plain:.2} -> {est:.2}");
+
+    // Transparent: straight colour against F where the person is at least a fifth there.
+    let fg_error = |out: &RgbaImage| -> f64 {
+        let (mut sum, mut count) = (0.0, 0usize);
+        for (i, o) in out.pixels().enumerate() {
+            let a = alpha[i];
+            if band[i] && a > 0.2 {
+                let fp = f.get_pixel(i as u32 % w, i as u32 / w);
+                for c in 0..3 {
+                    sum += (o[c] as f64 - fp[c] as f64).abs();
+                }
+                count += 3;
+            }
+            // The alpha is the person's (straight RGBA8 output, rounded).
+            assert!(
+                (o[3] as f32 - a * 255.0).abs() <= 1.0,
+                "alpha {} vs {a}",
+                o[3]
+            );
+        }
+        sum / count as f64
+    };
+    let plain = fg_error(&composite_with_alpha(
+        &frame,
+        &alpha,
+        Background::Transparent,
+        NO_EDGES,
+    ));
+    let est = fg_error(&composite_with_alpha(
+        &frame,
+        &alpha,
+        Background::Transparent,
+        estimate,
+    ));
+    eprintln!("transparent: edge colour error vs F {plain:.2} -> {est:.2} levels");
+    assert!(est <= 0.5 * plain, "transparent: {plain:.2} -> {est:.2}");
+}
+
+/// Light wrap: strength 0 is exactly the plain composite `a * I + (1 - a) * B`; strength 1
+/// moves the edge band towards the new background and leaves the person's inside and the
+/// background alone.
+#[test]
+fn light_wrap_tints_only_the_edge() {
+    let (frame, alpha, _, _) = synthetic_composite();
+    let (w, h) = (frame.width() as usize, frame.height() as usize);
+    let colour = [250u8, 140, 20, 255];
+    let bg = Background::Color(colour);
+    let off = composite_with_alpha(&frame, &alpha, bg, NO_EDGES);
+    // Strength 0: the plain formula, bit for bit.
+    for (i, (o, p)) in off.pixels().zip(frame.pixels()).enumerate() {
+        let a = alpha[i];
+        let oa = a + (1.0 - a);
+        let k = 255.0 / oa;
+        for c in 0..3 {
+            let v = (a * p[c] as f32 * (1.0 / 255.0) + (1.0 - a) * (colour[c] as f32 / 255.0)) * k;
+            assert_eq!(o[c], (v.clamp(0.0, 255.0) + 0.5) as u8, "pixel {i}");
+        }
+    }
+    let wrapped = composite_with_alpha(
+        &frame,
+        &alpha,
+        bg,
+        EdgeSettings {
+            estimate_foreground: false,
+            light_wrap: 1.0,
+        },
+    );
+    let hard: Vec<bool> = alpha.iter().map(|&a| a >= 0.999).collect();
+    let inside = erode(&hard, w, h, 40);
+    let distance = |img: &RgbaImage, region: &dyn Fn(usize) -> bool| -> f64 {
+        let (mut sum, mut n) = (0.0, 0usize);
+        for (i, o) in img.pixels().enumerate() {
+            if region(i) {
+                sum += (0..3)
+                    .map(|c| (o[c] as f64 - colour[c] as f64).abs())
+                    .sum::<f64>();
+                n += 3;
+            }
+        }
+        sum / n.max(1) as f64
+    };
+    let band = |i: usize| alpha[i] > 0.3 && alpha[i] < 0.99;
+    let (d_off, d_on) = (distance(&off, &band), distance(&wrapped, &band));
+    eprintln!("light wrap 1: edge distance to the new background {d_off:.1} -> {d_on:.1}");
+    assert!(d_on < d_off - 5.0, "edge: {d_off:.1} -> {d_on:.1}");
+    let same = |i: usize| inside[i] || alpha[i] <= 0.0;
+    let changed = off
+        .pixels()
+        .zip(wrapped.pixels())
+        .enumerate()
+        .filter(|(i, (a, b))| same(*i) && a != b)
+        .count();
+    assert_eq!(changed, 0, "light wrap changed pixels far from the edge");
 }

@@ -212,3 +212,106 @@ fn scene_cut_threshold_separates_cuts_from_motion() {
         }
     }
 }
+
+/// Guided upsampling against today's filter path at stream sizes: the ccp-webcam-dev photos
+/// (550x309) and their masks scaled up bilinearly to 1280x720 and 1920x1080 (masks thresholded
+/// at 128 after scaling, boundary tolerance 3 px scaled by the same factor). Paths:
+/// - "capture refine + upscale" (the filter before guided upsampling): the photo scaled to the
+///   2x capture (512x288, bilinear as the GPU samples it), refined there, the probability
+///   upscaled bilinearly;
+/// - "guided x2" / "guided x1": `MaskPipeline::process` with the coefficients `(A, b)` at
+///   the 2x / 1x capture and `q = A * I + b` with the full-size luma.
+///
+/// Prints a table (the figures in `docs/obs-plugin.md`); asserts that guided x2 lifts
+/// boundary F over the old path at both sizes. Slow (several minutes): run it with
+/// `cargo test --test eval guided_upsampling -- --ignored --nocapture`
+/// (`AI_BG_EVAL_STEP=3` takes every third photo).
+#[test]
+#[ignore]
+fn guided_upsampling_at_stream_sizes() {
+    use obs_ai_background::metrics::{boundary_f_with_tolerance, ImageScore};
+    use obs_ai_background::postprocess::RefineSettings;
+    use obs_ai_background::preprocess::PlaneResizer;
+    let Some(set) = shared_dataset("ccp-webcam-dev") else {
+        return;
+    };
+    let step: usize = std::env::var("AI_BG_EVAL_STEP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let pairs: Vec<Pair> = find_pairs(&set.join("images"), &set.join("masks"))
+        .unwrap()
+        .into_iter()
+        .step_by(step)
+        .collect();
+    let mut pipe = pipeline(Preset::Landscape);
+    let refine = |scale: usize| PipelineSettings {
+        smoothing: 0.0,
+        refine: true,
+        refine_settings: RefineSettings {
+            capture_scale: scale,
+            ..Default::default()
+        },
+    };
+    println!("| size | path | mean IoU | boundary F (tolerance) |\n|---|---|---|---|");
+    for (w, h) in [(1280usize, 720usize), (1920, 1080)] {
+        let mut scores: [Vec<ImageScore>; 3] = Default::default();
+        let mut tol = 0;
+        for p in &pairs {
+            let rgb = image::open(&p.image).unwrap().to_rgb8();
+            let gt = image::open(&p.mask).unwrap().to_luma8();
+            tol = (3.0 * h as f64 / rgb.height() as f64).round() as i32;
+            let big = image::imageops::resize(
+                &rgb,
+                w as u32,
+                h as u32,
+                image::imageops::FilterType::Triangle,
+            );
+            let gt_big = image::imageops::resize(
+                &gt,
+                w as u32,
+                h as u32,
+                image::imageops::FilterType::Triangle,
+            );
+            let truth: Vec<bool> = gt_big.pixels().map(|v| v[0] >= 128).collect();
+            let frame = FrameRef::packed(big.as_raw(), w, h, PixelFormat::Rgb).unwrap();
+            let judge = |prob: &[f32]| {
+                let pred: Vec<bool> = prob.iter().map(|&v| v >= 0.5).collect();
+                let mut s = obs_ai_background::metrics::score(&p.id, &pred, &truth, w, h);
+                s.boundary_f = boundary_f_with_tolerance(&pred, &truth, w, h, tol);
+                s
+            };
+            // Old path: the capture as the GPU makes it, refined there, upscaled.
+            let mut capture_pre = Preprocessor::new(512, 288);
+            let planes = capture_pre.run(&frame).to_vec();
+            let n = 512 * 288;
+            let capture: Vec<u8> = (0..n)
+                .flat_map(|i| {
+                    [0, 1, 2].map(|c| (planes[c * n + i] * 255.0).round().clamp(0.0, 255.0) as u8)
+                })
+                .collect();
+            let cframe = FrameRef::packed(&capture, 512, 288, PixelFormat::Rgb).unwrap();
+            pipe.reset();
+            let q = pipe.process(&cframe, &refine(2)).unwrap().data.clone();
+            let mut up = vec![0f32; w * h];
+            PlaneResizer::default().resize(&q, (512, 288), &mut up, (w, h));
+            scores[0].push(judge(&up));
+            for (k, scale) in [(1, 2), (2, 1)] {
+                pipe.reset();
+                let prob = pipe.process(&frame, &refine(scale)).unwrap();
+                scores[k].push(judge(&prob.data));
+            }
+        }
+        let sums: Vec<Summary> = scores.iter().map(|s| Summary::of(s)).collect();
+        for (name, s) in ["capture refine + upscale", "guided x2", "guided x1"]
+            .iter()
+            .zip(&sums)
+        {
+            println!(
+                "| {w}x{h} | {name} | {:.4} | {:.4} ({tol} px) |",
+                s.mean_iou, s.boundary_f
+            );
+        }
+        assert!(sums[1].boundary_f > sums[0].boundary_f, "{w}x{h}");
+    }
+}

@@ -15,7 +15,7 @@
 //! `tests/fixtures/obs/` (sources in its README).
 
 use image::{GrayImage, Rgba, RgbaImage};
-use obs_ai_background::composite::{AlphaSettings, Background, Compositor, Fit};
+use obs_ai_background::composite::{AlphaSettings, Background, Compositor, EdgeSettings, Fit};
 use obs_ai_background::frame::{FrameRef, PixelFormat};
 use obs_ai_background::mask::Mask;
 use obs_ai_background::metrics::{erode, iou, laplacian_energy};
@@ -24,7 +24,8 @@ use obs_ai_background::obs::data::Data;
 use obs_ai_background::obs::graphics::{sdr_white_level, srgb_to_linear, ColorSpace};
 use obs_ai_background::obs::host::{self, FloatImage, Host, HostConfig, Image};
 use obs_ai_background::obs::source::{self, Source};
-use obs_ai_background::postprocess::threshold_feather;
+use obs_ai_background::pipeline::luma_plane;
+use obs_ai_background::postprocess::{threshold_feather, GuidedUpsampler, REFINE_CAPTURE_SCALE};
 use obs_ai_background::preprocess::PlaneResizer;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -236,10 +237,21 @@ fn stats(filter: &Source) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// The mask the filter composited its last frame with (person probability at capture size).
-fn shown_mask(filter: &Source) -> Option<Mask> {
+/// The mask the filter composited its last frame with: the person probability at capture
+/// size, or with edge refinement the guided filter's coefficients `b` and `A` there.
+struct Shown {
+    width: usize,
+    height: usize,
+    /// Probability, or the offset `b` with refinement.
+    b: Vec<f32>,
+    /// The gain `A` with refinement.
+    gain: Option<Vec<f32>>,
+}
+
+fn shown_mask(filter: &Source) -> Option<Shown> {
     let mut cd = CallData::new();
     cd.view().set_ptr("dst", std::ptr::null_mut());
+    cd.view().set_ptr("dst_gain", std::ptr::null_mut());
     cd.view().set_int("capacity", 0);
     filter.call_proc("ai_background_mask", &mut cd);
     let w = cd.view().get_int("width")? as usize;
@@ -247,36 +259,64 @@ fn shown_mask(filter: &Source) -> Option<Mask> {
     if w == 0 || h == 0 {
         return None;
     }
-    let mut data = vec![0f32; w * h];
+    let mut b = vec![0f32; w * h];
+    let mut gain = vec![0f32; w * h];
     let mut cd = CallData::new();
-    cd.view().set_ptr("dst", data.as_mut_ptr().cast());
-    cd.view().set_int("capacity", data.len() as i64);
+    cd.view().set_ptr("dst", b.as_mut_ptr().cast());
+    cd.view().set_ptr("dst_gain", gain.as_mut_ptr().cast());
+    cd.view().set_int("capacity", b.len() as i64);
     filter.call_proc("ai_background_mask", &mut cd);
-    (cd.view().get_int("width")? as usize == w).then_some(Mask {
+    let refined = cd.view().get_int("gain_len")? as usize == w * h;
+    (cd.view().get_int("width")? as usize == w).then_some(Shown {
         width: w,
         height: h,
-        data,
+        b,
+        gain: refined.then_some(gain),
     })
 }
 
-/// The mask resized to the frame with the engine's bilinear convention.
-fn mask_at_frame(mask: &Mask, w: usize, h: usize) -> Mask {
+/// The person probability the filter used at the size of `input`: the mask resized with the
+/// engine's bilinear convention, or with refinement `clamp(A * Y + b)` with the input's luma
+/// (`GuidedUpsampler`, the CPU reference of the effect).
+fn mask_at_frame(mask: &Shown, input: &Image) -> Mask {
+    let (w, h) = (input.width, input.height);
     let mut out = Mask::filled(w, h, 0.0);
-    PlaneResizer::default().resize(&mask.data, (mask.width, mask.height), &mut out.data, (w, h));
+    let small = (mask.width, mask.height);
+    match &mask.gain {
+        None => PlaneResizer::default().resize(&mask.b, small, &mut out.data, (w, h)),
+        Some(gain) => {
+            let frame = FrameRef::new(&input.rgba, w, h, w * 4, PixelFormat::Rgba).expect("frame");
+            let mut luma = Vec::new();
+            luma_plane(&frame, &mut luma);
+            GuidedUpsampler::default().apply(gain, &mask.b, small, &luma, (w, h), &mut out.data);
+        }
+    }
     out
 }
 
-/// The person alpha the filter used, at frame size.
-fn person_alpha(mask: &Mask, w: usize, h: usize, alpha: AlphaSettings) -> Vec<f32> {
-    mask_at_frame(mask, w, h)
+/// The person alpha the filter used, at the size of `input`.
+fn person_alpha(mask: &Shown, input: &Image, alpha: AlphaSettings) -> Vec<f32> {
+    mask_at_frame(mask, input)
         .data
         .iter()
         .map(|&p| threshold_feather(p, alpha.threshold, alpha.feather))
         .collect()
 }
 
-/// Runs the CPU reference compositor on the same frame and mask; returns premultiplied RGBA8.
-fn cpu_composite(input: &Image, mask: &Mask, alpha: AlphaSettings, bg: Background<'_>) -> Image {
+/// Runs the CPU reference compositor (default edge settings, as the filter's defaults) on the
+/// same frame and mask; returns premultiplied RGBA8.
+fn cpu_composite(input: &Image, mask: &Shown, alpha: AlphaSettings, bg: Background<'_>) -> Image {
+    cpu_composite_with(input, mask, alpha, bg, EdgeSettings::default())
+}
+
+/// [`cpu_composite`] with the given edge settings.
+fn cpu_composite_with(
+    input: &Image,
+    mask: &Shown,
+    alpha: AlphaSettings,
+    bg: Background<'_>,
+    edges: EdgeSettings,
+) -> Image {
     let frame = FrameRef::new(
         &input.rgba,
         input.width,
@@ -285,9 +325,9 @@ fn cpu_composite(input: &Image, mask: &Mask, alpha: AlphaSettings, bg: Backgroun
         PixelFormat::Rgba,
     )
     .expect("frame");
-    let prob = mask_at_frame(mask, input.width, input.height);
+    let prob = mask_at_frame(mask, input);
     let mut out = RgbaImage::new(input.width as u32, input.height as u32);
-    Compositor::default().composite(&frame, &prob, alpha, bg, &mut out);
+    Compositor::with_edges(edges).composite(&frame, &prob, alpha, bg, &mut out);
     // The CPU writes straight alpha; the GPU output is premultiplied.
     let rgba = out
         .pixels()
@@ -369,8 +409,8 @@ fn live_workers(filter: &Source) -> u64 {
 }
 
 /// The "Show mask" view of `mask` at the size of `input`: opaque grey = person alpha.
-fn mask_view(mask: &Mask, input: &Image, alpha: AlphaSettings) -> Image {
-    let a = person_alpha(mask, input.width, input.height, alpha);
+fn mask_view(mask: &Shown, input: &Image, alpha: AlphaSettings) -> Image {
+    let a = person_alpha(mask, input, alpha);
     Image {
         width: input.width,
         height: input.height,
@@ -429,7 +469,7 @@ fn inject_fault(filter: &Source, kind: &str, count: i64) -> bool {
 /// What the CPU reference compositor makes of `input` with `mask` under the filter's current
 /// settings (read back from the filter, defaults included). Image, video and source modes
 /// are expected to fall back to blur (the callers give them nothing to show).
-fn cpu_expected(filter: &Source, input: &Image, mask: &Mask) -> Image {
+fn cpu_expected(filter: &Source, input: &Image, mask: &Shown) -> Image {
     let settings = filter.settings();
     let d = settings.as_ref();
     let alpha = AlphaSettings {
@@ -447,7 +487,11 @@ fn cpu_expected(filter: &Source, input: &Image, mask: &Mask) -> Image {
             sigma: d.get_double("blur_strength") as f32,
         },
     };
-    cpu_composite(input, mask, alpha, bg)
+    let edges = EdgeSettings {
+        estimate_foreground: d.get_bool("estimate_foreground"),
+        light_wrap: d.get_double("light_wrap") as f32,
+    };
+    cpu_composite_with(input, mask, alpha, bg, edges)
 }
 
 /// A safetensors file with the embedded landscape weights' keys and shapes whose every value
@@ -681,7 +725,10 @@ fn check_gpu_matches_cpu(env: &Env) -> CheckResult {
     let input = rig.input(env);
     let mut lines = Vec::new();
     let cases: Vec<(&str, Value)> = vec![
-        ("transparent", json!({ "mode": "transparent" })),
+        (
+            "transparent",
+            json!({ "mode": "transparent", "refine": true }),
+        ),
         ("blur 16", json!({ "mode": "blur", "blur_strength": 16.0 })),
         (
             "blur 3",
@@ -708,7 +755,30 @@ fn check_gpu_matches_cpu(env: &Env) -> CheckResult {
             "image stretch",
             json!({ "mode": "image", "image_path": bg_path, "fit": "stretch" }),
         ),
+        (
+            "image light wrap 1",
+            json!({ "mode": "image", "image_path": bg_path, "fit": "cover", "light_wrap": 1.0 }),
+        ),
+        (
+            "color light wrap 1",
+            json!({ "mode": "color", "color": 0x80_30_60_C0u32, "light_wrap": 1.0 }),
+        ),
+        (
+            "color plain edges",
+            json!({ "mode": "color", "color": 0x80_30_60_C0u32, "light_wrap": 0.0,
+                    "estimate_foreground": false }),
+        ),
+        (
+            "transparent plain edges",
+            json!({ "mode": "transparent", "estimate_foreground": false }),
+        ),
+        (
+            "unrefined",
+            json!({ "mode": "color", "color": 0xFF_30_60_C0u32, "refine": false,
+                    "estimate_foreground": true, "light_wrap": 0.25 }),
+        ),
     ];
+    let mut outputs: std::collections::HashMap<&str, Image> = Default::default();
     for (name, mut settings) in cases {
         // obs_source_update merges: give every case its full alpha settings.
         let obj = settings.as_object_mut().ok_or("settings")?;
@@ -717,7 +787,18 @@ fn check_gpu_matches_cpu(env: &Env) -> CheckResult {
         update(&rig.filter, &settings);
         let gpu = rig.frames(env, 2).ok_or("no frame")?;
         let mask = shown_mask(&rig.filter).ok_or("no mask")?;
+        // Edge refinement (the default): guided upsampling of the coefficients A and b.
+        let refined = settings["refine"].as_bool() != Some(false);
+        ensure!(
+            mask.gain.is_some() == refined,
+            "{name}: guided coefficients {} with refine {refined}",
+            mask.gain.is_some()
+        );
         let alpha = alpha_of(&settings);
+        let edges = EdgeSettings {
+            estimate_foreground: settings["estimate_foreground"].as_bool().unwrap_or(true),
+            light_wrap: settings["light_wrap"].as_f64().unwrap_or(0.25) as f32,
+        };
         let bg = match settings["mode"].as_str() {
             Some("blur") => Background::Blur {
                 sigma: settings["blur_strength"].as_f64().unwrap_or(16.0) as f32,
@@ -736,7 +817,7 @@ fn check_gpu_matches_cpu(env: &Env) -> CheckResult {
             },
             _ => Background::Transparent,
         };
-        let cpu = cpu_composite(&input, &mask, alpha, bg);
+        let cpu = cpu_composite_with(&input, &mask, alpha, bg, edges);
         save_png(
             env,
             &format!("parity-{}-gpu.png", name.replace(' ', "-")),
@@ -748,11 +829,35 @@ fn check_gpu_matches_cpu(env: &Env) -> CheckResult {
             &cpu,
         );
         lines.push(check_parity(name, &gpu, &cpu)?);
+        outputs.insert(name, gpu);
+    }
+    // The edge treatment is live on the GPU: foreground estimation and light wrap change
+    // the edge, and only the edge.
+    for (a, b) in [
+        ("color", "color plain edges"),
+        ("color light wrap 1", "color"),
+        ("transparent", "transparent plain edges"),
+    ] {
+        let (max, mean, _) = diff_stats(&outputs[a], &outputs[b]);
+        ensure!(
+            max > 8 && mean < 2.0,
+            "{a} vs {b}: max difference {max}, mean {mean:.3}"
+        );
+        lines.push(format!("{a} vs {b}: max {max} mean {mean:.3}"));
+    }
+    // Transparent output stays premultiplied: no colour channel above alpha.
+    for name in ["transparent", "transparent plain edges"] {
+        let bad = outputs[name]
+            .rgba
+            .chunks_exact(4)
+            .filter(|p| p[0].max(p[1]).max(p[2]) > p[3])
+            .count();
+        ensure!(bad == 0, "{name}: {bad} pixels with colour above alpha");
     }
     // The mask view: opaque grey = person alpha.
     update(
         &rig.filter,
-        &json!({ "mode": "blur", "show_mask": true, "threshold": 0.5, "feather": 0.2 }),
+        &json!({ "mode": "blur", "show_mask": true, "threshold": 0.5, "feather": 0.2, "refine": true }),
     );
     let gpu = rig.frames(env, 2).ok_or("no frame")?;
     let mask = shown_mask(&rig.filter).ok_or("no mask")?;
@@ -902,7 +1007,7 @@ fn check_webcam_clip(env: &Env) -> CheckResult {
     save_png(env, "webcam-blur.png", &out);
     save_png(env, "webcam-input.png", &input);
     let (w, h) = (out.width, out.height);
-    let a = person_alpha(&mask, w, h, AlphaSettings::default());
+    let a = person_alpha(&mask, &input, AlphaSettings::default());
     let person: Vec<bool> = a.iter().map(|&v| v > 0.99).collect();
     let bg: Vec<bool> = a.iter().map(|&v| v < 0.01).collect();
     let (person, bg) = (erode(&person, w, h, 4), erode(&bg, w, h, 8));
@@ -936,7 +1041,7 @@ fn check_live_settings(env: &Env) -> CheckResult {
     let input = rig.input(env);
     // Each frame is what the CPU compositor makes of the input with the mask that frame
     // was composited with, under the settings in force.
-    let expect_cpu = |what: &str, out: &Image| -> Result<Mask, String> {
+    let expect_cpu = |what: &str, out: &Image| -> Result<Shown, String> {
         let m = shown_mask(&rig.filter).ok_or_else(|| format!("{what}: no mask"))?;
         check_parity(what, out, &cpu_expected(&rig.filter, &input, &m))?;
         Ok(m)
@@ -949,7 +1054,9 @@ fn check_live_settings(env: &Env) -> CheckResult {
         loop {
             let out = rig.frame(env).ok_or("no frame")?;
             let m = expect_cpu(&settings.to_string(), &out)?;
-            if (m.width, m.height) == size {
+            // Refinement shows as the guided filter's gain beside the mask.
+            let refined = settings["refine"].as_bool() == Some(true);
+            if (m.width, m.height) == size && m.gain.is_some() == refined {
                 return Ok(());
             }
             ensure!(
@@ -967,13 +1074,13 @@ fn check_live_settings(env: &Env) -> CheckResult {
     lines.push("quality 256x256".to_string());
     expect_mask(
         json!({ "mode": "transparent", "model": "quality", "refine": true }),
-        (512, 512),
+        (256 * REFINE_CAPTURE_SCALE, 256 * REFINE_CAPTURE_SCALE),
     )?;
     expect_mask(
         json!({ "mode": "blur", "model": "fast", "refine": true }),
-        (512, 288),
+        (256 * REFINE_CAPTURE_SCALE, 144 * REFINE_CAPTURE_SCALE),
     )?;
-    lines.push("refine 2x capture".to_string());
+    lines.push(format!("refine {REFINE_CAPTURE_SCALE}x capture"));
     expect_mask(
         json!({ "mode": "blur", "model": "fast", "refine": false, "smoothing": 0.0, "threshold": 0.7 }),
         (256, 144),

@@ -108,7 +108,7 @@ struct ModelArgs {
     /// Refine mask edges with a guided filter using the image as guide.
     #[arg(long)]
     refine: bool,
-    /// Guided-filter radius in pixels (0: twice the upscale factor).
+    /// Guided-filter radius in pixels of the refinement capture (0: twice its scale).
     #[arg(long, default_value_t = 0)]
     refine_radius: usize,
     /// Guided-filter epsilon (variance of the 0..1 guide treated as flat).
@@ -231,6 +231,7 @@ impl ModelArgs {
             refine_settings: RefineSettings {
                 radius: self.refine_radius,
                 epsilon: self.refine_eps,
+                ..Default::default()
             },
         }
     }

@@ -26,7 +26,7 @@
 
 use super::settings::{self, Mode, Settings};
 use super::worker::{Fault, Job, MaskResult, ModelKey, Worker};
-use crate::composite::MAX_BLUR_REDUCTION;
+use crate::composite::{edge_sigma, MAX_BLUR_REDUCTION};
 use crate::obs::calldata::CallDataRef;
 use crate::obs::data::{Data, DataRef};
 use crate::obs::filter::{Proc, VideoFilter};
@@ -69,8 +69,12 @@ const VIDEO_EMPTY_TICKS: u64 = 150;
 struct Params {
     image: Param,
     mask: Param,
+    gain: Param,
+    guided: Param,
     background: Param,
     blurred: Param,
+    wrapped: Param,
+    wrap_strength: Param,
     frame_size: Param,
     mask_size: Param,
     mask_scale: Param,
@@ -87,6 +91,7 @@ struct Params {
     sigma: Param,
     direction: Param,
     blur_enabled: Param,
+    sharp_weights: Param,
     linear_frame: Param,
     out_mode: Param,
     out_multiplier: Param,
@@ -98,8 +103,15 @@ struct Params {
 struct Uniforms<'a> {
     image: Option<TextureRef<'a>>,
     mask: Option<TextureRef<'a>>,
+    /// The guided filter's gain `A` (edge refinement), bound when `guided` is 1.
+    gain: Option<TextureRef<'a>>,
+    /// 1 when `mask` holds the guided filter's `b` and `gain` its `A`.
+    guided: f32,
     background: Option<TextureRef<'a>>,
     blurred: Option<TextureRef<'a>>,
+    /// Light wrap planes `Q` (replace modes), bound when `wrap_strength` > 0.
+    wrapped: Option<TextureRef<'a>>,
+    wrap_strength: f32,
     frame_size: [f32; 2],
     mask_size: [f32; 2],
     mask_scale: [f32; 2],
@@ -116,6 +128,8 @@ struct Uniforms<'a> {
     sigma: f32,
     direction: [f32; 2],
     blur_enabled: f32,
+    /// 1: the Reduce pass weighs background pixels `(1 - a)^8` (foreground estimation).
+    sharp_weights: f32,
     /// 1 when the frame texture holds linear values (any colour space but 8-bit sRGB).
     linear_frame: f32,
     /// Conversion of the composite into the render target's space ([`OutputMapping`]).
@@ -179,8 +193,12 @@ impl Shader {
         let p = Params {
             image: param("image")?,
             mask: param("mask")?,
+            gain: param("gain")?,
+            guided: param("guided")?,
             background: param("background")?,
             blurred: param("blurred")?,
+            wrapped: param("wrapped")?,
+            wrap_strength: param("wrap_strength")?,
             frame_size: param("frame_size")?,
             mask_size: param("mask_size")?,
             mask_scale: param("mask_scale")?,
@@ -197,6 +215,7 @@ impl Shader {
             sigma: param("sigma")?,
             direction: param("direction")?,
             blur_enabled: param("blur_enabled")?,
+            sharp_weights: param("sharp_weights")?,
             linear_frame: param("linear_frame")?,
             out_mode: param("out_mode")?,
             out_multiplier: param("out_multiplier")?,
@@ -209,8 +228,12 @@ impl Shader {
         let (e, p) = (&self.effect, &self.p);
         e.set_texture(p.image, u.image);
         e.set_texture(p.mask, u.mask);
+        e.set_texture(p.gain, u.gain);
+        e.set_float(p.guided, u.guided);
         e.set_texture(p.background, u.background);
         e.set_texture(p.blurred, u.blurred);
+        e.set_texture(p.wrapped, u.wrapped);
+        e.set_float(p.wrap_strength, u.wrap_strength);
         e.set_vec2(p.frame_size, u.frame_size);
         e.set_vec2(p.mask_size, u.mask_size);
         e.set_vec2(p.mask_scale, u.mask_scale);
@@ -227,6 +250,7 @@ impl Shader {
         e.set_float(p.sigma, u.sigma);
         e.set_vec2(p.direction, u.direction);
         e.set_float(p.blur_enabled, u.blur_enabled);
+        e.set_float(p.sharp_weights, u.sharp_weights);
         e.set_float(p.linear_frame, u.linear_frame);
         e.set_int(p.out_mode, u.out_mode);
         e.set_float(p.out_multiplier, u.out_multiplier);
@@ -266,6 +290,8 @@ struct Gpu {
     reduce: TexRender,
     blur_h: TexRender,
     blur_v: TexRender,
+    /// Light wrap planes at reduced size (RGBA32F).
+    wrap: TexRender,
     /// A video or OBS-source background at its own size (premultiplied).
     background: TexRender,
 }
@@ -283,6 +309,7 @@ impl Gpu {
             reduce: tr(Format::Rgba32f)?,
             blur_h: tr(Format::Rgba32f)?,
             blur_v: tr(Format::Rgba32f)?,
+            wrap: tr(Format::Rgba32f)?,
             background: tr(Format::Rgba)?,
         })
     }
@@ -311,6 +338,8 @@ struct RenderState {
     fresh_frames: u64,
     ring: [Slot; STAGE_RING],
     mask: Option<Texture>,
+    /// The guided filter's gain `A` of the shown mask (edge refinement), same size.
+    gain: Option<Texture>,
     mask_serial: u64,
     image: Option<Texture>,
     image_generation: u64,
@@ -613,6 +642,7 @@ impl AiBackground {
         let Some(latest) = self.worker.as_ref().and_then(|w| w.latest()) else {
             // No mask, or the worker withdrew it (a fault, a model that cannot load): pass
             // the video through rather than composite with a stale mask.
+            rs.gain = None;
             if rs.mask.take().is_some() {
                 *self.shown.lock() = None;
             }
@@ -633,6 +663,26 @@ impl AiBackground {
         let Some(tex) = rs.mask.as_ref() else { return };
         if !tex.set_image(gfx, bytemuck::cast_slice(&m.data), w as usize * 4) {
             return;
+        }
+        // Edge refinement: the gain A beside the offset b (same size).
+        let g = &latest.gain;
+        if g.data.is_empty() || (g.width, g.height) != (m.width, m.height) {
+            rs.gain = None;
+        } else {
+            if rs
+                .gain
+                .as_ref()
+                .is_none_or(|t| (t.width(), t.height()) != (w, h))
+            {
+                rs.gain = Texture::new(gfx, w, h, Format::R32f, true, None);
+            }
+            let uploaded = rs
+                .gain
+                .as_ref()
+                .is_some_and(|t| t.set_image(gfx, bytemuck::cast_slice(&g.data), w as usize * 4));
+            if !uploaded {
+                return;
+            }
         }
         rs.mask_serial = latest.serial;
         rs.uploads += 1;
@@ -760,7 +810,11 @@ impl AiBackground {
 
         // 4. Composite.
         let RenderState {
-            gpu, mask, image, ..
+            gpu,
+            mask,
+            gain,
+            image,
+            ..
         } = rs;
         let Some(Gpu {
             shader,
@@ -768,6 +822,7 @@ impl AiBackground {
             reduce,
             blur_h,
             blur_v,
+            wrap,
             background,
             ..
         }) = gpu.as_mut()
@@ -791,6 +846,10 @@ impl AiBackground {
             Some(m) => {
                 let (mw, mh) = (m.width(), m.height());
                 u.mask = Some(m.as_ref());
+                if let Some(g) = gain.as_ref() {
+                    u.gain = Some(g.as_ref());
+                    u.guided = 1.0;
+                }
                 u.mask_size = [mw as f32, mh as f32];
                 // As preprocess::BilinearAxis computes its scale.
                 u.mask_scale = [mw as f32 / w as f32, mh as f32 / h as f32];
@@ -804,7 +863,16 @@ impl AiBackground {
                         blur_h,
                         blur_v,
                     };
-                    self.prepare_mode(gfx, shader, targets, background, image.as_ref(), &s, &mut u)
+                    self.prepare_mode(
+                        gfx,
+                        shader,
+                        targets,
+                        wrap,
+                        background,
+                        image.as_ref(),
+                        &s,
+                        &mut u,
+                    )
                 }
             }
         };
@@ -825,6 +893,71 @@ impl AiBackground {
         gfx: &Gfx<'_>,
         shader: &Shader,
         blur: BlurTargets<'a>,
+        wrap: &'a mut TexRender,
+        background: &'a mut TexRender,
+        image: Option<&'a Texture>,
+        s: &Settings,
+        u: &mut Uniforms<'a>,
+    ) -> &'static CStr {
+        let technique = self.prepare_background(gfx, background, image, s, u);
+        let (solid, wraps) = match technique.to_bytes() {
+            b"Image" | b"Video" | b"Source" => (false, true),
+            b"Color" => (true, true),
+            b"Transparent" => (false, false),
+            _ => {
+                // Blur mode, or a background that is not available.
+                if s.blur_sigma > 0.0 {
+                    if let Some(blurred) = blur.run(gfx, shader, *u, s.blur_sigma) {
+                        *u = blurred;
+                    }
+                }
+                return c"Blur";
+            }
+        };
+        // Replace modes: light wrap, then foreground estimation (the blur planes at
+        // edge_sigma), both at reduced size.
+        let sigma = edge_sigma(u.frame_size[1] as usize);
+        let BlurTargets {
+            reduce,
+            blur_h,
+            blur_v,
+        } = blur;
+        if wraps && s.light_wrap > 0.0 {
+            light_wrap(
+                gfx,
+                shader,
+                reduce,
+                blur_h,
+                wrap,
+                u,
+                sigma,
+                solid,
+                s.light_wrap,
+            );
+        }
+        if s.estimate_foreground {
+            let blur = BlurTargets {
+                reduce,
+                blur_h,
+                blur_v,
+            };
+            let base = Uniforms {
+                sharp_weights: 1.0,
+                ..*u
+            };
+            if let Some(planes) = blur.run(gfx, shader, base, sigma) {
+                *u = planes;
+            }
+        }
+        technique
+    }
+
+    /// Binds the background of the current mode in `u` and returns the technique: `Image`,
+    /// `Video`, `Source`, `Color`, `Transparent`, or `Blur` for blur mode and for
+    /// backgrounds that are not available.
+    fn prepare_background<'a>(
+        &self,
+        gfx: &Gfx<'_>,
         background: &'a mut TexRender,
         image: Option<&'a Texture>,
         s: &Settings,
@@ -891,20 +1024,20 @@ impl AiBackground {
             Mode::Transparent => return c"Transparent",
             Mode::Blur => {}
         }
-        if s.blur_sigma > 0.0 {
-            if let Some(blurred) = blur.run(gfx, shader, *u, s.blur_sigma) {
-                *u = blurred;
-            }
-        }
         c"Blur"
     }
 
-    /// Proc `ai_background_mask`: copies the mask the last frame was composited with.
+    /// Proc `ai_background_mask`: copies the mask the last frame was composited with: its
+    /// probability (with edge refinement the guided filter's offset `b`) into `dst` and, with
+    /// edge refinement, the gain `A` (`gain_len` values, 0 without) into `dst_gain`; both
+    /// `width` x `height` f32, up to `capacity` values each.
     fn proc_mask(&self, cd: &mut CallDataRef<'_>) {
         let shown = self.shown.lock().clone();
         match shown {
             Some(r) => {
                 cd.copy_into_caller_buffer("dst", "capacity", &r.mask.data);
+                cd.copy_into_caller_buffer("dst_gain", "capacity", &r.gain.data);
+                cd.set_int("gain_len", r.gain.data.len() as i64);
                 cd.set_int("width", r.mask.width as i64);
                 cd.set_int("height", r.mask.height as i64);
                 cd.set_int("serial", r.serial as i64);
@@ -915,6 +1048,7 @@ impl AiBackground {
                 cd.set_int("height", 0);
                 cd.set_int("serial", 0);
                 cd.set_int("frame", 0);
+                cd.set_int("gain_len", 0);
             }
         }
     }
@@ -1084,6 +1218,63 @@ fn create_video(filter_name: &str, path: &Path, looping: bool) -> Option<VideoBa
     })
 }
 
+/// Light wrap planes for `base` (the final draw's uniforms, background bound): Q = (1 - a) * B
+/// reduced like the blur (`d = clamp(round(sigma / 4), 1, 8)`) into `reduce`, blurred by the
+/// two BlurPass directions through `blur_h` into `wrap`. On success binds them in `base`
+/// with `strength` and the reduced geometry. `solid`: the background is `bg_color`.
+#[allow(clippy::too_many_arguments)]
+fn light_wrap<'a>(
+    gfx: &Gfx<'_>,
+    shader: &Shader,
+    reduce: &mut TexRender,
+    blur_h: &mut TexRender,
+    wrap: &'a mut TexRender,
+    base: &mut Uniforms<'a>,
+    sigma: f32,
+    solid: bool,
+    strength: f32,
+) {
+    let (w, h) = (base.frame_size[0] as u32, base.frame_size[1] as u32);
+    let d = ((sigma / 4.0).round() as u32).clamp(1, MAX_BLUR_REDUCTION as u32);
+    let (sw, sh) = (w.div_ceil(d), h.div_ceil(d));
+    let sigma_small = sigma / d as f32;
+    let mut u: Uniforms<'_> = Uniforms {
+        small_size: [sw as f32, sh as f32],
+        block: d as i32,
+        radius: (3.0 * sigma_small).ceil() as i32,
+        sigma: sigma_small,
+        ..*base
+    };
+    if solid {
+        u.bg_premultiplied = -1.0;
+    }
+    if !shader.draw_into(gfx, reduce, &u, c"ReduceBackground", sw, sh) {
+        return;
+    }
+    let reduce: &TexRender = reduce;
+    u.blurred = reduce.texture();
+    u.direction = [1.0, 0.0];
+    if !shader.draw_into(gfx, blur_h, &u, c"BlurPass", sw, sh) {
+        return;
+    }
+    let blur_h: &TexRender = blur_h;
+    u.blurred = blur_h.texture();
+    u.direction = [0.0, 1.0];
+    if !shader.draw_into(gfx, wrap, &u, c"BlurPass", sw, sh) {
+        return;
+    }
+    let wrap: &'a TexRender = wrap;
+    base.wrapped = wrap.texture();
+    base.wrap_strength = if base.wrapped.is_some() {
+        strength
+    } else {
+        0.0
+    };
+    base.small_size = u.small_size;
+    // As preprocess::BilinearAxis computes its scale.
+    base.blur_scale = [sw as f32 / w as f32, sh as f32 / h as f32];
+}
+
 /// The three reduced-size targets of the blur.
 struct BlurTargets<'a> {
     reduce: &'a mut TexRender,
@@ -1243,8 +1434,8 @@ impl VideoFilter for AiBackground {
     fn procs() -> Vec<Proc<Self>> {
         vec![
             Proc {
-                decl: "void ai_background_mask(in ptr dst, in int capacity, out int width, out int height, \
-                       out int serial, out int frame)",
+                decl: "void ai_background_mask(in ptr dst, in int capacity, in ptr dst_gain, \
+                       out int width, out int height, out int serial, out int frame, out int gain_len)",
                 call: AiBackground::proc_mask,
             },
             Proc {

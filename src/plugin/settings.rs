@@ -1,13 +1,14 @@
 //! The filter's settings: keys, locale texts, defaults, ranges, parsing and the properties
 //! dialog. Every settings key and locale key is named once, here.
 
-use crate::composite::{Fit, DEFAULT_FEATHER, DEFAULT_THRESHOLD};
+use crate::composite::{Fit, DEFAULT_FEATHER, DEFAULT_LIGHT_WRAP, DEFAULT_THRESHOLD};
 use crate::device::DeviceChoice;
 use crate::model::Preset;
 use crate::obs::data::DataRef;
 use crate::obs::module::text;
 use crate::obs::properties::{PathKind, Properties, PropertiesRef};
 use crate::pipeline::{PipelineSettings, DEFAULT_SMOOTHING};
+use crate::postprocess::REFINE_CAPTURE_SCALE;
 use std::path::PathBuf;
 
 // ---- settings keys (stored in OBS scene collections: never rename) --------------------
@@ -27,6 +28,8 @@ pub const S_SOURCE: &str = "source";
 pub const S_FIT: &str = "fit";
 pub const S_COLOR: &str = "color";
 pub const S_SHOW_MASK: &str = "show_mask";
+pub const S_FOREGROUND: &str = "estimate_foreground";
+pub const S_LIGHT_WRAP: &str = "light_wrap";
 /// Not in the dialog: a `.safetensors` file with the weights of the chosen model (same keys
 /// as `models/*.safetensors`); empty = the embedded weights.
 pub const S_WEIGHTS: &str = "weights_path";
@@ -85,6 +88,10 @@ pub const T_FIT_STRETCH: &str = "Fit.Stretch";
 pub const T_COLOR: &str = "Color";
 pub const T_SHOW_MASK: &str = "ShowMask";
 pub const T_SHOW_MASK_HINT: &str = "ShowMask.Hint";
+pub const T_FOREGROUND: &str = "EstimateForeground";
+pub const T_FOREGROUND_HINT: &str = "EstimateForeground.Hint";
+pub const T_LIGHT_WRAP: &str = "LightWrap";
+pub const T_LIGHT_WRAP_HINT: &str = "LightWrap.Hint";
 
 /// Every locale key the filter uses (each `locale/*.ini` must define exactly these).
 #[cfg(test)]
@@ -129,6 +136,10 @@ pub const ALL_TEXT_KEYS: &[&str] = &[
     T_COLOR,
     T_SHOW_MASK,
     T_SHOW_MASK_HINT,
+    T_FOREGROUND,
+    T_FOREGROUND_HINT,
+    T_LIGHT_WRAP,
+    T_LIGHT_WRAP_HINT,
 ];
 
 /// The locales shipped in `locale/` (installed to `data/locale/`).
@@ -149,6 +160,10 @@ pub const DEFAULT_SMOOTHING_F64: f64 = DEFAULT_SMOOTHING as f64;
 /// the worker about 1.6 ms per frame on one core (`ai-background bench --size 512x288
 /// --refine` vs `--size 256x144`).
 pub const DEFAULT_REFINE: bool = true;
+/// Default foreground colour estimation in the replace modes: on (`composite::EdgeSettings`).
+pub const DEFAULT_FOREGROUND: bool = true;
+/// Default light wrap strength (0..1), `composite::DEFAULT_LIGHT_WRAP`.
+pub const DEFAULT_LIGHT_WRAP_F64: f64 = DEFAULT_LIGHT_WRAP as f64;
 /// Default: run the segmenter on every frame.
 pub const DEFAULT_EVERY_N: i64 = 1;
 /// "Process every N frames" range.
@@ -225,6 +240,10 @@ pub struct Settings {
     pub show_mask: bool,
     /// Custom weights file (hidden setting), empty for the embedded weights.
     pub weights_path: PathBuf,
+    /// Foreground colour estimation in the replace modes.
+    pub estimate_foreground: bool,
+    /// Light wrap strength, 0..1 (image, video, source and colour backgrounds).
+    pub light_wrap: f32,
 }
 
 impl Default for Settings {
@@ -247,6 +266,8 @@ impl Default for Settings {
             color: color_from_obs(DEFAULT_COLOR),
             show_mask: false,
             weights_path: PathBuf::new(),
+            estimate_foreground: DEFAULT_FOREGROUND,
+            light_wrap: DEFAULT_LIGHT_WRAP,
         }
     }
 }
@@ -304,6 +325,8 @@ impl Settings {
             color: color_from_obs(d.get_int(S_COLOR)),
             show_mask: d.get_bool(S_SHOW_MASK),
             weights_path: PathBuf::from(d.get_string(S_WEIGHTS)),
+            estimate_foreground: d.get_bool(S_FOREGROUND),
+            light_wrap: unit(d.get_double(S_LIGHT_WRAP)),
         }
     }
 
@@ -316,11 +339,12 @@ impl Settings {
         }
     }
 
-    /// Size of the frame the segmenter gets: the model input, doubled for edge refinement
-    /// (so the guided filter has detail to follow).
+    /// Size of the frame the segmenter gets: the model input, times
+    /// [`REFINE_CAPTURE_SCALE`] with edge refinement (the size at which the worker computes
+    /// the guided filter's coefficients; the effect applies them at full resolution).
     pub fn capture_size(&self) -> (u32, u32) {
         let (w, h) = self.preset.input_size();
-        let k = if self.refine { 2 } else { 1 };
+        let k = if self.refine { REFINE_CAPTURE_SCALE } else { 1 };
         ((w * k) as u32, (h * k) as u32)
     }
 }
@@ -340,6 +364,8 @@ pub fn defaults(d: DataRef<'_>) {
     d.set_default_string(S_FIT, FIT_COVER);
     d.set_default_int(S_COLOR, DEFAULT_COLOR);
     d.set_default_bool(S_SHOW_MASK, false);
+    d.set_default_bool(S_FOREGROUND, DEFAULT_FOREGROUND);
+    d.set_default_double(S_LIGHT_WRAP, DEFAULT_LIGHT_WRAP_F64);
 }
 
 /// Shows the settings that belong to the selected mode.
@@ -360,6 +386,11 @@ fn mode_changed(props: PropertiesRef<'_>, d: DataRef<'_>) -> bool {
         matches!(mode, Mode::Image | Mode::Video | Mode::Source),
     );
     show(S_COLOR, mode == Mode::Color);
+    show(S_FOREGROUND, mode != Mode::Blur);
+    show(
+        S_LIGHT_WRAP,
+        !matches!(mode, Mode::Blur | Mode::Transparent),
+    );
     true
 }
 
@@ -411,6 +442,12 @@ pub fn properties(parent_name: Option<&str>) -> Properties {
         fit.list_add_string(&text(key), value);
     }
     props.add_color_alpha(S_COLOR, &text(T_COLOR));
+    props
+        .add_bool(S_FOREGROUND, &text(T_FOREGROUND))
+        .set_long_description(&text(T_FOREGROUND_HINT));
+    props
+        .add_float_slider(S_LIGHT_WRAP, &text(T_LIGHT_WRAP), 0.0, 1.0, 0.01)
+        .set_long_description(&text(T_LIGHT_WRAP_HINT));
 
     props
         .add_float_slider(S_THRESHOLD, &text(T_THRESHOLD), 0.0, 1.0, 0.01)
@@ -519,15 +556,16 @@ mod tests {
     }
 
     #[test]
-    fn capture_doubles_for_refinement() {
+    fn capture_scales_for_refinement() {
         let mut s = Settings {
             refine: false,
             ..Settings::default()
         };
         assert_eq!(s.capture_size(), (256, 144));
         s.refine = true;
-        assert_eq!(s.capture_size(), (512, 288));
+        let k = REFINE_CAPTURE_SCALE as u32;
+        assert_eq!(s.capture_size(), (256 * k, 144 * k));
         s.preset = Preset::Square;
-        assert_eq!(s.capture_size(), (512, 512));
+        assert_eq!(s.capture_size(), (256 * k, 256 * k));
     }
 }

@@ -97,11 +97,17 @@ pub struct Job {
     pub pipeline: PipelineSettings,
 }
 
-/// A finished mask.
+/// A finished mask, as guided-filter coefficients ([`crate::pipeline::MaskCoefficients`]):
+/// the person probability at a frame pixel is `clamp(A * I + b, 0, 1)` with `A` (`gain`) and
+/// `b` (`mask`) sampled bilinearly and `I` the pixel's luma; without refinement `gain` is
+/// empty (0 x 0) and `mask` is the probability.
 #[derive(Debug)]
 pub struct MaskResult {
-    /// Person probability at the capture size, 0..1.
+    /// Offset `b`: the person probability (0..1) at the model size without refinement; with
+    /// refinement the coefficient `b` at the capture size.
     pub mask: Mask,
+    /// Gain `A` on the frame's luma at the capture size; empty without refinement.
+    pub gain: Mask,
     /// The frame number the mask was computed from.
     pub frame: u64,
     /// Increases by one per published mask.
@@ -473,7 +479,7 @@ fn process(
     if injected == Some(Fault::Panic) {
         panic!("injected test fault");
     }
-    let mask = match l.pipeline.process(&frame, &job.pipeline) {
+    let coef = match l.pipeline.coefficients(&frame, &job.pipeline) {
         Ok(_) if injected == Some(Fault::Error) => {
             return Outcome::Failed("inference error: injected test fault".into())
         }
@@ -489,6 +495,7 @@ fn process(
         .unwrap_or_else(|| {
             Arc::new(MaskResult {
                 mask: Mask::default(),
+                gain: Mask::default(),
                 frame: 0,
                 serial: 0,
             })
@@ -496,7 +503,11 @@ fn process(
     let Some(r) = Arc::get_mut(&mut next) else {
         return Outcome::Skipped;
     };
-    r.mask.clone_from(mask);
+    r.mask.clone_from(coef.b);
+    match coef.a {
+        Some(a) => r.gain.clone_from(a),
+        None => r.gain.set_size(0, 0),
+    }
     if injected == Some(Fault::NonFinite) {
         if let Some(v) = r.mask.data.first_mut() {
             *v = f32::NAN;
@@ -504,7 +515,13 @@ fn process(
     }
     // A NaN or infinite probability would composite as garbage (NaN weights, a faulty
     // device): never publish one.
-    if let Some(bad) = r.mask.data.iter().find(|v| !v.is_finite()) {
+    if let Some(bad) = r
+        .mask
+        .data
+        .iter()
+        .chain(&r.gain.data)
+        .find(|v| !v.is_finite())
+    {
         let msg = format!("the segmenter gave a non-finite probability ({bad})");
         *spare = Some(next);
         return Outcome::Failed(msg);
