@@ -708,3 +708,128 @@ fn light_wrap_tints_only_the_edge() {
         .count();
     assert_eq!(changed, 0, "light wrap changed pixels far from the edge");
 }
+
+/// Makes the before/after crops of `docs/obs-plugin.md` ("What the edge looks like") from
+/// frame 60 of `../shared/videos/streamer-desk-1080p.mp4`: `docs/edge-color.jpg` (colour
+/// mode: the filter before guided upsampling and foreground estimation, the capture refined
+/// at 512x288 and stretched, next to today's defaults) and `docs/edge-light-wrap.jpg` (a
+/// gradient image background, light wrap 0 next to 1). Run:
+/// `cargo test --test engine edge_pictures -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn edge_pictures() {
+    use obs_ai_background::postprocess::RefineSettings;
+    use obs_ai_background::preprocess::PlaneResizer;
+    let videos = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/videos");
+    let nth_frame = |name: &str, n: usize| -> (usize, usize, Vec<u8>) {
+        let path = videos.join(name);
+        let info = probe(&path).expect("ffprobe");
+        let mut dec = Decoder::open(&path, &info).unwrap();
+        let mut buf = Vec::new();
+        for _ in 0..=n {
+            assert!(
+                dec.next_frame(&mut buf).unwrap(),
+                "{name} is shorter than {n} frames"
+            );
+        }
+        drop(dec);
+        (info.width, info.height, buf)
+    };
+    let (w, h, rgba) = nth_frame("streamer-desk-1080p.mp4", 60);
+    let frame = FrameRef::packed(&rgba, w, h, PixelFormat::Rgba).unwrap();
+    let mut pipe = pipeline(Preset::Landscape);
+    let defaults = PipelineSettings {
+        smoothing: 0.0,
+        refine: true,
+        ..Default::default()
+    };
+    let new_prob = pipe.process(&frame, &defaults).unwrap().clone();
+    // Before: the GPU's bilinear capture at 512x288, refined there (radius 4), stretched.
+    let mut pre = Preprocessor::new(512, 288);
+    let planes = pre.run(&frame).to_vec();
+    let n = 512 * 288;
+    let capture: Vec<u8> = (0..n)
+        .flat_map(|i| [0, 1, 2].map(|c| (planes[c * n + i] * 255.0).round() as u8))
+        .collect();
+    let cframe = FrameRef::packed(&capture, 512, 288, PixelFormat::Rgb).unwrap();
+    let old_settings = PipelineSettings {
+        refine_settings: RefineSettings {
+            radius: 4,
+            capture_scale: 2,
+            ..Default::default()
+        },
+        ..defaults
+    };
+    pipe.reset();
+    let q = pipe.process(&cframe, &old_settings).unwrap().data.clone();
+    let mut old_prob = Mask::filled(w, h, 0.0);
+    PlaneResizer::default().resize(&q, (512, 288), &mut old_prob.data, (w, h));
+
+    // The crop: 360x270 around the left edge of the head, 80 px below its top.
+    let top = (0..h)
+        .find(|&y| (0..w).any(|x| new_prob.data[y * w + x] > 0.5))
+        .unwrap();
+    let y0 = (top + 80).min(h - 1);
+    let x_edge = (0..w).find(|&x| new_prob.data[y0 * w + x] > 0.5).unwrap();
+    let (cw, ch) = (360u32, 270u32);
+    let cx = (x_edge as u32).saturating_sub(cw / 2).min(w as u32 - cw);
+    let cy = (top as u32).saturating_sub(30).min(h as u32 - ch);
+    let side_by_side = |a: &RgbaImage, b: &RgbaImage, name: &str| {
+        let mut out = RgbImage::from_pixel(2 * cw + 6, ch, Rgb([255, 255, 255]));
+        for (k, img) in [a, b].into_iter().enumerate() {
+            let crop = image::imageops::crop_imm(img, cx, cy, cw, ch).to_image();
+            for (x, y, p) in crop.enumerate_pixels() {
+                out.put_pixel(x + k as u32 * (cw + 6), y, Rgb([p[0], p[1], p[2]]));
+            }
+        }
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("docs")
+            .join(name);
+        let mut file = std::fs::File::create(&path).unwrap();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut file, 85)
+            .encode_image(&out)
+            .unwrap();
+        eprintln!("{}: crop at ({cx}, {cy})", path.display());
+    };
+    let composite = |prob: &Mask, bg: Background<'_>, edges: EdgeSettings| {
+        let mut out = RgbaImage::new(0, 0);
+        Compositor::with_edges(edges).composite(
+            &frame,
+            prob,
+            AlphaSettings::default(),
+            bg,
+            &mut out,
+        );
+        out
+    };
+    let green = Background::Color([0, 177, 64, 255]);
+    side_by_side(
+        &composite(&old_prob, green, NO_EDGES),
+        &composite(&new_prob, green, EdgeSettings::default()),
+        "edge-color.jpg",
+    );
+    // A bright scene: warm light at the top left fading to deep blue.
+    let bg_img = RgbaImage::from_fn(w as u32, h as u32, |x, y| {
+        let (u, v) = (x as f32 / w as f32, y as f32 / h as f32);
+        let t = (0.6 * u + 0.8 * v).min(1.0);
+        Rgba([
+            (255.0 * (1.0 - t) + 20.0 * t) as u8,
+            (190.0 * (1.0 - t) + 40.0 * t) as u8,
+            (60.0 * (1.0 - t) + 140.0 * t) as u8,
+            255,
+        ])
+    });
+    let image_bg = Background::Image {
+        image: &bg_img,
+        fit: Fit::Cover,
+    };
+    let wrap = |light_wrap| EdgeSettings {
+        estimate_foreground: true,
+        light_wrap,
+    };
+    side_by_side(
+        &composite(&new_prob, image_bg, wrap(0.0)),
+        &composite(&new_prob, image_bg, wrap(1.0)),
+        "edge-light-wrap.jpg",
+    );
+}

@@ -606,6 +606,8 @@ fn check_properties(env: &Env) -> CheckResult {
         "source",
         "fit",
         "color",
+        "estimate_foreground",
+        "light_wrap",
         "threshold",
         "feather",
         "smoothing",
@@ -626,6 +628,8 @@ fn check_properties(env: &Env) -> CheckResult {
     ensure!(
         visible("image_path")
             && visible("fit")
+            && visible("estimate_foreground")
+            && visible("light_wrap")
             && !visible("blur_strength")
             && !visible("video_path"),
         "image mode shows {:?}",
@@ -639,7 +643,11 @@ fn check_properties(env: &Env) -> CheckResult {
     let props = rig.filter.properties();
     let visible = |name: &str| props.iter().any(|p| p.name == name && p.visible);
     ensure!(
-        visible("blur_strength") && !visible("image_path") && !visible("fit"),
+        visible("blur_strength")
+            && !visible("image_path")
+            && !visible("fit")
+            && !visible("estimate_foreground")
+            && !visible("light_wrap"),
         "blur mode shows the wrong settings"
     );
     Ok(format!(
