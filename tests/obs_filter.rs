@@ -16,17 +16,21 @@
 
 use image::{GrayImage, Rgba, RgbaImage};
 use obs_ai_background::composite::{AlphaSettings, Background, Compositor, Fit};
+use obs_ai_background::device::DeviceChoice;
 use obs_ai_background::frame::{FrameRef, PixelFormat};
 use obs_ai_background::mask::Mask;
 use obs_ai_background::metrics::{erode, iou, laplacian_energy};
+use obs_ai_background::model::{shared_segmenter, Preset, SegmentationBackend};
 use obs_ai_background::obs::calldata::CallData;
 use obs_ai_background::obs::data::Data;
 use obs_ai_background::obs::host::{self, Host, HostConfig, Image};
 use obs_ai_background::obs::source::{self, Source};
+use obs_ai_background::pipeline::{MaskPipeline, PipelineSettings};
 use obs_ai_background::postprocess::threshold_feather;
 use obs_ai_background::preprocess::PlaneResizer;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const FILTER_ID: &str = "ai_background_filter";
@@ -256,6 +260,15 @@ fn shown_mask(filter: &Source) -> Option<Mask> {
         height: h,
         data,
     })
+}
+
+/// The frame number the shown mask was computed from (0 before the first mask).
+fn shown_mask_frame(filter: &Source) -> u64 {
+    let mut cd = CallData::new();
+    cd.view().set_ptr("dst", std::ptr::null_mut());
+    cd.view().set_int("capacity", 0);
+    filter.call_proc("ai_background_mask", &mut cd);
+    cd.view().get_int("frame").unwrap_or(0) as u64
 }
 
 /// The mask resized to the frame with the engine's bilinear convention.
@@ -797,6 +810,120 @@ fn check_webcam_clip(env: &Env) -> CheckResult {
     ))
 }
 
+/// Person probability of `img` by the engine on the CPU (no smoothing), at image size.
+fn engine_mask(img: &Image) -> Result<Mask, String> {
+    let seg = shared_segmenter(Preset::Landscape, DeviceChoice::Cpu).map_err(|e| e.to_string())?;
+    let backend: Arc<dyn SegmentationBackend> = seg;
+    let frame = FrameRef::packed(&img.rgba, img.width, img.height, PixelFormat::Rgba)
+        .map_err(|e| e.to_string())?;
+    let settings = PipelineSettings {
+        smoothing: 0.0,
+        ..Default::default()
+    };
+    let mut pipeline = MaskPipeline::new(backend);
+    let mask = pipeline
+        .process(&frame, &settings)
+        .map_err(|e| e.to_string())?;
+    Ok(mask.clone())
+}
+
+/// IoU of two probability maps of the same size, each thresholded at 0.5.
+fn mask_iou(a: &Mask, b: &Mask) -> f64 {
+    let bits = |m: &Mask| m.data.iter().map(|&p| p >= 0.5).collect::<Vec<_>>();
+    iou(&bits(a), &bits(b))
+}
+
+/// A paused media source: a still picture gets no new inference; a seek while paused (a new
+/// picture, with or without a new async frame) gets a new mask within a second.
+fn check_paused_seek(env: &Env) -> CheckResult {
+    let d = data_from(&json!({
+        "is_local_file": true,
+        "local_file": fixture(env, WEBCAM_CLIP),
+        "looping": true,
+    }));
+    let clip = Source::create("ffmpeg_source", "paused", Some(&d)).ok_or("no ffmpeg_source")?;
+    let rig = Rig::new(clip, &json!({ "mode": "blur", "smoothing": 0.0 }));
+    let start = Instant::now();
+    while rig.src.as_ref().width() == 0 {
+        ensure!(
+            start.elapsed() < Duration::from_secs(10),
+            "the clip never produced a frame"
+        );
+        env.host.wait_ticks(1, Duration::from_secs(1));
+    }
+    rig.settle(env, 10)?;
+    // Paused wherever the clip is; a still picture gets no new inference.
+    rig.src.media_play_pause(true);
+    rig.frames(env, 45);
+    let before = stats(&rig.filter);
+    rig.frames(env, 2 * FPS as usize);
+    let still = stats(&rig.filter);
+    let old_mask = shown_mask(&rig.filter).ok_or("no mask")?;
+    let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let new_inference = n(&still, "worker_frames") - n(&before, "worker_frames");
+    let checks = n(&still, "idle_checks") - n(&before, "idle_checks");
+    ensure!(
+        new_inference == 0,
+        "a still, paused source got {new_inference} new inferences in 2 s: {still}"
+    );
+    ensure!(
+        checks >= 10 && n(&still, "idle_unchanged") - n(&before, "idle_unchanged") == checks,
+        "{checks} change checks in 2 s of pause: {still}"
+    );
+
+    // Seek while paused (head upright at 0.2 s). Once the picture shows the new position, a
+    // mask of it follows within a second.
+    // Seek while paused, to the other end of the clip (the head moves between 0.2 and
+    // 1.2 s). OBS shows the new picture without a new async frame (obs_source_set_video_frame).
+    let paused_picture = rig.input(env);
+    save_png(env, "paused-before-seek.png", &paused_picture);
+    let target = if rig.src.media_time() < 800 {
+        1500
+    } else {
+        200
+    };
+    rig.src.media_set_time(target);
+    let region = vec![true; paused_picture.width * paused_picture.height];
+    let t0 = Instant::now();
+    let input = loop {
+        rig.frame(env);
+        let input = rig.input(env);
+        if mean_abs_diff(&input, &paused_picture, &region) > 2.0 {
+            break input;
+        }
+        ensure!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the paused clip shows no new picture 5 s after seeking to {target} ms"
+        );
+    };
+    let seen_at = n(&stats(&rig.filter), "frames");
+    save_png(env, "paused-after-seek.png", &input);
+    let reference = engine_mask(&input)?;
+    let (w, h) = (input.width, input.height);
+    let iou_old = mask_iou(&mask_at_frame(&old_mask, w, h), &reference);
+    let mut iou_new = 0.0;
+    let mut frames_to_new_mask = None;
+    for i in 1..=FPS as usize {
+        rig.frame(env);
+        let m = shown_mask(&rig.filter).ok_or("no mask")?;
+        iou_new = mask_iou(&mask_at_frame(&m, w, h), &reference);
+        if shown_mask_frame(&rig.filter) >= seen_at && iou_new >= 0.9 && iou_new >= iou_old {
+            frames_to_new_mask = Some(i);
+            break;
+        }
+    }
+    rig.src.media_play_pause(false);
+    let Some(frames_to_new_mask) = frames_to_new_mask else {
+        return Err(format!(
+            "{FPS} frames after the seek: mask IoU {iou_new:.3} with the new picture (old mask {iou_old:.3})"
+        ));
+    };
+    Ok(format!(
+        "paused 2 s: 0 inferences, {checks} checks; seek to {target} ms: new picture's mask \
+         after {frames_to_new_mask} frames, IoU {iou_new:.3} with it (old mask {iou_old:.3})"
+    ))
+}
+
 /// Live settings changes apply on the next frames without breaking the output.
 fn check_live_settings(env: &Env) -> CheckResult {
     let id = PHOTOS[2];
@@ -1197,6 +1324,7 @@ fn main() {
         ("gpu_matches_cpu", check_gpu_matches_cpu),
         ("backgrounds", check_backgrounds),
         ("webcam_clip_async", check_webcam_clip),
+        ("paused_seek", check_paused_seek),
         ("live_settings", check_live_settings),
         ("source_resize", check_resize),
         ("bad_input", check_bad_input),

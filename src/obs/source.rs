@@ -347,6 +347,19 @@ impl Source {
         unsafe { sys::obs_source_media_play_pause(self.as_ptr(), pause) };
     }
 
+    /// Seeks a media source to `ms` milliseconds (`obs_source_media_set_time`); works while
+    /// paused.
+    pub fn media_set_time(&self, ms: i64) {
+        // SAFETY: live source; a no-op for sources that are not media.
+        unsafe { sys::obs_source_media_set_time(self.as_ptr(), ms) };
+    }
+
+    /// The position of a media source in milliseconds (`obs_source_media_get_time`).
+    pub fn media_time(&self) -> i64 {
+        // SAFETY: live source; 0 for sources that are not media.
+        unsafe { sys::obs_source_media_get_time(self.as_ptr()) }
+    }
+
     /// Calls the proc `name` on the source's proc handler; false when there is no such proc.
     pub fn call_proc(&self, name: &str, data: &mut CallData) -> bool {
         let n = cstring(name);

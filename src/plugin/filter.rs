@@ -57,6 +57,13 @@ const SOURCE_LOOKUP_TICKS: u64 = 60;
 const STALE_TICKS: u64 = 10;
 /// Ticks after which an active background video without a picture is reported.
 const VIDEO_EMPTY_TICKS: u64 = 150;
+/// Frames without a new async frame after which the source counts as paused (0.5 s at
+/// 30 fps: every webcam delivers faster), so its picture is checked for changes that came
+/// without a new frame (a paused media source that is seeked).
+const IDLE_FRAMES: u64 = 15;
+/// While the source is paused, its capture is checked every this many frames (0.1 s at
+/// 30 fps); only a capture whose checksum differs from the last segmented one is segmented.
+const IDLE_CHECK_FRAMES: u64 = 3;
 
 /// The effect's params (all required; a mismatch with the file is a load error).
 struct Params {
@@ -236,6 +243,18 @@ struct Slot {
     staged: Option<u64>,
     /// The video tick it was staged on.
     tick: u64,
+    /// Staged while the source was paused: segmented only if the picture changed.
+    check_only: bool,
+}
+
+/// What the worker last got: a capture is segmented again only if one of these differs.
+#[derive(Clone, PartialEq)]
+struct JobKey {
+    /// CRC-32 of the capture's pixels (rows without padding).
+    crc: u32,
+    size: (u32, u32),
+    model: ModelKey,
+    pipeline: crate::pipeline::PipelineSettings,
 }
 
 /// Render-thread state (only the video thread locks it, plus `destroy`).
@@ -248,6 +267,10 @@ struct RenderState {
     frame: u64,
     /// Frames with new content (every frame of a sync source; new async frames).
     fresh_frames: u64,
+    /// The frame number of the last frame with new content.
+    last_fresh_frame: u64,
+    /// The last capture handed to the worker.
+    last_job: Option<JobKey>,
     ring: [Slot; STAGE_RING],
     mask: Option<Texture>,
     mask_serial: u64,
@@ -259,6 +282,9 @@ struct RenderState {
     render_time: Duration,
     captures: u64,
     submitted: u64,
+    /// Paused-source checks, and those that found the picture unchanged.
+    idle_checks: u64,
+    idle_unchanged: u64,
     uploads: u64,
     lag_last: u64,
     lag_max: u64,
@@ -450,7 +476,12 @@ impl AiBackground {
     /// this frame if it is due.
     ///
     /// `fresh` is false when the source is async and no new frame arrived since the last
-    /// capture (a 30 fps webcam on a 60 fps canvas): nothing new to segment.
+    /// capture (a 30 fps webcam on a 60 fps canvas): nothing new to segment. Once an async
+    /// source has delivered nothing for [`IDLE_FRAMES`] (paused), every [`IDLE_CHECK_FRAMES`]-th
+    /// frame is staged anyway and segmented only if its CRC-32 (or the model settings) differ
+    /// from the last capture the worker got: a seek while paused changes the picture without
+    /// a new async frame, while a still, paused picture costs one small read-back and a
+    /// checksum, no inference.
     fn capture(&self, gfx: &Gfx<'_>, rs: &mut RenderState, s: &Settings, tick: u64, fresh: bool) {
         let Some(worker) = self.worker.as_ref() else {
             return;
@@ -469,42 +500,63 @@ impl AiBackground {
             }
             // A frame staged before the filter was hidden is not worth segmenting.
             let stale = rs.ring[i].tick + STALE_TICKS < tick;
+            let check_only = rs.ring[i].check_only;
             if let Some(surface) = rs.ring[i].surface.as_ref().filter(|_| !stale) {
                 if let Some(map) = surface.map(gfx) {
                     let (w, h) = (surface.width() as usize, surface.height() as usize);
                     let row = w * 4;
-                    let mut pixels = worker.buffer();
-                    pixels.clear();
-                    for y in 0..h {
-                        pixels.extend_from_slice(
-                            &map.data()[y * map.linesize()..y * map.linesize() + row],
-                        );
-                    }
-                    drop(map);
-                    worker.submit(Job {
-                        pixels,
-                        width: w,
-                        height: h,
-                        stride: row,
-                        frame: staged,
+                    let rows = || {
+                        (0..h).map(|y| &map.data()[y * map.linesize()..y * map.linesize() + row])
+                    };
+                    let mut crc = crc32fast::Hasher::new();
+                    rows().for_each(|r| crc.update(r));
+                    let key = JobKey {
+                        crc: crc.finalize(),
+                        size: (w as u32, h as u32),
                         model: ModelKey {
                             preset: s.preset,
                             device: s.device,
                             weights: s.weights_path.clone(),
                         },
                         pipeline: s.pipeline(),
-                    });
-                    rs.submitted += 1;
+                    };
+                    if check_only {
+                        rs.idle_checks += 1;
+                    }
+                    if check_only && rs.last_job.as_ref() == Some(&key) {
+                        rs.idle_unchanged += 1;
+                    } else {
+                        let mut pixels = worker.buffer();
+                        pixels.clear();
+                        rows().for_each(|r| pixels.extend_from_slice(r));
+                        drop(map);
+                        worker.submit(Job {
+                            pixels,
+                            width: w,
+                            height: h,
+                            stride: row,
+                            frame: staged,
+                            model: key.model.clone(),
+                            pipeline: key.pipeline,
+                        });
+                        rs.last_job = Some(key);
+                        rs.submitted += 1;
+                    }
                 }
             }
         }
 
-        // 2. Stage this frame into a free surface, every N-th new frame.
-        if !fresh {
-            return;
-        }
-        rs.fresh_frames += 1;
-        if rs.fresh_frames % u64::from(s.every_n.max(1)) != 0 {
+        // 2. Stage this frame into a free surface: every N-th new frame, and while the
+        // source is paused every IDLE_CHECK_FRAMES-th frame for a change check.
+        let due = if fresh {
+            rs.last_fresh_frame = frame;
+            rs.fresh_frames += 1;
+            rs.fresh_frames % u64::from(s.every_n.max(1)) == 0
+        } else {
+            let idle = frame.saturating_sub(rs.last_fresh_frame);
+            idle >= IDLE_FRAMES && idle % IDLE_CHECK_FRAMES == 0
+        };
+        if !due {
             return;
         }
         let Some(gpu) = rs.gpu.as_mut() else { return };
@@ -540,7 +592,10 @@ impl AiBackground {
             surface.stage(gfx, small);
             slot.staged = Some(frame);
             slot.tick = tick;
-            rs.captures += 1;
+            slot.check_only = !fresh;
+            if fresh {
+                rs.captures += 1;
+            }
         }
     }
 
@@ -845,7 +900,19 @@ impl AiBackground {
 
     /// Proc `ai_background_stats`: counters as JSON.
     fn proc_stats(&self, cd: &mut CallDataRef<'_>) {
-        let (frames, calls, time, captures, submitted, uploads, lag_last, lag_max, lag_sum, gpu_ok) = {
+        let (
+            frames,
+            calls,
+            time,
+            captures,
+            submitted,
+            idle,
+            uploads,
+            lag_last,
+            lag_max,
+            lag_sum,
+            gpu_ok,
+        ) = {
             let rs = self.render.lock();
             (
                 rs.frame,
@@ -853,6 +920,7 @@ impl AiBackground {
                 rs.render_time,
                 rs.captures,
                 rs.submitted,
+                (rs.idle_checks, rs.idle_unchanged),
                 rs.uploads,
                 rs.lag_last,
                 rs.lag_max,
@@ -881,6 +949,8 @@ impl AiBackground {
             "render_ms_avg": per(time, calls),
             "captures": captures,
             "submitted": submitted,
+            "idle_checks": idle.0,
+            "idle_unchanged": idle.1,
             "replaced": w.replaced,
             "uploads": uploads,
             "mask_lag_last": lag_last,
