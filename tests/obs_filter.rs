@@ -419,11 +419,14 @@ fn check_registration(env: &Env) -> CheckResult {
     Ok("registered as \"AI Background\" (de-DE: \"KI-Hintergrund\")".into())
 }
 
-/// The properties dialog: every setting has a label, and the mode shows its own settings.
+/// The properties dialog: every setting has a label, the mode shows its own settings, what a
+/// streamer needs is where OBS 29 shows it (info texts, the "?" of check boxes, "Show mask"
+/// next to Threshold and Edge softness, blur strength in whole pixels), and a status line
+/// says why the chosen background cannot be used, refreshed while the dialog is open.
 fn check_properties(env: &Env) -> CheckResult {
     let rig = Rig::new(
         image_source("props", &photo_path(env, PHOTOS[0])),
-        &json!({ "mode": "image" }),
+        &json!({ "mode": "image", "image_path": photo_path(env, PHOTOS[1]) }),
     );
     let props = rig.filter.properties();
     let names: Vec<&str> = props.iter().map(|p| p.name.as_str()).collect();
@@ -436,28 +439,62 @@ fn check_properties(env: &Env) -> CheckResult {
         "source",
         "fit",
         "color",
+        "background_status",
+        "show_mask",
         "threshold",
         "feather",
+        "mask_help",
         "smoothing",
         "refine",
         "model",
         "device",
         "every_n_frames",
-        "show_mask",
+        "speed_help",
     ];
     ensure!(names == expected, "properties {names:?}");
     let unlabeled: Vec<&str> = props
         .iter()
-        .filter(|p| p.description.is_empty() || p.description == p.name)
+        .filter(|p| p.description.trim().is_empty() || p.description == p.name)
+        .filter(|p| p.name != "background_status")
         .map(|p| p.name.as_str())
         .collect();
     ensure!(unlabeled.is_empty(), "no locale text for {unlabeled:?}");
+    let prop = |name: &str| props.iter().find(|p| p.name == name).cloned();
+    let blur = prop("blur_strength").ok_or("no blur strength")?;
+    ensure!(
+        blur.kind == "int" && blur.suffix == " px",
+        "blur strength is a {} slider with suffix {:?}",
+        blur.kind,
+        blur.suffix
+    );
+    for check_box in ["show_mask", "refine"] {
+        let p = prop(check_box).ok_or("missing check box")?;
+        ensure!(
+            p.kind == "bool" && !p.long_description.is_empty(),
+            "{check_box}: no \"?\" hint"
+        );
+    }
+    let mask_help = prop("mask_help").ok_or("no mask help")?;
+    ensure!(
+        mask_help.kind == "info"
+            && mask_help.visible
+            && ["Show mask", "Threshold", "Edge softness"]
+                .iter()
+                .all(|w| mask_help.description.contains(w)),
+        "mask help: {mask_help:?}"
+    );
+    let speed_help = prop("speed_help").ok_or("no speed help")?;
+    ensure!(
+        speed_help.kind == "info" && speed_help.description.contains("Edge refinement"),
+        "speed help: {speed_help:?}"
+    );
     let visible = |name: &str| props.iter().any(|p| p.name == name && p.visible);
     ensure!(
         visible("image_path")
             && visible("fit")
             && !visible("blur_strength")
-            && !visible("video_path"),
+            && !visible("video_path")
+            && !visible("background_status"),
         "image mode shows {:?}",
         props
             .iter()
@@ -465,16 +502,148 @@ fn check_properties(env: &Env) -> CheckResult {
             .map(|p| &p.name)
             .collect::<Vec<_>>()
     );
-    update(&rig.filter, &json!({ "mode": "blur" }));
+    // An old scene collection stores the blur strength as a double: it still loads.
+    update(
+        &rig.filter,
+        &json!({ "mode": "blur", "blur_strength": 12.0 }),
+    );
     let props = rig.filter.properties();
     let visible = |name: &str| props.iter().any(|p| p.name == name && p.visible);
     ensure!(
         visible("blur_strength") && !visible("image_path") && !visible("fit"),
         "blur mode shows the wrong settings"
     );
+
+    // The status line, for each reason a background cannot be used.
+    let corrupt = env.tmp.path().join("props-corrupt.png");
+    std::fs::write(&corrupt, b"not an image").map_err(|e| e.to_string())?;
+    let missing = env.tmp.path().join("missing.png");
+    // Updates of video sources apply on the next video tick.
+    let status = |settings: Value| -> Result<Option<String>, String> {
+        update(&rig.filter, &settings);
+        rig.frames(env, 2);
+        let props = rig.filter.properties();
+        let p = props
+            .iter()
+            .find(|p| p.name == "background_status")
+            .ok_or("no status line")?;
+        ensure!(p.kind == "info", "the status line is a {}", p.kind);
+        Ok(p.visible.then(|| p.description.clone()))
+    };
+    let mut lines = Vec::new();
+    let others = source::video_source_names().iter().any(|n| n != "props");
+    let cases: Vec<(Value, Option<&str>)> = vec![
+        (
+            json!({ "mode": "image", "image_path": "" }),
+            Some("No background image chosen"),
+        ),
+        (
+            json!({ "mode": "image", "image_path": missing }),
+            Some("not found: "),
+        ),
+        (
+            json!({ "mode": "image", "image_path": corrupt }),
+            Some("Cannot use the background image"),
+        ),
+        (
+            json!({ "mode": "image", "image_path": photo_path(env, PHOTOS[1]) }),
+            None,
+        ),
+        (
+            json!({ "mode": "video", "video_path": "" }),
+            Some("No background video chosen"),
+        ),
+        (
+            json!({ "mode": "video", "video_path": env.tmp.path().join("nope.mp4") }),
+            Some("not found"),
+        ),
+        (
+            json!({ "mode": "source", "source": "" }),
+            Some(if others {
+                "No background source chosen"
+            } else {
+                "no other video source"
+            }),
+        ),
+        (
+            json!({ "mode": "source", "source": "props" }),
+            Some("cannot be its own background"),
+        ),
+        (
+            json!({ "mode": "source", "source": "gone" }),
+            Some("'gone' does not exist"),
+        ),
+        (json!({ "mode": "color" }), None),
+    ];
+    for (settings, want) in cases {
+        let got = status(settings.clone())?;
+        match (want, &got) {
+            (None, None) => {}
+            (Some(w), Some(g)) if g.contains(w) => lines.push(w.to_string()),
+            _ => return Err(format!("{settings}: status {got:?}, expected {want:?}")),
+        }
+    }
+    // The same reasons in German.
+    env.host.set_locale("de-DE");
+    let german = status(json!({ "mode": "image", "image_path": "" }));
+    env.host.set_locale("en-US");
+    let german = german?.unwrap_or_default();
+    ensure!(
+        german.contains("Hintergrundbild"),
+        "de-DE status line {german:?}"
+    );
+
+    // An open dialog is asked to rebuild itself when the reason appears or goes away while
+    // the filter runs (a source removed, then added again).
+    let other = image_source("backdrop", &photo_path(env, PHOTOS[2]));
+    update(
+        &rig.filter,
+        &json!({ "mode": "source", "source": "backdrop" }),
+    );
+    rig.frames(env, 20);
+    ensure!(
+        status(json!({}))?.is_none(),
+        "status shown for an existing source"
+    );
+    let refreshes = rig
+        .filter
+        .count_signal("update_properties")
+        .ok_or("no signal handler")?;
+    other.remove();
+    drop(other);
+    let start = Instant::now();
+    while refreshes.count() == 0 {
+        ensure!(
+            start.elapsed() < Duration::from_secs(5),
+            "no update_properties after the background source was removed"
+        );
+        rig.frame(env);
+    }
+    let gone = status(json!({}))?.unwrap_or_default();
+    ensure!(
+        gone.contains("'backdrop' does not exist"),
+        "after the source was removed: {gone:?}"
+    );
+    let other = image_source("backdrop", &photo_path(env, PHOTOS[2]));
+    let start = Instant::now();
+    while refreshes.count() < 2 {
+        ensure!(
+            start.elapsed() < Duration::from_secs(5),
+            "no update_properties after the background source came back"
+        );
+        rig.frame(env);
+    }
+    ensure!(
+        status(json!({}))?.is_none(),
+        "status stays after the source came back"
+    );
+    drop(refreshes);
+    other.remove();
     Ok(format!(
-        "{} properties, labelled, per-mode visibility",
-        names.len()
+        "{} properties, labelled, hints as info texts and check box hints, int blur, \
+         status lines: {}; refreshed on source removal and return",
+        names.len(),
+        lines.join(" / ")
     ))
 }
 

@@ -19,7 +19,7 @@
 //! something is wrong (no effect, no segmenter, zero-size source, a caught panic), the video
 //! passes through untouched.
 
-use super::settings::{self, Mode, Settings};
+use super::settings::{self, Mode, Problem, Settings};
 use super::worker::{Job, MaskResult, ModelKey, Worker};
 use crate::composite::MAX_BLUR_REDUCTION;
 use crate::obs::calldata::CallDataRef;
@@ -57,6 +57,8 @@ const SOURCE_LOOKUP_TICKS: u64 = 60;
 const STALE_TICKS: u64 = 10;
 /// Ticks after which an active background video without a picture is reported.
 const VIDEO_EMPTY_TICKS: u64 = 150;
+/// Ticks between checks whether the background can be used (for the dialog's status line).
+const STATUS_TICKS: u64 = 15;
 /// Frames without a new async frame after which the source counts as paused (0.5 s at
 /// 30 fps: every webcam delivers faster), so its picture is checked for changes that came
 /// without a new frame (a paused media source that is seeked).
@@ -320,6 +322,8 @@ struct BackgroundState {
     image_path: PathBuf,
     image_generation: u64,
     pending_image: Option<RgbaImage>,
+    /// The image file exists but could not be used (decoding failed, too large).
+    image_failed: bool,
     video: Option<VideoBackground>,
     source_name: String,
     source: Option<WeakSource>,
@@ -337,6 +341,8 @@ pub struct AiBackground {
     /// The mask currently in the mask texture (what the last frame was composited with).
     shown: Mutex<Option<Arc<MaskResult>>>,
     tick: AtomicU64,
+    /// The problem the status line last showed (checked every `STATUS_TICKS`).
+    status: Mutex<Option<Problem>>,
     /// Set by `filter_video` when an async parent delivered a new frame.
     new_async_frame: AtomicBool,
     poisoned: AtomicBool,
@@ -381,6 +387,7 @@ impl AiBackground {
         let mut retired = Vec::new();
         let mut bg = self.bg.lock();
         if let Some((path, image)) = image_change {
+            bg.image_failed = image.is_none() && !path.as_os_str().is_empty();
             bg.image_path = path;
             bg.pending_image = image;
             bg.image_generation += 1;
@@ -402,6 +409,41 @@ impl AiBackground {
             bg.source_missing_logged = false;
         }
         retired
+    }
+
+    /// Why the chosen background cannot be used right now, if it cannot (the background is
+    /// blurred instead): what the settings show, else what the filter found.
+    fn problem(&self) -> Option<Problem> {
+        let s = self.settings.lock().clone();
+        let parent = self.ctx.parent().map(|p| p.name());
+        let sources = if s.mode == Mode::Source {
+            crate::obs::source::video_source_names()
+        } else {
+            Vec::new()
+        };
+        settings::settings_problem(&s, parent.as_deref(), &sources).or_else(|| {
+            let bg = self.bg.lock();
+            match s.mode {
+                Mode::Image if bg.image_failed => {
+                    Some(Problem::ImageUnreadable(s.image_path.clone()))
+                }
+                Mode::Video if bg.video.as_ref().is_some_and(|v| v.empty_logged) => {
+                    Some(Problem::VideoNoPicture(s.video_path.clone()))
+                }
+                _ => None,
+            }
+        })
+    }
+
+    /// Refreshes an open properties dialog when the status line would change.
+    fn refresh_status(&self) {
+        let problem = self.problem();
+        let mut shown = self.status.lock();
+        if *shown != problem {
+            *shown = problem;
+            drop(shown);
+            self.ctx.as_source().update_properties();
+        }
     }
 
     /// Per-tick background housekeeping: (de)activates the background video with the
@@ -1124,6 +1166,7 @@ impl VideoFilter for AiBackground {
             bg: Mutex::new(BackgroundState::default()),
             shown: Mutex::new(None),
             tick: AtomicU64::new(0),
+            status: Mutex::new(None),
             new_async_frame: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
         };
@@ -1145,12 +1188,16 @@ impl VideoFilter for AiBackground {
 
     fn properties(filter: Option<&Self>) -> Properties {
         let parent = filter.and_then(|f| f.ctx.parent().map(|p| p.name()));
-        settings::properties(parent.as_deref())
+        let problem = filter.and_then(|f| f.problem());
+        settings::properties(parent.as_deref(), problem.as_ref())
     }
 
     fn video_tick(&self, _seconds: f32) {
         let tick = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
         self.tick_background(tick);
+        if tick % STATUS_TICKS == 0 {
+            self.refresh_status();
+        }
     }
 
     fn video_render(&self, gfx: &Gfx<'_>) {
