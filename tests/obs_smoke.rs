@@ -34,7 +34,7 @@ const RECORD_SECONDS: u32 = 5;
 
 /// The scene: the webcam clip (`ffmpeg_source`) with the filter in blur mode; OBS starts
 /// recording at launch and the output-timer module stops it after `RECORD_SECONDS`.
-fn config(repo: &Path) -> common::Config<'static> {
+fn config(repo: &Path) -> common::Config {
     let webcam = json!({
         "id": "ffmpeg_source", "versioned_id": "ffmpeg_source", "name": "Webcam", "enabled": true,
         "settings": { "is_local_file": true, "local_file": repo.join(CLIP), "looping": true },
@@ -55,7 +55,7 @@ fn config(repo: &Path) -> common::Config<'static> {
     common::Config {
         size: (WIDTH, HEIGHT),
         collection: common::collection((WIDTH, HEIGHT), vec![webcam], modules),
-        global_extra: "",
+        global_extra: String::new(),
         with_plugin: true,
     }
 }

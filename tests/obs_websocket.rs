@@ -44,7 +44,6 @@ const WIDTH: u32 = 540;
 const HEIGHT: u32 = 360;
 const CLIP: &str = "tests/fixtures/obs/webcam-livingroom-2s5.mp4";
 const BACKGROUND_CLIP: &str = "tests/fixtures/obs/background-desk-480p-2s.mp4";
-const PORT: u16 = 4455;
 const FILTER: &str = "AI Background";
 const WEBCAM: &str = "Webcam";
 /// A change must show in a screenshot requested within this time after the change.
@@ -60,12 +59,18 @@ struct Client {
     next_id: u64,
 }
 
+/// A TCP port that is free now (the OS picks it), for obs-websocket to listen on.
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
 impl Client {
     /// Connects and identifies, retrying while OBS starts (up to `timeout`).
-    fn connect(obs: &mut common::Frontend, timeout: Duration) -> Result<Client, String> {
+    fn connect(obs: &mut common::Frontend, port: u16, timeout: Duration) -> Result<Client, String> {
         let start = Instant::now();
         loop {
-            let mut req = format!("ws://127.0.0.1:{PORT}")
+            let mut req = format!("ws://127.0.0.1:{port}")
                 .into_client_request()
                 .map_err(|e| e.to_string())?;
             req.headers_mut().insert(
@@ -99,7 +104,7 @@ impl Client {
                     }
                     if start.elapsed() > timeout {
                         return Err(format!(
-                            "no obs-websocket on port {PORT} after {timeout:?}: {e}"
+                            "no obs-websocket on port {port} after {timeout:?}: {e}"
                         ));
                     }
                     std::thread::sleep(Duration::from_millis(300));
@@ -267,7 +272,7 @@ fn save(name: &str, img: &Shot) {
 
 /// The scene collection: the webcam clip with the filter (blur), and an image source that
 /// serves as the background source.
-fn config(repo: &Path, backdrop: &Path, with_plugin: bool) -> common::Config<'static> {
+fn config(repo: &Path, backdrop: &Path, with_plugin: bool, port: u16) -> common::Config {
     let mut webcam = json!({
         "id": "ffmpeg_source", "versioned_id": "ffmpeg_source", "name": WEBCAM, "enabled": true,
         "settings": { "is_local_file": true, "local_file": repo.join(CLIP), "looping": true },
@@ -286,8 +291,10 @@ fn config(repo: &Path, backdrop: &Path, with_plugin: bool) -> common::Config<'st
     common::Config {
         size: (WIDTH, HEIGHT),
         collection: common::collection((WIDTH, HEIGHT), vec![webcam, backdrop], json!({})),
-        global_extra: "[OBSWebSocket]\nFirstLoad=false\nServerEnabled=true\nServerPort=4455\n\
-                       AlertsEnabled=false\nAuthRequired=false\nServerPassword=\n",
+        global_extra: format!(
+            "[OBSWebSocket]\nFirstLoad=false\nServerEnabled=true\nServerPort={port}\n\
+             AlertsEnabled=false\nAuthRequired=false\nServerPassword=\n"
+        ),
         with_plugin,
     }
 }
@@ -295,9 +302,10 @@ fn config(repo: &Path, backdrop: &Path, with_plugin: bool) -> common::Config<'st
 /// A run without the plugin: the leak count OBS itself reports at shutdown.
 fn baseline_leaks(repo: &Path, backdrop: &Path) -> Result<i64, String> {
     let home = tempfile::tempdir().map_err(|e| e.to_string())?;
-    common::prepare_home(repo, home.path(), &config(repo, backdrop, false));
+    let port = free_port()?;
+    common::prepare_home(repo, home.path(), &config(repo, backdrop, false, port));
     let mut obs = common::Frontend::start(home.path(), &[])?;
-    let mut client = Client::connect(&mut obs, Duration::from_secs(60))?;
+    let mut client = Client::connect(&mut obs, port, Duration::from_secs(60))?;
     client.request("GetVersion", json!({}))?;
     client.screenshot()?;
     drop(client);
@@ -331,10 +339,11 @@ fn run() -> Result<Vec<String>, String> {
     let leaks_without = baseline_leaks(&repo, &backdrop)?;
 
     let home = tempfile::tempdir().map_err(|e| e.to_string())?;
-    common::prepare_home(&repo, home.path(), &config(&repo, &backdrop, true));
+    let port = free_port()?;
+    common::prepare_home(&repo, home.path(), &config(&repo, &backdrop, true, port));
     let t_start = Instant::now();
     let mut obs = common::Frontend::start(home.path(), &[])?;
-    let mut client = Client::connect(&mut obs, Duration::from_secs(60))?;
+    let mut client = Client::connect(&mut obs, port, Duration::from_secs(60))?;
     lines.push(format!(
         "obs-websocket answered {:.1} s after launch",
         t_start.elapsed().as_secs_f64()

@@ -17,13 +17,13 @@ pub const LAST_VERSION: u32 = (29 << 24) | 2;
 pub const FILTER_ID: &str = "ai_background_filter";
 
 /// What goes into the throw-away OBS configuration.
-pub struct Config<'a> {
+pub struct Config {
     /// Canvas and output size in pixels.
     pub size: (u32, u32),
     /// The scene collection (`basic/scenes/<name>.json`), named `Test`.
     pub collection: serde_json::Value,
     /// Extra `global.ini` sections (e.g. `[OBSWebSocket]`), appended as is.
-    pub global_extra: &'a str,
+    pub global_extra: String,
     /// Install the freshly built plugin.
     pub with_plugin: bool,
 }
@@ -34,7 +34,7 @@ fn write(path: &Path, text: &str) {
 }
 
 /// Writes the configuration under `home`; returns the recordings folder of the profile.
-pub fn prepare_home(repo: &Path, home: &Path, config: &Config<'_>) -> PathBuf {
+pub fn prepare_home(repo: &Path, home: &Path, config: &Config) -> PathBuf {
     let cfg = home.join(".config/obs-studio");
     let rec = home.join("recordings");
     std::fs::create_dir_all(&rec).expect("mkdir recordings");
