@@ -19,7 +19,7 @@ use obs_ai_background::composite::{AlphaSettings, Background, Compositor, Fit};
 use obs_ai_background::device::DeviceChoice;
 use obs_ai_background::frame::{FrameRef, PixelFormat};
 use obs_ai_background::mask::Mask;
-use obs_ai_background::metrics::{erode, iou, laplacian_energy};
+use obs_ai_background::metrics::{erode, iou, laplacian_energy, mean_abs_rgb_diff};
 use obs_ai_background::model::{shared_segmenter, Preset, SegmentationBackend};
 use obs_ai_background::obs::calldata::CallData;
 use obs_ai_background::obs::data::Data;
@@ -88,22 +88,7 @@ fn not(m: &[bool]) -> Vec<bool> {
 
 /// Mean absolute RGB difference (0..255) over `region`.
 fn mean_abs_diff(a: &Image, b: &Image, region: &[bool]) -> f64 {
-    let (mut sum, mut n) = (0.0f64, 0usize);
-    for (i, (pa, pb)) in a
-        .rgba
-        .chunks_exact(4)
-        .zip(b.rgba.chunks_exact(4))
-        .enumerate()
-    {
-        if region[i] {
-            sum += (0..3)
-                .map(|c| (pa[c] as f64 - pb[c] as f64).abs())
-                .sum::<f64>()
-                / 3.0;
-            n += 1;
-        }
-    }
-    sum / n.max(1) as f64
+    mean_abs_rgb_diff(&a.rgba, &b.rgba, region)
 }
 
 /// Mean RGB (0..255) over `region`.
@@ -928,15 +913,16 @@ fn check_backgrounds(env: &Env) -> CheckResult {
     Ok(lines.join("; "))
 }
 
-/// The webcam clip as an async ffmpeg_source: masks are made and the background is blurred.
-fn check_webcam_clip(env: &Env) -> CheckResult {
+/// The looping webcam clip as an async `ffmpeg_source` named `name` with the filter, once the
+/// clip shows its first frame.
+fn webcam_rig(env: &Env, name: &str, settings: &Value) -> Result<Rig, String> {
     let d = data_from(&json!({
         "is_local_file": true,
         "local_file": fixture(env, WEBCAM_CLIP),
         "looping": true,
     }));
-    let clip = Source::create("ffmpeg_source", "webcam", Some(&d)).ok_or("no ffmpeg_source")?;
-    let rig = Rig::new(clip, &json!({ "mode": "blur", "blur_strength": 16.0 }));
+    let clip = Source::create("ffmpeg_source", name, Some(&d)).ok_or("no ffmpeg_source")?;
+    let rig = Rig::new(clip, settings);
     let start = Instant::now();
     while rig.src.as_ref().width() == 0 {
         ensure!(
@@ -945,6 +931,17 @@ fn check_webcam_clip(env: &Env) -> CheckResult {
         );
         env.host.wait_ticks(1, Duration::from_secs(1));
     }
+    Ok(rig)
+}
+
+/// The webcam clip as an async ffmpeg_source: masks are made and the background is blurred.
+fn check_webcam_clip(env: &Env) -> CheckResult {
+    // An old scene collection's double blur strength.
+    let rig = webcam_rig(
+        env,
+        "webcam",
+        &json!({ "mode": "blur", "blur_strength": 16.0 }),
+    )?;
     rig.settle(env, 30)?;
     let s = stats(&rig.filter);
     rig.src.media_play_pause(true);
@@ -1005,21 +1002,7 @@ fn mask_iou(a: &Mask, b: &Mask) -> f64 {
 /// A paused media source: a still picture gets no new inference; a seek while paused (a new
 /// picture, with or without a new async frame) gets a new mask within a second.
 fn check_paused_seek(env: &Env) -> CheckResult {
-    let d = data_from(&json!({
-        "is_local_file": true,
-        "local_file": fixture(env, WEBCAM_CLIP),
-        "looping": true,
-    }));
-    let clip = Source::create("ffmpeg_source", "paused", Some(&d)).ok_or("no ffmpeg_source")?;
-    let rig = Rig::new(clip, &json!({ "mode": "blur", "smoothing": 0.0 }));
-    let start = Instant::now();
-    while rig.src.as_ref().width() == 0 {
-        ensure!(
-            start.elapsed() < Duration::from_secs(10),
-            "the clip never produced a frame"
-        );
-        env.host.wait_ticks(1, Duration::from_secs(1));
-    }
+    let rig = webcam_rig(env, "paused", &json!({ "mode": "blur", "smoothing": 0.0 }))?;
     rig.settle(env, 10)?;
     // Paused wherever the clip is; a still picture gets no new inference.
     rig.src.media_play_pause(true);

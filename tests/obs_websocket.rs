@@ -27,7 +27,7 @@ use base64::Engine as _;
 use image::RgbaImage;
 use obs_ai_background::device::DeviceChoice;
 use obs_ai_background::frame::{FrameRef, PixelFormat};
-use obs_ai_background::metrics::{erode, iou, laplacian_energy};
+use obs_ai_background::metrics::{erode, iou, laplacian_energy, mean_abs_rgb_diff};
 use obs_ai_background::model::{shared_segmenter, Preset, SegmentationBackend};
 use obs_ai_background::pipeline::{MaskPipeline, PipelineSettings};
 use serde_json::{json, Value};
@@ -229,22 +229,7 @@ fn mean_over(img: &Shot, region: &[bool], f: impl Fn(&[u8]) -> f64) -> f64 {
 
 /// Mean absolute RGB difference (0..255) over `region`.
 fn rgb_diff(a: &Shot, b: &Shot, region: &[bool]) -> f64 {
-    let (mut sum, mut n) = (0.0, 0usize);
-    for ((pa, pb), &r) in a
-        .as_raw()
-        .chunks_exact(4)
-        .zip(b.as_raw().chunks_exact(4))
-        .zip(region)
-    {
-        if r {
-            sum += (0..3)
-                .map(|c| (pa[c] as f64 - pb[c] as f64).abs())
-                .sum::<f64>()
-                / 3.0;
-            n += 1;
-        }
-    }
-    sum / n.max(1) as f64
+    mean_abs_rgb_diff(a.as_raw(), b.as_raw(), region)
 }
 
 /// A background image with four coloured quadrants, and how it looks stretched to the
@@ -314,11 +299,15 @@ fn baseline_leaks(repo: &Path, backdrop: &Path) -> Result<i64, String> {
         .ok_or_else(|| format!("no leak count in the log; tail:\n{}", obs.log_tail(20)))
 }
 
-/// One settings change and what the viewer must see after it.
+/// Looks at a screenshot: what it found, or why it is not what the viewer must see.
+type Check = dyn Fn(&Shot) -> Result<String, String>;
+
+/// One settings change and what the viewer must see after it (each check fails on what the
+/// step before it shows, so a screenshot taken before the change applies cannot pass).
 struct Step {
     name: &'static str,
     settings: Value,
-    check: Box<dyn Fn(&Shot) -> Result<String, String>>,
+    check: Box<Check>,
 }
 
 fn run() -> Result<Vec<String>, String> {
@@ -436,7 +425,8 @@ fn run() -> Result<Vec<String>, String> {
                 let (r, pk, b16) = (r.clone(), person_kept.clone(), blur2.clone());
                 move |out| {
                     let ratio = laplacian_energy(out, w, h, &r.background) / bg_detail_in;
-                    if ratio > 0.6 {
+                    // Softened, but far from the 16 px blur the scene starts with (x0.002).
+                    if !(0.02..=0.6).contains(&ratio) {
                         return Err(format!("background detail x{ratio:.3}"));
                     }
                     let d = pk(out)?;
@@ -579,10 +569,15 @@ fn run() -> Result<Vec<String>, String> {
         },
         Step {
             name: "Quality model, no edge refinement",
-            settings: json!({ "feather": 0.2, "model": "quality", "refine": false }),
+            settings: json!({ "feather": 0.0, "model": "quality", "refine": false }),
             check: Box::new({
                 let r = r.clone();
                 move |out| {
+                    // Edge softness back to 0 (after 0.8) tells that the change applied.
+                    let n = soft(out);
+                    if n > 2000 {
+                        return Err(format!("{n} soft-edge pixels"));
+                    }
                     let person: Vec<bool> =
                         out.as_raw().chunks_exact(4).map(|p| p[3] >= 128).collect();
                     let truth: Vec<bool> = r.prob.iter().map(|&p| p >= 0.5).collect();

@@ -207,8 +207,8 @@ impl Frontend {
     pub fn leaks(&self) -> Option<i64> {
         self.log()
             .lines()
-            .filter_map(|l| l.split("Number of memory leaks: ").nth(1))
-            .last()
+            .rev()
+            .find_map(|l| l.split("Number of memory leaks: ").nth(1))
             .and_then(|n| n.trim().parse().ok())
     }
 }
