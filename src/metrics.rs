@@ -231,7 +231,10 @@ mod tests {
         let a = [10, 20, 30, 255, 0, 0, 0, 0];
         let b = [13, 20, 36, 0, 255, 255, 255, 255];
         assert_eq!(mean_abs_rgb_diff(&a, &b, &[true, false]), 3.0);
-        assert_eq!(mean_abs_rgb_diff(&a, &b, &[true, true]), (3.0 + 255.0) / 2.0);
+        assert_eq!(
+            mean_abs_rgb_diff(&a, &b, &[true, true]),
+            (3.0 + 255.0) / 2.0
+        );
         assert_eq!(mean_abs_rgb_diff(&a, &b, &[false, false]), 0.0);
     }
 

@@ -562,6 +562,20 @@ fn check_properties(env: &Env) -> CheckResult {
     ];
     for (settings, want) in cases {
         let got = status(settings.clone())?;
+        if settings["source"] == "gone" {
+            // The gone source stays the list's value (greyed out): OBS's dialog would
+            // otherwise pick, and store, the first source.
+            let props = rig.filter.properties();
+            let list = props
+                .iter()
+                .find(|p| p.name == "source")
+                .ok_or("no source list")?;
+            ensure!(
+                list.items.contains(&("gone".to_string(), false)),
+                "source list {:?}",
+                list.items
+            );
+        }
         match (want, &got) {
             (None, None) => {}
             (Some(w), Some(g)) if g.contains(w) => lines.push(w.to_string()),

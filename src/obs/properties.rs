@@ -244,11 +244,17 @@ unsafe extern "C" fn modified_trampoline(
 }
 
 impl Property<'_> {
-    /// Adds an entry to a string list.
-    pub fn list_add_string(&self, name: &str, value: &str) {
+    /// Adds an entry to a string list; returns its index.
+    pub fn list_add_string(&self, name: &str, value: &str) -> usize {
         let (n, v) = (cstring(name), cstring(value));
         // SAFETY: live property; OBS copies the strings.
-        unsafe { sys::obs_property_list_add_string(self.ptr.as_ptr(), n.as_ptr(), v.as_ptr()) };
+        unsafe { sys::obs_property_list_add_string(self.ptr.as_ptr(), n.as_ptr(), v.as_ptr()) }
+    }
+
+    /// Greys out entry `index` of a list: shown when it is the current value, not pickable.
+    pub fn list_item_disable(&self, index: usize) {
+        // SAFETY: live property; OBS ignores indices out of range.
+        unsafe { sys::obs_property_list_item_disable(self.ptr.as_ptr(), index, true) };
     }
 
     /// The tooltip.

@@ -110,6 +110,13 @@ impl<'a> SourceRef<'a> {
         unsafe { sys::obs_source_default_render(self.as_ptr()) };
     }
 
+    /// The current settings (as the properties dialog sees them: updates of video sources
+    /// reach their `update` callback only on the next video tick).
+    pub fn settings(&self) -> Data {
+        // SAFETY: returns a new reference.
+        unsafe { Data::from_owned(sys::obs_source_get_settings(self.as_ptr())) }.unwrap_or_default()
+    }
+
     /// Asks an open properties dialog of this source to rebuild itself
     /// (`obs_source_update_properties`: emits the `update_properties` signal, which OBS's
     /// Filters window answers by calling the properties callback again).
@@ -204,6 +211,8 @@ pub struct PropertyInfo {
     pub long_description: String,
     /// The unit after a slider's value (`" px"`), empty when none.
     pub suffix: String,
+    /// A string list's entries: value and whether it can be picked.
+    pub items: Vec<(String, bool)>,
 }
 
 /// Counts emissions of one signal of a source (disconnects on drop).
@@ -404,6 +413,18 @@ impl Source {
                     "float" => string_from(sys::obs_property_float_suffix(p)),
                     _ => String::new(),
                 };
+                let items = if kind == "list" {
+                    (0..sys::obs_property_list_item_count(p))
+                        .map(|i| {
+                            (
+                                string_from(sys::obs_property_list_item_string(p, i)),
+                                !sys::obs_property_list_item_disabled(p, i),
+                            )
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 out.push(PropertyInfo {
                     name: string_from(sys::obs_property_name(p)),
                     description: string_from(sys::obs_property_description(p)),
@@ -411,6 +432,7 @@ impl Source {
                     kind,
                     long_description: string_from(sys::obs_property_long_description(p)),
                     suffix,
+                    items,
                 });
                 if !sys::obs_property_next(&mut p) {
                     break;

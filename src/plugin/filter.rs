@@ -411,28 +411,39 @@ impl AiBackground {
         retired
     }
 
-    /// Why the chosen background cannot be used right now, if it cannot (the background is
-    /// blurred instead): what the settings show, else what the filter found.
-    fn problem(&self) -> Option<Problem> {
-        let s = self.settings.lock().clone();
+    /// Why the background of settings `s` cannot be used right now, if it cannot (the
+    /// background is blurred instead): what the settings show, else what the filter found
+    /// when it tried the same file.
+    fn problem_for(&self, s: &Settings) -> Option<Problem> {
         let parent = self.ctx.parent().map(|p| p.name());
         let sources = if s.mode == Mode::Source {
             crate::obs::source::video_source_names()
         } else {
             Vec::new()
         };
-        settings::settings_problem(&s, parent.as_deref(), &sources).or_else(|| {
+        settings::settings_problem(s, parent.as_deref(), &sources).or_else(|| {
             let bg = self.bg.lock();
             match s.mode {
-                Mode::Image if bg.image_failed => {
+                Mode::Image if bg.image_failed && bg.image_path == s.image_path => {
                     Some(Problem::ImageUnreadable(s.image_path.clone()))
                 }
-                Mode::Video if bg.video.as_ref().is_some_and(|v| v.empty_logged) => {
+                Mode::Video
+                    if bg
+                        .video
+                        .as_ref()
+                        .is_some_and(|v| v.empty_logged && v.path == s.video_path) =>
+                {
                     Some(Problem::VideoNoPicture(s.video_path.clone()))
                 }
                 _ => None,
             }
         })
+    }
+
+    /// [`Self::problem_for`] the settings in use.
+    fn problem(&self) -> Option<Problem> {
+        let s = self.settings.lock().clone();
+        self.problem_for(&s)
     }
 
     /// Refreshes an open properties dialog when the status line would change.
@@ -1188,7 +1199,12 @@ impl VideoFilter for AiBackground {
 
     fn properties(filter: Option<&Self>) -> Properties {
         let parent = filter.and_then(|f| f.ctx.parent().map(|p| p.name()));
-        let problem = filter.and_then(|f| f.problem());
+        // The settings the dialog shows, which may be newer than the ones in use (updates
+        // apply on the next video tick).
+        let problem = filter.and_then(|f| {
+            let data = f.ctx.as_source().settings();
+            f.problem_for(&Settings::from_data(data.as_ref()))
+        });
         settings::properties(parent.as_deref(), problem.as_ref())
     }
 
