@@ -692,9 +692,11 @@ mod tests {
 
     #[test]
     fn status_texts_keep_their_placeholders() {
-        let english = read_locale("en-US");
+        let english: std::collections::HashMap<String, String> =
+            read_locale("en-US").into_iter().collect();
         for locale in LOCALES {
-            for ((key, value), (_, en)) in read_locale(locale).iter().zip(&english) {
+            for (key, value) in read_locale(locale) {
+                let en = &english[&key];
                 for placeholder in ["{path}", "{name}"] {
                     assert_eq!(
                         value.contains(placeholder),
