@@ -562,7 +562,10 @@ fn check_properties(env: &Env) -> CheckResult {
     ];
     for (settings, want) in cases {
         let got = status(settings.clone())?;
-        if settings["source"] == "gone" {
+        if let Some(name) = settings["source"]
+            .as_str()
+            .filter(|n| ["gone", "props"].contains(n))
+        {
             // The gone source stays the list's value (greyed out): OBS's dialog would
             // otherwise pick, and store, the first source.
             let props = rig.filter.properties();
@@ -571,7 +574,7 @@ fn check_properties(env: &Env) -> CheckResult {
                 .find(|p| p.name == "source")
                 .ok_or("no source list")?;
             ensure!(
-                list.items.contains(&("gone".to_string(), false)),
+                list.items.contains(&(name.to_string(), false)),
                 "source list {:?}",
                 list.items
             );

@@ -556,9 +556,10 @@ pub fn properties(parent_name: Option<&str>, problem: Option<&Problem>) -> Prope
         .set_modified_callback(mode_changed);
     props.add_bool(S_VIDEO_LOOP, &text(T_VIDEO_LOOP));
     let source = props.add_string_list(S_SOURCE, &text(T_SOURCE), false);
-    // A picked source that is gone stays the list's value (greyed out, the status line says
-    // why): OBS's dialog would otherwise show, and store, the first source of the list.
-    if let Some(Problem::SourceMissing(name)) = problem {
+    // A picked source that is gone (or is the filter's own) stays the list's value (greyed
+    // out, the status line says why): OBS's dialog would otherwise show, and store, the
+    // first source of the list.
+    if let Some(Problem::SourceMissing(name) | Problem::SourceIsSelf(name)) = problem {
         let i = source.list_add_string(&format!("\u{26a0} {name}"), name);
         source.list_item_disable(i);
     }
