@@ -6,7 +6,9 @@
 //!    (the model input, or twice it with edge refinement: the GPU does the resize) and
 //!    staged into a ring of three stage surfaces; the surface staged on an earlier frame is
 //!    mapped (so the map never waits for the GPU) and its pixels go to the worker's
-//!    one-slot mailbox ([`super::worker`]);
+//!    one-slot mailbox ([`super::worker`]); an async source that delivers no new frames
+//!    (paused) is still captured every few frames, and segmented only when the capture's
+//!    CRC-32 changed (a seek while paused changes the picture without a new frame);
 //! 3. the newest mask the worker published is uploaded into an R32F texture (created once
 //!    per mask size);
 //! 4. the effect (`data/ai_background.effect`) composites at full resolution with
