@@ -680,6 +680,13 @@ fn run() -> Result<Vec<String>, String> {
             obs.log_tail(30)
         ));
     }
+    // OBS prints every log line with its level (`info:`, `warning:`, `error:`).
+    if !output.contains("info: [obs-ai-background] version") {
+        failures.push(format!(
+            "OBS's output lacks the filter's lines; tail:\n{}",
+            output.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+        ));
+    }
     let complaints: Vec<&str> = output
         .lines()
         .filter(|l| {
