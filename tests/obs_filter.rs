@@ -1076,7 +1076,9 @@ fn check_paused_seek(env: &Env) -> CheckResult {
         rig.frame(env);
         let m = shown_mask(&rig.filter).ok_or("no mask")?;
         iou_new = mask_iou(&mask_at_frame(&m, w, h), &reference);
-        if shown_mask_frame(&rig.filter) >= seen_at && iou_new >= 0.9 && iou_new >= iou_old {
+        // A mask of a capture taken after the picture changed, matching the new picture (and
+        // no worse than the old mask, which may match it too when the clip barely moved).
+        if shown_mask_frame(&rig.filter) >= seen_at && iou_new >= 0.9 && iou_new + 0.01 >= iou_old {
             frames_to_new_mask = Some(i);
             break;
         }
