@@ -853,16 +853,20 @@ fn interrupted_apply_leaves_no_partial_file() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // Wait until the encoder has written to its temporary file and both ffmpeg run.
+        // Wait until the encoder has written something (to a new file, or over the existing
+        // one) and both ffmpeg run.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         let ffmpegs = loop {
-            let temp_started = std::fs::read_dir(work.path()).unwrap().any(|e| {
+            let writing_started = std::fs::read_dir(work.path()).unwrap().any(|e| {
                 let e = e.unwrap();
-                e.file_name().to_string_lossy().starts_with(".out.mp4.")
-                    && e.metadata().unwrap().len() > 0
+                let len = e.metadata().unwrap().len();
+                let name = e.file_name().to_string_lossy().into_owned();
+                (!before.contains(&name) && len > 0)
+                    || (before.contains(&name)
+                        && std::fs::read(e.path()).unwrap() != b"the user's earlier video")
             });
             let kids = children_of(child.id());
-            if temp_started && kids.len() == 2 {
+            if writing_started && kids.len() == 2 {
                 break kids;
             }
             assert!(child.try_wait().unwrap().is_none(), "apply ended early");
