@@ -168,7 +168,13 @@ impl AtomicOutput {
     pub fn new(dest: &Path) -> Result<Self> {
         let fail = |e: std::io::Error| EngineError::Output {
             path: dest.to_path_buf(),
-            reason: e.to_string(),
+            // tempfile appends "at path <the temporary name>": the user never sees that name.
+            reason: e
+                .to_string()
+                .split(" at path ")
+                .next()
+                .unwrap_or("")
+                .to_string(),
         };
         // Write through a symlink to its target.
         let dest = fs::canonicalize(dest).unwrap_or_else(|_| dest.to_path_buf());
@@ -179,6 +185,12 @@ impl AtomicOutput {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        if !dir.is_dir() {
+            return Err(fail(std::io::Error::other(format!(
+                "the folder {} does not exist",
+                dir.display()
+            ))));
+        }
         let name = dest
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

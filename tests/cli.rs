@@ -376,6 +376,26 @@ fn missing_image_is_one_error_line() {
     assert!(listing(dir.path()).is_empty());
 }
 
+/// An output in a folder that does not exist: "cannot write", before any work.
+#[test]
+fn unwritable_output_is_one_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-folder");
+    for (input, name) in [(photo(), "o.png"), (clip(), "o.mp4")] {
+        let output = missing.join(name);
+        let out = run(&["apply", s(&input), "-o", s(&output), "--mode", "color"]);
+        assert_one_error_line(
+            &out,
+            &format!(
+                "cannot write {}: the folder {} does not exist",
+                output.display(),
+                missing.display()
+            ),
+        );
+    }
+    assert!(listing(dir.path()).is_empty());
+}
+
 /// A JPEG cut after its header or at half its size, and a PNG cut at half: one error line
 /// naming the file, no output (today's decoders fill the missing half of a JPEG with grey).
 #[test]

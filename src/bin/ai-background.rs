@@ -676,6 +676,7 @@ fn bench(
     let mut out = RgbaImage::new(w as u32, h as u32);
     let mut stages: [Vec<Duration>; 5] = Default::default();
     for i in 0..frames + 5 {
+        check_interrupt()?;
         let t0 = Instant::now();
         let prob = pipeline.process(&frame, &settings)?;
         let t1 = Instant::now();
