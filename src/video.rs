@@ -91,12 +91,12 @@ fn spawn_error(program: &'static str, e: std::io::Error) -> VideoError {
     }
 }
 
-/// Reads the size, rate, frame count and audio presence of `path` with ffprobe.
+/// ffprobe's JSON for `path`: `-show_streams -show_format` (every stream's fields, side data
+/// and tags, and the container's duration).
 ///
 /// # Errors
-/// [`VideoError::MissingProgram`] without ffprobe, [`VideoError::Probe`] for unreadable
-/// input or a file without a video stream.
-pub fn probe(path: &Path) -> Result<VideoInfo, VideoError> {
+/// As [`probe`].
+pub fn probe_json(path: &Path) -> Result<serde_json::Value, VideoError> {
     let out = Command::new("ffprobe")
         .args([
             "-v",
@@ -121,6 +121,20 @@ pub fn probe(path: &Path) -> Result<VideoInfo, VideoError> {
     }
     let json: serde_json::Value =
         serde_json::from_slice(&out.stdout).map_err(|e| fail(e.to_string()))?;
+    Ok(json)
+}
+
+/// Reads the size, rate, frame count and audio presence of `path` with ffprobe.
+///
+/// # Errors
+/// [`VideoError::MissingProgram`] without ffprobe, [`VideoError::Probe`] for unreadable
+/// input or a file without a video stream.
+pub fn probe(path: &Path) -> Result<VideoInfo, VideoError> {
+    let json = probe_json(path)?;
+    let fail = |reason: String| VideoError::Probe {
+        path: path.to_path_buf(),
+        reason,
+    };
     let streams = json["streams"].as_array().cloned().unwrap_or_default();
     let video = streams
         .iter()

@@ -28,31 +28,20 @@ fn clip() -> PathBuf {
     repo("tests/fixtures/clips/thumbs-up-360p-2s.mp4")
 }
 
-/// Runs the `ffmpeg` program (test media are made with it, into temporary folders).
-fn ffmpeg(args: &[&str]) {
+/// Runs the `ffmpeg` program with `args` split at spaces (test media are made with it, into
+/// temporary folders, whose paths have no spaces).
+fn ffmpeg(args: &str) {
     let out = Command::new("ffmpeg")
         .args(["-v", "error", "-nostdin", "-y"])
-        .args(args)
+        .args(args.split_whitespace())
         .output()
         .expect("run ffmpeg");
-    assert!(out.status.success(), "ffmpeg {args:?}: {}", stderr(&out));
+    assert!(out.status.success(), "ffmpeg {args}: {}", stderr(&out));
 }
 
 /// `(video stream duration, audio stream duration, container duration)` in seconds.
 fn durations(path: &Path) -> (Option<f64>, Option<f64>, f64) {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-of",
-            "json",
-            "-show_streams",
-            "-show_format",
-        ])
-        .arg(path)
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = obs_ai_background::video::probe_json(path).unwrap();
     let num = |x: &serde_json::Value| x.as_str().and_then(|s| s.parse::<f64>().ok());
     let stream = |kind: &str| {
         v["streams"]
@@ -851,15 +840,11 @@ fn interrupted_apply_leaves_no_partial_file() {
     let dir = tempfile::tempdir().unwrap();
     let long = dir.path().join("long.mp4");
     // 8 s: long enough that the signal lands mid-way.
-    ffmpeg(&[
-        "-stream_loop",
-        "3",
-        "-i",
+    ffmpeg(&format!(
+        "-stream_loop 3 -i {} -c copy {}",
         s(&clip()),
-        "-c",
-        "copy",
-        s(&long),
-    ]);
+        s(&long)
+    ));
     for (signal, code, existing) in [("INT", 130, false), ("TERM", 143, true)] {
         let work = tempfile::tempdir_in(dir.path()).unwrap();
         let output = work.path().join("out.mp4");
@@ -949,33 +934,17 @@ fn rotated_video_comes_out_upright() {
     // upright.
     image::imageops::rotate90(&upright).save(&frame).unwrap();
     let stored = dir.path().join("stored.mp4");
-    ffmpeg(&[
-        "-loop",
-        "1",
-        "-i",
+    ffmpeg(&format!(
+        "-loop 1 -i {} -t 0.3 -r 10 -c:v libx264 -crf 10 -pix_fmt yuv420p {}",
         s(&frame),
-        "-t",
-        "0.3",
-        "-r",
-        "10",
-        "-c:v",
-        "libx264",
-        "-crf",
-        "10",
-        "-pix_fmt",
-        "yuv420p",
-        s(&stored),
-    ]);
+        s(&stored)
+    ));
     let rotated = dir.path().join("rotated.mp4");
-    ffmpeg(&[
-        "-i",
+    ffmpeg(&format!(
+        "-i {} -c copy -metadata:s:v rotate=90 {}",
         s(&stored),
-        "-c",
-        "copy",
-        "-metadata:s:v",
-        "rotate=90",
-        s(&rotated),
-    ]);
+        s(&rotated)
+    ));
     let output = dir.path().join("out.mp4");
     let out = run(&["apply", s(&rotated), "-o", s(&output), "--blur", "0"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -998,29 +967,12 @@ fn rotated_video_comes_out_upright() {
 fn variable_frame_rate_keeps_duration_and_audio() {
     let dir = tempfile::tempdir().unwrap();
     let vfr = dir.path().join("vfr.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=160x90:rate=30",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=48000",
-        "-t",
-        "2.9",
-        "-vf",
-        "setpts='if(lt(N,30),N/30,1+(N-30)/10)/TB'",
-        "-fps_mode",
-        "vfr",
-        "-c:v",
-        "libx264",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        s(&vfr),
-    ]);
+    ffmpeg(&format!(
+        "-f lavfi -i testsrc2=size=160x90:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
+         -t 2.9 -vf setpts='if(lt(N,30),N/30,1+(N-30)/10)/TB' -fps_mode vfr -c:v libx264 \
+         -pix_fmt yuv420p -c:a aac {}",
+        s(&vfr)
+    ));
     let output = dir.path().join("out.mp4");
     let out = run(&["apply", s(&vfr), "-o", s(&output), "--mode", "color"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -1057,23 +1009,11 @@ fn audio_of_another_length_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     for (video_s, audio_s) in [("2", "1"), ("1", "2")] {
         let input = dir.path().join(format!("v{video_s}a{audio_s}.mkv"));
-        ffmpeg(&[
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("testsrc2=size=160x90:rate=10:duration={video_s}"),
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("sine=sample_rate=48000:duration={audio_s}"),
-            "-c:v",
-            "libx264",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            s(&input),
-        ]);
+        ffmpeg(&format!(
+            "-f lavfi -i testsrc2=size=160x90:rate=10:duration={video_s} -f lavfi \
+         -i sine=sample_rate=48000:duration={audio_s} -c:v libx264 -pix_fmt yuv420p -c:a aac {}",
+            s(&input)
+        ));
         let output = dir.path().join(format!("out{video_s}{audio_s}.mp4"));
         let out = run(&["apply", s(&input), "-o", s(&output), "--mode", "color"]);
         assert!(out.status.success(), "{}", stderr(&out));
@@ -1091,19 +1031,10 @@ fn audio_of_another_length_is_kept() {
 fn odd_frame_size_encodes() {
     let dir = tempfile::tempdir().unwrap();
     let odd = dir.path().join("odd.mkv");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=640x480:rate=10",
-        "-t",
-        "0.5",
-        "-vf",
-        "scale=641:479",
-        "-c:v",
-        "ffv1",
-        s(&odd),
-    ]);
+    ffmpeg(&format!(
+        "-f lavfi -i testsrc2=size=640x480:rate=10 -t 0.5 -vf scale=641:479 -c:v ffv1 {}",
+        s(&odd)
+    ));
     let output = dir.path().join("out.mp4");
     let out = run(&["apply", s(&odd), "-o", s(&output), "--blur", "0"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -1127,21 +1058,11 @@ fn odd_frame_size_encodes() {
 fn damaged_video_reports_undecodable_frames() {
     let dir = tempfile::tempdir().unwrap();
     let clean = dir.path().join("clean.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=160x120:rate=30",
-        "-t",
-        "2",
-        "-c:v",
-        "libx264",
-        "-g",
-        "10",
-        "-pix_fmt",
-        "yuv420p",
-        s(&clean),
-    ]);
+    ffmpeg(&format!(
+        "-f lavfi -i testsrc2=size=160x120:rate=30 -t 2 -c:v libx264 -g 10 -pix_fmt yuv420p \
+         {}",
+        s(&clean)
+    ));
     let mut bytes = std::fs::read(&clean).unwrap();
     // 3000 pseudo-random bytes (a fixed LCG) a third of the way in.
     let mut x = 12345u32;
