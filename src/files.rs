@@ -273,10 +273,19 @@ mod tests {
         }
         assert_eq!(fs::read(&dest).unwrap(), b"old");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        #[cfg(unix)]
+        use std::os::unix::fs::PermissionsExt;
+        #[cfg(unix)]
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o640)).unwrap();
         let out = AtomicOutput::new(&dest).unwrap();
         fs::write(out.path(), b"new").unwrap();
         out.persist().unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"new");
+        #[cfg(unix)]
+        assert_eq!(
+            fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -287,8 +287,11 @@ pub struct DecodeReport {
     pub frames: u64,
     /// Input frames (packets) that could not be decoded: the stream's stored frame count
     /// minus the frames the decoder produced before resampling, or at least the number of
-    /// "Error while decoding" lines. Their neighbours were repeated in their place.
+    /// "Error while decoding" lines. Inside the clip their neighbours are repeated in their
+    /// place (constant rate); missing at the end (a cut download), the output is shorter.
     pub undecodable: u64,
+    /// The stream's stored frame count, if the container says.
+    pub stored_frames: Option<u64>,
     /// ffmpeg's first error line, if it printed any.
     pub first_error: Option<String>,
 }
@@ -405,6 +408,7 @@ impl Decoder {
         Ok(DecodeReport {
             frames: self.frames,
             undecodable: missing.max(said.decode_errors),
+            stored_frames: self.stored_frames,
             first_error: said.first.first().cloned(),
         })
     }

@@ -382,6 +382,9 @@ fn unwritable_output_is_one_error_line() {
             ),
         );
     }
+    let odd = dir.path().join("o.xyz");
+    let out = run(&["apply", s(&photo()), "-o", s(&odd)]);
+    assert_one_error_line(&out, "unknown image extension");
     assert!(listing(dir.path()).is_empty());
 }
 
@@ -1052,42 +1055,49 @@ fn odd_frame_size_encodes() {
     assert!(diff < 4.0, "picture differs by {diff:.2}");
 }
 
-/// A clip with a damaged stretch: the run completes and reports how many frames could not be
-/// decoded, with ffmpeg's first error line.
+/// A clip with a damaged stretch, and a download cut at half its size: the run completes and
+/// reports how many frames could not be decoded, with ffmpeg's first error line.
 #[test]
 fn damaged_video_reports_undecodable_frames() {
     let dir = tempfile::tempdir().unwrap();
     let clean = dir.path().join("clean.mp4");
     ffmpeg(&format!(
         "-f lavfi -i testsrc2=size=160x120:rate=30 -t 2 -c:v libx264 -g 10 -pix_fmt yuv420p \
-         {}",
+         -movflags +faststart {}",
         s(&clean)
     ));
-    let mut bytes = std::fs::read(&clean).unwrap();
+    let bytes = std::fs::read(&clean).unwrap();
+    let mut damaged = bytes.clone();
     // 3000 pseudo-random bytes (a fixed LCG) a third of the way in.
     let mut x = 12345u32;
     let start = bytes.len() / 3;
-    for b in &mut bytes[start..start + 3000] {
+    for b in &mut damaged[start..start + 3000] {
         x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
         *b = (x >> 16) as u8;
     }
-    let damaged = dir.path().join("damaged.mp4");
-    std::fs::write(&damaged, bytes).unwrap();
-    let output = dir.path().join("out.mp4");
-    let out = run(&["apply", s(&damaged), "-o", s(&output), "--mode", "color"]);
-    let err = stderr(&out);
-    assert!(out.status.success(), "{err}");
-    let warning = err
-        .lines()
-        .find(|l| l.starts_with("warning: ") && l.contains("could not be decoded"))
-        .unwrap_or_else(|| panic!("no warning in: {err}"));
-    let count: u64 = warning
-        .split(": ")
-        .nth(2)
-        .and_then(|t| t.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no count in {warning}"));
-    assert!((1..60).contains(&count), "{warning}");
-    assert!(warning.contains("(ffmpeg: ["), "{warning}");
-    assert!(output.exists());
+    let cut = bytes[..bytes.len() / 2].to_vec();
+    for (name, content) in [("damaged.mp4", damaged), ("cut.mp4", cut)] {
+        let input = dir.path().join(name);
+        std::fs::write(&input, content).unwrap();
+        let output = dir.path().join(format!("out-{name}"));
+        let out = run(&["apply", s(&input), "-o", s(&output), "--mode", "color"]);
+        let err = stderr(&out);
+        assert!(out.status.success(), "{name}: {err}");
+        let warning = err
+            .lines()
+            .find(|l| l.starts_with("warning: ") && l.contains("of 60 frames could not be decoded"))
+            .unwrap_or_else(|| panic!("{name}: no warning in: {err}"));
+        let count: u64 = warning
+            .split(": ")
+            .nth(2)
+            .and_then(|t| t.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count in {warning}"));
+        assert!((1..60).contains(&count), "{warning}");
+        assert!(warning.contains("(ffmpeg: ["), "{warning}");
+        let written = obs_ai_background::video::probe(&output)
+            .unwrap()
+            .stored_frames;
+        assert!(warning.ends_with(&format!("the output has {} frames", written.unwrap())));
+    }
 }

@@ -569,9 +569,13 @@ fn apply_video(args: &ApplyArgs, applier: &mut Applier<'_>) -> Result<()> {
     check_interrupt()?;
     out_file.persist()?;
     if report.undecodable > 0 {
+        let of = report
+            .stored_frames
+            .map(|n| format!(" of {n}"))
+            .unwrap_or_default();
         eprintln!(
-            "warning: {}: {} frame(s) could not be decoded, the frames beside them were \
-             repeated in their place (ffmpeg: {})",
+            "warning: {}: {}{of} frames could not be decoded (ffmpeg: {}); the output has {count} \
+             frames",
             args.input.display(),
             report.undecodable,
             report.first_error.as_deref().unwrap_or("no message")
