@@ -676,7 +676,7 @@ fn numeric_options_are_validated() {
         ),
         (vec!["--threshold", "1.5"], "1.5 is outside 0 to 1"),
         (vec!["--feather", "inf"], "inf is not a number"),
-        (vec!["--feather=-0.1"], "outside 0 to 1"),
+        (vec!["--feather", "-0.1"], "-0.1 is outside 0 to 1"),
         (vec!["--smoothing", "2"], "outside 0 to 1"),
         (vec!["--blur", "1e9"], "outside 0 to 100"),
         (vec!["--blur=-inf"], "-inf is not a number"),
@@ -701,7 +701,7 @@ fn numeric_options_are_validated() {
             "--threshold",
             "NaN",
         ],
-        vec!["eval", "--images", "x", "--masks", "y", "--threshold=-1"],
+        vec!["eval", "--images", "x", "--masks", "y", "--threshold", "-1"],
         vec!["bench", "--frames", "0"],
         vec!["bench", "--size", "100000x10"],
     ] {

@@ -56,7 +56,7 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
         /// Write a hard 0/255 mask cut at this probability (0..1) instead of the probability.
-        #[arg(long, value_parser = parse_unit)]
+        #[arg(long, value_parser = parse_unit, allow_negative_numbers = true)]
         threshold: Option<f32>,
         #[command(flatten)]
         model: ModelArgs,
@@ -72,7 +72,7 @@ enum Command {
         #[arg(long)]
         masks: PathBuf,
         /// Probability at which a pixel counts as person (0..1).
-        #[arg(long, default_value_t = 0.5, value_parser = parse_unit)]
+        #[arg(long, default_value_t = 0.5, value_parser = parse_unit, allow_negative_numbers = true)]
         threshold: f32,
         /// Print one JSON object instead of a table.
         #[arg(long)]
@@ -121,7 +121,7 @@ struct ModelArgs {
     #[arg(long, default_value_t = 0, value_parser = parse_refine_radius)]
     refine_radius: usize,
     /// Guided-filter epsilon, 1e-6 to 1 (variance of the 0..1 guide treated as flat).
-    #[arg(long, default_value_t = DEFAULT_REFINE_EPSILON, value_parser = parse_refine_eps)]
+    #[arg(long, default_value_t = DEFAULT_REFINE_EPSILON, value_parser = parse_refine_eps, allow_negative_numbers = true)]
     refine_eps: f32,
 }
 
@@ -148,7 +148,7 @@ struct ApplyArgs {
     #[arg(long, value_enum, default_value_t = Mode::Blur)]
     mode: Mode,
     /// Blur strength: Gaussian sigma in output pixels, 0 to 100.
-    #[arg(long, default_value_t = 12.0, value_parser = parse_blur)]
+    #[arg(long, default_value_t = 12.0, value_parser = parse_blur, allow_negative_numbers = true)]
     blur: f32,
     /// Background image for --mode image.
     #[arg(long)]
@@ -161,13 +161,13 @@ struct ApplyArgs {
     #[arg(long, default_value = "#00b140", value_parser = parse_color)]
     color: [u8; 4],
     /// Probability at which a pixel counts as person (0..1).
-    #[arg(long, default_value_t = obs_ai_background::composite::DEFAULT_THRESHOLD, value_parser = parse_unit)]
+    #[arg(long, default_value_t = obs_ai_background::composite::DEFAULT_THRESHOLD, value_parser = parse_unit, allow_negative_numbers = true)]
     threshold: f32,
     /// Edge softness in probability units (0..1).
-    #[arg(long, default_value_t = obs_ai_background::composite::DEFAULT_FEATHER, value_parser = parse_unit)]
+    #[arg(long, default_value_t = obs_ai_background::composite::DEFAULT_FEATHER, value_parser = parse_unit, allow_negative_numbers = true)]
     feather: f32,
     /// Temporal smoothing strength for videos (0..1).
-    #[arg(long, default_value_t = obs_ai_background::pipeline::DEFAULT_SMOOTHING, value_parser = parse_unit)]
+    #[arg(long, default_value_t = obs_ai_background::pipeline::DEFAULT_SMOOTHING, value_parser = parse_unit, allow_negative_numbers = true)]
     smoothing: f32,
     #[command(flatten)]
     model: ModelArgs,
