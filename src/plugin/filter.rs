@@ -3,17 +3,21 @@
 //! Per frame, on the render thread (`video_render`, inside the graphics context):
 //! 1. the filter's target is rendered once per frame into a texrender at its own size;
 //! 2. on every N-th frame that texture is drawn into a small texrender at the capture size
-//!    (the model input, or twice it with edge refinement: the GPU does the resize) and
+//!    (the model input times `postprocess::REFINE_CAPTURE_SCALE` with edge refinement, 1:
+//!    the model input; the GPU does the resize) and
 //!    staged into a ring of three stage surfaces; the surface staged on an earlier frame is
 //!    mapped (so the map never waits for the GPU) and its pixels go to the worker's
 //!    one-slot mailbox ([`super::worker`]); an async source that delivers no new frames
 //!    (paused) is still captured every few frames, and segmented only when the capture's
 //!    CRC-32 changed (a seek while paused changes the picture without a new frame);
 //! 3. the newest mask the worker published is uploaded into an R32F texture (created once
-//!    per mask size);
+//!    per mask size), with edge refinement beside a second one: the guided filter's `b` and
+//!    `A`, which the effect applies with the full-resolution frame as guide;
 //! 4. the effect (`data/ai_background.effect`) composites at full resolution with
 //!    premultiplied alpha (blend ONE, INVSRCALPHA): one technique per mode plus the mask
-//!    view; blur first runs the Reduce and two BlurPass passes at reduced resolution.
+//!    view; blur first runs the Reduce and two BlurPass passes at reduced resolution, the
+//!    replace modes the same for foreground estimation and ReduceBackground and two
+//!    BlurPass passes for light wrap.
 //!
 //! Nothing here waits on inference: the mask is at most two frames behind its frame when the
 //! worker keeps up (staged on frame n, mapped and sent on n + 1, shown on n + 2 at the

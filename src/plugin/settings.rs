@@ -187,10 +187,10 @@ pub const DEFAULT_BLUR: i64 = 16;
 pub const BLUR_RANGE: (i32, i32) = (0, 100);
 /// Default temporal smoothing (the engine's `pipeline::DEFAULT_SMOOTHING`).
 pub const DEFAULT_SMOOTHING_F64: f64 = DEFAULT_SMOOTHING as f64;
-/// Default edge refinement (guided filter on a 2x capture): on. On the annotated development
-/// sets it lifts boundary F by 0.008 to 0.020 and mean IoU by 0.003 to 0.004 (README); it costs
-/// the worker about 1.6 ms per frame on one core (`ai-background bench --size 512x288
-/// --refine` vs `--size 256x144`).
+/// Default edge refinement (guided upsampling: the worker computes the guided filter's
+/// coefficients at the model size, the effect applies them at full resolution): on. On the
+/// annotated development sets it lifts boundary F by 0.013 to 0.015 and mean IoU by 0.004 to
+/// 0.005 over no refinement (landscape, README); `docs/obs-plugin.md` has its cost.
 pub const DEFAULT_REFINE: bool = true;
 /// Default foreground colour estimation in the replace modes: on (`composite::EdgeSettings`).
 pub const DEFAULT_FOREGROUND: bool = true;
