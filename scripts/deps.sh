@@ -5,6 +5,8 @@
 #                             OBS headers and plugins, libclang for bindgen, Xvfb + Mesa for
 #                             the headless tests, ffmpeg for the recording smoke test)
 #   scripts/deps.sh --build   only what building and running the plugin needs
+#   scripts/deps.sh --windows the build packages plus the Windows cross build, its tests
+#                             under Wine and the packaging (MinGW-w64, Wine, NSIS, zip)
 #
 # Idempotent and quick when everything is installed (no apt-get call at all then).
 # Uses sudo when not run as root.
@@ -12,12 +14,14 @@ set -euo pipefail
 
 build_pkgs=(pkg-config libclang-dev libobs-dev obs-studio)
 test_pkgs=(obs-plugins xvfb xauth libgl1-mesa-dri libegl1 libegl-mesa0 ffmpeg)
+windows_pkgs=(mingw-w64 wine64 wine nsis zip)
 
 pkgs=("${build_pkgs[@]}")
 case "${1:-}" in
   --build) ;;
   "") pkgs+=("${test_pkgs[@]}") ;;
-  *) echo "usage: $0 [--build]" >&2; exit 2 ;;
+  --windows) pkgs+=("${windows_pkgs[@]}") ;;
+  *) echo "usage: $0 [--build|--windows]" >&2; exit 2 ;;
 esac
 # Rust needs a C linker; a machine with "only Rust" may lack one.
 command -v cc >/dev/null 2>&1 || pkgs+=(build-essential)
