@@ -63,6 +63,18 @@ fn spawn_error(program: &'static str, e: std::io::Error) -> VideoError {
     }
 }
 
+/// Whether the `ffprobe` program (FFmpeg) can be started from `PATH`. The tests of Windows
+/// builds, run under Wine on Linux, skip their video cases when it cannot (no Windows FFmpeg
+/// there).
+pub fn ffprobe_available() -> bool {
+    Command::new("ffprobe")
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
 /// Reads the size, rate, frame count and audio presence of `path` with ffprobe.
 ///
 /// # Errors
