@@ -127,8 +127,8 @@ fn main() {
     src.dec_active();
     src.filter_remove(&filter);
     src.remove();
-    drop(filter);
-    drop(src);
+    // Every OBS reference goes before obs_shutdown, or it counts as a leak.
+    drop((filter, src, fs, settings));
     host.wait_for_destroy_queue();
     let errors: Vec<String> = host
         .log_lines()
