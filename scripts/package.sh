@@ -41,9 +41,6 @@ version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 [ -n "$version" ] || { echo "package: no version in Cargo.toml" >&2; exit 1; }
 
 scripts/deps.sh --windows
-if ! rustup target list --installed 2>/dev/null | grep -qx "$T"; then
-  rustup target add "$T"
-fi
 
 echo "package: building $name $version ($profile) for Linux and Windows x64"
 stage=$(mktemp -d)

@@ -21,10 +21,6 @@ esac
 
 T=x86_64-pc-windows-gnu
 scripts/deps.sh --windows
-if ! rustup target list --installed 2>/dev/null | grep -qx "$T"; then
-  command -v rustup >/dev/null 2>&1 || { echo "windows-test: needs rustup for the $T target" >&2; exit 1; }
-  rustup target add "$T"
-fi
 
 # shellcheck source=scripts/wine-env.sh
 . scripts/wine-env.sh
