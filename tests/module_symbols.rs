@@ -152,16 +152,14 @@ fn linux_module_exports_and_imports_match_libobs() {
         .filter(|n| !linux_only(n))
         .cloned()
         .collect();
-    assert!(
-        imported.len() > 50,
-        "only {} libobs imports",
-        imported.len()
-    );
-    let not_in_def: Vec<_> = imported.difference(&def).collect();
-    assert!(
-        not_in_def.is_empty(),
-        "imports outside obs.def: {not_in_def:?}"
-    );
+    assert_imports_within(&imported, &def, "Linux module's libobs (against obs.def)");
+}
+
+/// At least 50 imports (the module's libobs calls were found), all of them in `allowed`.
+fn assert_imports_within(imports: &BTreeSet<String>, allowed: &BTreeSet<String>, what: &str) {
+    assert!(imports.len() > 50, "only {} {what} imports", imports.len());
+    let outside: Vec<_> = imports.difference(allowed).collect();
+    assert!(outside.is_empty(), "{what} imports outside: {outside:?}");
 }
 
 /// Undefined symbols of the objects in an rlib (`nm --undefined-only`; the rlib's metadata
@@ -249,16 +247,7 @@ fn windows_dll_exports_and_imports_match_libobs() {
         .collect();
     assert_eq!(from_obs.len(), 1, "imports obs.dll once: {dlls:?}");
     let from_obs = from_obs[0];
-    assert!(
-        from_obs.len() > 50,
-        "only {} obs.dll imports",
-        from_obs.len()
-    );
-    let outside: Vec<_> = from_obs.difference(&libobs).collect();
-    assert!(
-        outside.is_empty(),
-        "imports from obs.dll that libobs 29 does not export: {outside:?}"
-    );
+    assert_imports_within(from_obs, &libobs, "obs.dll (against libobs 29's exports)");
     assert!(from_obs.is_subset(&def_names()));
     // Only obs.dll of OBS's libraries, and only system DLLs besides it.
     for d in &dlls {
