@@ -94,8 +94,16 @@ fn def_names() -> BTreeSet<String> {
         .collect()
 }
 
-fn expected_exports() -> BTreeSet<String> {
-    MODULE_EXPORTS.iter().map(|s| s.to_string()).collect()
+/// The exports of `path` are exactly [`MODULE_EXPORTS`] (on failure: the first 20 extra names).
+fn assert_module_exports(exports: &BTreeSet<String>, path: &Path) {
+    let expected: BTreeSet<String> = MODULE_EXPORTS.iter().map(|s| s.to_string()).collect();
+    let missing: Vec<_> = expected.difference(exports).collect();
+    let extra: Vec<_> = exports.difference(&expected).take(20).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "exports of {}: missing {missing:?}, extra (first 20) {extra:?}",
+        path.display()
+    );
 }
 
 /// libobs 29's export list must hold the module's imports; sanity-check that it is libobs.
@@ -123,12 +131,7 @@ fn linux_module_exports_and_imports_match_libobs() {
     let libobs = libobs_exports();
     let module = built_module().expect("build the module first (cargo build)");
     let exports = nm_dynamic(&module, "--defined-only");
-    assert_eq!(
-        exports,
-        expected_exports(),
-        "exports of {}",
-        module.display()
-    );
+    assert_module_exports(&exports, &module);
     // Every libobs function the crate's objects reference (the rlib beside the module): what
     // a PE link must resolve, so what obs.def must list.
     let rlib = module.with_file_name("libobs_ai_background.rlib");
@@ -238,7 +241,7 @@ fn windows_dll_exports_and_imports_match_libobs() {
     };
     let libobs = libobs_exports();
     let (exports, imports) = pe_tables(&dll);
-    assert_eq!(exports, expected_exports(), "exports of {}", dll.display());
+    assert_module_exports(&exports, &dll);
     let dlls: Vec<&str> = imports.iter().map(|(d, _)| d.as_str()).collect();
     let from_obs: Vec<&BTreeSet<String>> = imports
         .iter()
