@@ -91,6 +91,18 @@ fn spawn_error(program: &'static str, e: std::io::Error) -> VideoError {
     }
 }
 
+/// Whether the `ffprobe` program (FFmpeg) can be started from `PATH`. The tests of Windows
+/// builds, run under Wine on Linux, skip their video cases when it cannot (no Windows FFmpeg
+/// there).
+pub fn ffprobe_available() -> bool {
+    Command::new("ffprobe")
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
 /// ffprobe's JSON for `path`: `-show_streams -show_format` (every stream's fields, side data
 /// and tags, and the container's duration).
 ///
