@@ -27,6 +27,7 @@ pub const S_SOURCE: &str = "source";
 pub const S_FIT: &str = "fit";
 pub const S_COLOR: &str = "color";
 pub const S_SHOW_MASK: &str = "show_mask";
+pub const S_MATCH_VIDEO: &str = "match_video";
 /// Not in the dialog: a `.safetensors` file with the weights of the chosen model (same keys
 /// as `models/*.safetensors`); empty = the embedded weights.
 pub const S_WEIGHTS: &str = "weights_path";
@@ -85,6 +86,8 @@ pub const T_FIT_STRETCH: &str = "Fit.Stretch";
 pub const T_COLOR: &str = "Color";
 pub const T_SHOW_MASK: &str = "ShowMask";
 pub const T_SHOW_MASK_HINT: &str = "ShowMask.Hint";
+pub const T_MATCH_VIDEO: &str = "MatchVideo";
+pub const T_MATCH_VIDEO_HINT: &str = "MatchVideo.Hint";
 
 /// Every locale key the filter uses (each `locale/*.ini` must define exactly these).
 #[cfg(test)]
@@ -129,6 +132,8 @@ pub const ALL_TEXT_KEYS: &[&str] = &[
     T_COLOR,
     T_SHOW_MASK,
     T_SHOW_MASK_HINT,
+    T_MATCH_VIDEO,
+    T_MATCH_VIDEO_HINT,
 ];
 
 /// The locales shipped in `locale/` (installed to `data/locale/`).
@@ -223,6 +228,9 @@ pub struct Settings {
     pub color: [u8; 4],
     /// Show the person alpha as grey instead of the composite.
     pub show_mask: bool,
+    /// Delay the video by the mask's latency (up to [`super::filter::FRAME_RING`] - 1 frames)
+    /// so that each frame is composited with the mask computed from it.
+    pub match_video: bool,
     /// Custom weights file (hidden setting), empty for the embedded weights.
     pub weights_path: PathBuf,
 }
@@ -246,6 +254,7 @@ impl Default for Settings {
             fit: Fit::Cover,
             color: color_from_obs(DEFAULT_COLOR),
             show_mask: false,
+            match_video: false,
             weights_path: PathBuf::new(),
         }
     }
@@ -303,6 +312,7 @@ impl Settings {
             fit: d.get_string(S_FIT).parse().unwrap_or_default(),
             color: color_from_obs(d.get_int(S_COLOR)),
             show_mask: d.get_bool(S_SHOW_MASK),
+            match_video: d.get_bool(S_MATCH_VIDEO),
             weights_path: PathBuf::from(d.get_string(S_WEIGHTS)),
         }
     }
@@ -340,6 +350,7 @@ pub fn defaults(d: DataRef<'_>) {
     d.set_default_string(S_FIT, FIT_COVER);
     d.set_default_int(S_COLOR, DEFAULT_COLOR);
     d.set_default_bool(S_SHOW_MASK, false);
+    d.set_default_bool(S_MATCH_VIDEO, false);
 }
 
 /// Shows the settings that belong to the selected mode.
@@ -452,6 +463,9 @@ pub fn properties(parent_name: Option<&str>) -> Properties {
     props
         .add_bool(S_SHOW_MASK, &text(T_SHOW_MASK))
         .set_long_description(&text(T_SHOW_MASK_HINT));
+    props
+        .add_bool(S_MATCH_VIDEO, &text(T_MATCH_VIDEO))
+        .set_long_description(&text(T_MATCH_VIDEO_HINT));
     props
 }
 
