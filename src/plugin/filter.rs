@@ -1009,7 +1009,19 @@ impl AiBackground {
 
     /// Proc `ai_background_stats`: counters as JSON.
     fn proc_stats(&self, cd: &mut CallDataRef<'_>) {
-        let (composited, frames, calls, time, captures, submitted, uploads, lag_last, lag_max, lag_sum, gpu_ok) = {
+        let (
+            composited,
+            frames,
+            calls,
+            time,
+            captures,
+            submitted,
+            uploads,
+            lag_last,
+            lag_max,
+            lag_sum,
+            gpu_ok,
+        ) = {
             let rs = self.render.lock();
             (
                 rs.composited,
