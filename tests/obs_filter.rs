@@ -16,18 +16,22 @@
 
 use image::{GrayImage, Rgba, RgbaImage};
 use obs_ai_background::composite::{AlphaSettings, Background, Compositor, Fit};
+use obs_ai_background::device::DeviceChoice;
 use obs_ai_background::frame::{FrameRef, PixelFormat};
 use obs_ai_background::mask::Mask;
-use obs_ai_background::metrics::{erode, iou, laplacian_energy};
+use obs_ai_background::metrics::{erode, iou, laplacian_energy, mean_abs_rgb_diff};
+use obs_ai_background::model::{shared_segmenter, Preset, SegmentationBackend};
 use obs_ai_background::obs::calldata::CallData;
 use obs_ai_background::obs::data::Data;
 use obs_ai_background::obs::graphics::{sdr_white_level, srgb_to_linear, ColorSpace};
 use obs_ai_background::obs::host::{self, FloatImage, Host, HostConfig, Image};
 use obs_ai_background::obs::source::{self, Source};
+use obs_ai_background::pipeline::{MaskPipeline, PipelineSettings};
 use obs_ai_background::postprocess::threshold_feather;
 use obs_ai_background::preprocess::PlaneResizer;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const FILTER_ID: &str = "ai_background_filter";
@@ -85,22 +89,7 @@ fn not(m: &[bool]) -> Vec<bool> {
 
 /// Mean absolute RGB difference (0..255) over `region`.
 fn mean_abs_diff(a: &Image, b: &Image, region: &[bool]) -> f64 {
-    let (mut sum, mut n) = (0.0f64, 0usize);
-    for (i, (pa, pb)) in a
-        .rgba
-        .chunks_exact(4)
-        .zip(b.rgba.chunks_exact(4))
-        .enumerate()
-    {
-        if region[i] {
-            sum += (0..3)
-                .map(|c| (pa[c] as f64 - pb[c] as f64).abs())
-                .sum::<f64>()
-                / 3.0;
-            n += 1;
-        }
-    }
-    sum / n.max(1) as f64
+    mean_abs_rgb_diff(&a.rgba, &b.rgba, region)
 }
 
 /// Mean RGB (0..255) over `region`.
@@ -257,6 +246,15 @@ fn shown_mask(filter: &Source) -> Option<Mask> {
         height: h,
         data,
     })
+}
+
+/// The frame number the shown mask was computed from (0 before the first mask).
+fn shown_mask_frame(filter: &Source) -> u64 {
+    let mut cd = CallData::new();
+    cd.view().set_ptr("dst", std::ptr::null_mut());
+    cd.view().set_int("capacity", 0);
+    filter.call_proc("ai_background_mask", &mut cd);
+    cd.view().get_int("frame").unwrap_or(0) as u64
 }
 
 /// The mask resized to the frame with the engine's bilinear convention.
@@ -545,11 +543,14 @@ fn check_registration(env: &Env) -> CheckResult {
     Ok("registered as \"AI Background\" (de-DE: \"KI-Hintergrund\")".into())
 }
 
-/// The properties dialog: every setting has a label, and the mode shows its own settings.
+/// The properties dialog: every setting has a label, the mode shows its own settings, what a
+/// streamer needs is where OBS 29 shows it (info texts, the "?" of check boxes, "Show mask"
+/// next to Threshold and Edge softness, blur strength in whole pixels), and a status line
+/// says why the chosen background cannot be used, refreshed while the dialog is open.
 fn check_properties(env: &Env) -> CheckResult {
     let rig = Rig::new(
         image_source("props", &photo_path(env, PHOTOS[0])),
-        &json!({ "mode": "image" }),
+        &json!({ "mode": "image", "image_path": photo_path(env, PHOTOS[1]) }),
     );
     let props = rig.filter.properties();
     let names: Vec<&str> = props.iter().map(|p| p.name.as_str()).collect();
@@ -562,28 +563,62 @@ fn check_properties(env: &Env) -> CheckResult {
         "source",
         "fit",
         "color",
+        "background_status",
+        "show_mask",
         "threshold",
         "feather",
+        "mask_help",
         "smoothing",
         "refine",
         "model",
         "device",
         "every_n_frames",
-        "show_mask",
+        "speed_help",
     ];
     ensure!(names == expected, "properties {names:?}");
     let unlabeled: Vec<&str> = props
         .iter()
-        .filter(|p| p.description.is_empty() || p.description == p.name)
+        .filter(|p| p.description.trim().is_empty() || p.description == p.name)
+        .filter(|p| p.name != "background_status")
         .map(|p| p.name.as_str())
         .collect();
     ensure!(unlabeled.is_empty(), "no locale text for {unlabeled:?}");
+    let prop = |name: &str| props.iter().find(|p| p.name == name).cloned();
+    let blur = prop("blur_strength").ok_or("no blur strength")?;
+    ensure!(
+        blur.kind == "int" && blur.suffix == " px",
+        "blur strength is a {} slider with suffix {:?}",
+        blur.kind,
+        blur.suffix
+    );
+    for check_box in ["show_mask", "refine"] {
+        let p = prop(check_box).ok_or("missing check box")?;
+        ensure!(
+            p.kind == "bool" && !p.long_description.is_empty(),
+            "{check_box}: no \"?\" hint"
+        );
+    }
+    let mask_help = prop("mask_help").ok_or("no mask help")?;
+    ensure!(
+        mask_help.kind == "info"
+            && mask_help.visible
+            && ["Show mask", "Threshold", "Edge softness"]
+                .iter()
+                .all(|w| mask_help.description.contains(w)),
+        "mask help: {mask_help:?}"
+    );
+    let speed_help = prop("speed_help").ok_or("no speed help")?;
+    ensure!(
+        speed_help.kind == "info" && speed_help.description.contains("Edge refinement"),
+        "speed help: {speed_help:?}"
+    );
     let visible = |name: &str| props.iter().any(|p| p.name == name && p.visible);
     ensure!(
         visible("image_path")
             && visible("fit")
             && !visible("blur_strength")
-            && !visible("video_path"),
+            && !visible("video_path")
+            && !visible("background_status"),
         "image mode shows {:?}",
         props
             .iter()
@@ -591,16 +626,165 @@ fn check_properties(env: &Env) -> CheckResult {
             .map(|p| &p.name)
             .collect::<Vec<_>>()
     );
-    update(&rig.filter, &json!({ "mode": "blur" }));
+    // An old scene collection stores the blur strength as a double: it still loads.
+    update(
+        &rig.filter,
+        &json!({ "mode": "blur", "blur_strength": 12.0 }),
+    );
     let props = rig.filter.properties();
     let visible = |name: &str| props.iter().any(|p| p.name == name && p.visible);
     ensure!(
         visible("blur_strength") && !visible("image_path") && !visible("fit"),
         "blur mode shows the wrong settings"
     );
+
+    // The status line, for each reason a background cannot be used.
+    let corrupt = env.tmp.path().join("props-corrupt.png");
+    std::fs::write(&corrupt, b"not an image").map_err(|e| e.to_string())?;
+    let missing = env.tmp.path().join("missing.png");
+    // Updates of video sources apply on the next video tick.
+    let status = |settings: Value| -> Result<Option<String>, String> {
+        update(&rig.filter, &settings);
+        rig.frames(env, 2);
+        let props = rig.filter.properties();
+        let p = props
+            .iter()
+            .find(|p| p.name == "background_status")
+            .ok_or("no status line")?;
+        ensure!(p.kind == "info", "the status line is a {}", p.kind);
+        Ok(p.visible.then(|| p.description.clone()))
+    };
+    let mut lines = Vec::new();
+    let others = source::video_source_names().iter().any(|n| n != "props");
+    let cases: Vec<(Value, Option<&str>)> = vec![
+        (
+            json!({ "mode": "image", "image_path": "" }),
+            Some("No background image chosen"),
+        ),
+        (
+            json!({ "mode": "image", "image_path": missing }),
+            Some("not found: "),
+        ),
+        (
+            json!({ "mode": "image", "image_path": corrupt }),
+            Some("Cannot use the background image"),
+        ),
+        (
+            json!({ "mode": "image", "image_path": photo_path(env, PHOTOS[1]) }),
+            None,
+        ),
+        (
+            json!({ "mode": "video", "video_path": "" }),
+            Some("No background video chosen"),
+        ),
+        (
+            json!({ "mode": "video", "video_path": env.tmp.path().join("nope.mp4") }),
+            Some("not found"),
+        ),
+        (
+            json!({ "mode": "source", "source": "" }),
+            Some(if others {
+                "No background source chosen"
+            } else {
+                "no other video source"
+            }),
+        ),
+        (
+            json!({ "mode": "source", "source": "props" }),
+            Some("cannot be its own background"),
+        ),
+        (
+            json!({ "mode": "source", "source": "gone" }),
+            Some("'gone' does not exist"),
+        ),
+        (json!({ "mode": "color" }), None),
+    ];
+    for (settings, want) in cases {
+        let got = status(settings.clone())?;
+        if let Some(name) = settings["source"]
+            .as_str()
+            .filter(|n| ["gone", "props"].contains(n))
+        {
+            // The gone source stays the list's value (greyed out): OBS's dialog would
+            // otherwise pick, and store, the first source.
+            let props = rig.filter.properties();
+            let list = props
+                .iter()
+                .find(|p| p.name == "source")
+                .ok_or("no source list")?;
+            ensure!(
+                list.items.contains(&(name.to_string(), false)),
+                "source list {:?}",
+                list.items
+            );
+        }
+        match (want, &got) {
+            (None, None) => {}
+            (Some(w), Some(g)) if g.contains(w) => lines.push(w.to_string()),
+            _ => return Err(format!("{settings}: status {got:?}, expected {want:?}")),
+        }
+    }
+    // The same reasons in German.
+    env.host.set_locale("de-DE");
+    let german = status(json!({ "mode": "image", "image_path": "" }));
+    env.host.set_locale("en-US");
+    let german = german?.unwrap_or_default();
+    ensure!(
+        german.contains("Hintergrundbild"),
+        "de-DE status line {german:?}"
+    );
+
+    // An open dialog is asked to rebuild itself when the reason appears or goes away while
+    // the filter runs (a source removed, then added again).
+    let other = image_source("backdrop", &photo_path(env, PHOTOS[2]));
+    update(
+        &rig.filter,
+        &json!({ "mode": "source", "source": "backdrop" }),
+    );
+    rig.frames(env, 20);
+    ensure!(
+        status(json!({}))?.is_none(),
+        "status shown for an existing source"
+    );
+    let refreshes = rig
+        .filter
+        .count_signal("update_properties")
+        .ok_or("no signal handler")?;
+    other.remove();
+    drop(other);
+    let start = Instant::now();
+    while refreshes.count() == 0 {
+        ensure!(
+            start.elapsed() < Duration::from_secs(5),
+            "no update_properties after the background source was removed"
+        );
+        rig.frame(env);
+    }
+    let gone = status(json!({}))?.unwrap_or_default();
+    ensure!(
+        gone.contains("'backdrop' does not exist"),
+        "after the source was removed: {gone:?}"
+    );
+    let other = image_source("backdrop", &photo_path(env, PHOTOS[2]));
+    let start = Instant::now();
+    while refreshes.count() < 2 {
+        ensure!(
+            start.elapsed() < Duration::from_secs(5),
+            "no update_properties after the background source came back"
+        );
+        rig.frame(env);
+    }
+    ensure!(
+        status(json!({}))?.is_none(),
+        "status stays after the source came back"
+    );
+    drop(refreshes);
+    other.remove();
     Ok(format!(
-        "{} properties, labelled, per-mode visibility",
-        names.len()
+        "{} properties, labelled, hints as info texts and check box hints, int blur, \
+         status lines: {}; refreshed on source removal and return",
+        names.len(),
+        lines.join(" / ")
     ))
 }
 
@@ -874,15 +1058,16 @@ fn check_backgrounds(env: &Env) -> CheckResult {
     Ok(lines.join("; "))
 }
 
-/// The webcam clip as an async ffmpeg_source: masks are made and the background is blurred.
-fn check_webcam_clip(env: &Env) -> CheckResult {
+/// The looping webcam clip as an async `ffmpeg_source` named `name` with the filter, once the
+/// clip shows its first frame.
+fn webcam_rig(env: &Env, name: &str, settings: &Value) -> Result<Rig, String> {
     let d = data_from(&json!({
         "is_local_file": true,
         "local_file": fixture(env, WEBCAM_CLIP),
         "looping": true,
     }));
-    let clip = Source::create("ffmpeg_source", "webcam", Some(&d)).ok_or("no ffmpeg_source")?;
-    let rig = Rig::new(clip, &json!({ "mode": "blur", "blur_strength": 16.0 }));
+    let clip = Source::create("ffmpeg_source", name, Some(&d)).ok_or("no ffmpeg_source")?;
+    let rig = Rig::new(clip, settings);
     let start = Instant::now();
     while rig.src.as_ref().width() == 0 {
         ensure!(
@@ -891,6 +1076,17 @@ fn check_webcam_clip(env: &Env) -> CheckResult {
         );
         env.host.wait_ticks(1, Duration::from_secs(1));
     }
+    Ok(rig)
+}
+
+/// The webcam clip as an async ffmpeg_source: masks are made and the background is blurred.
+fn check_webcam_clip(env: &Env) -> CheckResult {
+    // An old scene collection's double blur strength.
+    let rig = webcam_rig(
+        env,
+        "webcam",
+        &json!({ "mode": "blur", "blur_strength": 16.0 }),
+    )?;
     rig.settle(env, 30)?;
     let s = stats(&rig.filter);
     rig.src.media_play_pause(true);
@@ -922,6 +1118,108 @@ fn check_webcam_clip(env: &Env) -> CheckResult {
         s["worker_ms_avg"].as_f64().unwrap_or(0.0),
         s["mask_lag_last"],
         s["mask_lag_max"]
+    ))
+}
+
+/// Person probability of `img` by the engine on the CPU (no smoothing), at image size.
+fn engine_mask(img: &Image) -> Result<Mask, String> {
+    let seg = shared_segmenter(Preset::Landscape, DeviceChoice::Cpu).map_err(|e| e.to_string())?;
+    let backend: Arc<dyn SegmentationBackend> = seg;
+    let frame = FrameRef::packed(&img.rgba, img.width, img.height, PixelFormat::Rgba)
+        .map_err(|e| e.to_string())?;
+    let settings = PipelineSettings {
+        smoothing: 0.0,
+        ..Default::default()
+    };
+    let mut pipeline = MaskPipeline::new(backend);
+    let mask = pipeline
+        .process(&frame, &settings)
+        .map_err(|e| e.to_string())?;
+    Ok(mask.clone())
+}
+
+/// IoU of two probability maps of the same size, each thresholded at 0.5.
+fn mask_iou(a: &Mask, b: &Mask) -> f64 {
+    let bits = |m: &Mask| m.data.iter().map(|&p| p >= 0.5).collect::<Vec<_>>();
+    iou(&bits(a), &bits(b))
+}
+
+/// A paused media source: a still picture gets no new inference; a seek while paused (a new
+/// picture, with or without a new async frame) gets a new mask within a second.
+fn check_paused_seek(env: &Env) -> CheckResult {
+    let rig = webcam_rig(env, "paused", &json!({ "mode": "blur", "smoothing": 0.0 }))?;
+    rig.settle(env, 10)?;
+    // Paused wherever the clip is; a still picture gets no new inference.
+    rig.src.media_play_pause(true);
+    rig.frames(env, 45);
+    let before = stats(&rig.filter);
+    rig.frames(env, 2 * FPS as usize);
+    let still = stats(&rig.filter);
+    let old_mask = shown_mask(&rig.filter).ok_or("no mask")?;
+    let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let new_inference = n(&still, "worker_frames") - n(&before, "worker_frames");
+    let checks = n(&still, "idle_checks") - n(&before, "idle_checks");
+    ensure!(
+        new_inference == 0,
+        "a still, paused source got {new_inference} new inferences in 2 s: {still}"
+    );
+    ensure!(
+        checks >= 10 && n(&still, "idle_unchanged") - n(&before, "idle_unchanged") == checks,
+        "{checks} change checks in 2 s of pause: {still}"
+    );
+
+    // Seek while paused (head upright at 0.2 s). Once the picture shows the new position, a
+    // mask of it follows within a second.
+    // Seek while paused, to the other end of the clip (the head moves between 0.2 and
+    // 1.2 s). OBS shows the new picture without a new async frame (obs_source_set_video_frame).
+    let paused_picture = rig.input(env);
+    save_png(env, "paused-before-seek.png", &paused_picture);
+    let target = if rig.src.media_time() < 800 {
+        1500
+    } else {
+        200
+    };
+    rig.src.media_set_time(target);
+    let region = vec![true; paused_picture.width * paused_picture.height];
+    let t0 = Instant::now();
+    let input = loop {
+        rig.frame(env);
+        let input = rig.input(env);
+        if mean_abs_diff(&input, &paused_picture, &region) > 2.0 {
+            break input;
+        }
+        ensure!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the paused clip shows no new picture 5 s after seeking to {target} ms"
+        );
+    };
+    let seen_at = n(&stats(&rig.filter), "frames");
+    save_png(env, "paused-after-seek.png", &input);
+    let reference = engine_mask(&input)?;
+    let (w, h) = (input.width, input.height);
+    let iou_old = mask_iou(&mask_at_frame(&old_mask, w, h), &reference);
+    let mut iou_new = 0.0;
+    let mut frames_to_new_mask = None;
+    for i in 1..=FPS as usize {
+        rig.frame(env);
+        let m = shown_mask(&rig.filter).ok_or("no mask")?;
+        iou_new = mask_iou(&mask_at_frame(&m, w, h), &reference);
+        // A mask of a capture taken after the picture changed, matching the new picture (and
+        // no worse than the old mask, which may match it too when the clip barely moved).
+        if shown_mask_frame(&rig.filter) >= seen_at && iou_new >= 0.9 && iou_new + 0.01 >= iou_old {
+            frames_to_new_mask = Some(i);
+            break;
+        }
+    }
+    rig.src.media_play_pause(false);
+    let Some(frames_to_new_mask) = frames_to_new_mask else {
+        return Err(format!(
+            "{FPS} frames after the seek: mask IoU {iou_new:.3} with the new picture (old mask {iou_old:.3})"
+        ));
+    };
+    Ok(format!(
+        "paused 2 s: 0 inferences, {checks} checks; seek to {target} ms: new picture's mask \
+         after {frames_to_new_mask} frames, IoU {iou_new:.3} with it (old mask {iou_old:.3})"
     ))
 }
 
@@ -1727,6 +2025,7 @@ fn main() {
         ("gpu_matches_cpu", check_gpu_matches_cpu),
         ("backgrounds", check_backgrounds),
         ("webcam_clip_async", check_webcam_clip),
+        ("paused_seek", check_paused_seek),
         ("live_settings", check_live_settings),
         ("source_resize", check_resize),
         ("bad_input", check_bad_input),

@@ -6,7 +6,9 @@
 //!    (the model input, or twice it with edge refinement: the GPU does the resize) and
 //!    staged into a ring of three stage surfaces; the surface staged on an earlier frame is
 //!    mapped (so the map never waits for the GPU) and its pixels go to the worker's
-//!    one-slot mailbox ([`super::worker`]);
+//!    one-slot mailbox ([`super::worker`]); an async source that delivers no new frames
+//!    (paused) is still captured every few frames, and segmented only when the capture's
+//!    CRC-32 changed (a seek while paused changes the picture without a new frame);
 //! 3. the newest mask the worker published is uploaded into an R32F texture (created once
 //!    per mask size);
 //! 4. the effect (`data/ai_background.effect`) composites at full resolution with
@@ -24,7 +26,7 @@
 //! spaces, see [`FRAME_SPACES`]), composited in its encoding and mapped into the render
 //! target's space ([`OutputMapping`]); `video_get_color_space` reports the source's space.
 
-use super::settings::{self, Mode, Settings};
+use super::settings::{self, Mode, Problem, Settings};
 use super::worker::{Fault, Job, MaskResult, ModelKey, Worker};
 use crate::composite::MAX_BLUR_REDUCTION;
 use crate::obs::calldata::CallDataRef;
@@ -71,6 +73,15 @@ const SOURCE_LOOKUP_TICKS: u64 = 60;
 const STALE_TICKS: u64 = 10;
 /// Ticks after which an active background video without a picture is reported.
 const VIDEO_EMPTY_TICKS: u64 = 150;
+/// Ticks between checks whether the background can be used (for the dialog's status line).
+const STATUS_TICKS: u64 = 15;
+/// Frames without a new async frame after which the source counts as paused (0.5 s at
+/// 30 fps: every webcam delivers faster), so its picture is checked for changes that came
+/// without a new frame (a paused media source that is seeked).
+const IDLE_FRAMES: u64 = 15;
+/// While the source is paused, its capture is checked every this many frames (0.1 s at
+/// 30 fps); only a capture whose checksum differs from the last segmented one is segmented.
+const IDLE_CHECK_FRAMES: u64 = 3;
 
 /// The effect's params (all required; a mismatch with the file is a load error).
 struct Params {
@@ -330,6 +341,18 @@ struct Slot {
     staged: Option<u64>,
     /// The video tick it was staged on.
     tick: u64,
+    /// Staged while the source was paused: segmented only if the picture changed.
+    check_only: bool,
+}
+
+/// What the worker last got: a capture is segmented again only if one of these differs.
+#[derive(Clone, PartialEq)]
+struct JobKey {
+    /// CRC-32 of the capture's pixels (rows without padding).
+    crc: u32,
+    size: (u32, u32),
+    model: ModelKey,
+    pipeline: crate::pipeline::PipelineSettings,
 }
 
 /// Render-thread state (only the video thread locks it, plus `destroy`).
@@ -344,6 +367,10 @@ struct RenderState {
     frame: u64,
     /// Frames with new content (every frame of a sync source; new async frames).
     fresh_frames: u64,
+    /// The frame number of the last frame with new content.
+    last_fresh_frame: u64,
+    /// The last capture handed to the worker.
+    last_job: Option<JobKey>,
     ring: [Slot; STAGE_RING],
     mask: Option<Texture>,
     mask_serial: u64,
@@ -359,6 +386,9 @@ struct RenderState {
     render_time: Duration,
     captures: u64,
     submitted: u64,
+    /// Paused-source checks, and those that found the picture unchanged.
+    idle_checks: u64,
+    idle_unchanged: u64,
     uploads: u64,
     lag_last: u64,
     lag_max: u64,
@@ -394,6 +424,8 @@ struct BackgroundState {
     image_path: PathBuf,
     image_generation: u64,
     pending_image: Option<RgbaImage>,
+    /// The image file exists but could not be used (decoding failed, too large).
+    image_failed: bool,
     video: Option<VideoBackground>,
     source_name: String,
     source: Option<WeakSource>,
@@ -411,6 +443,8 @@ pub struct AiBackground {
     /// The mask currently in the mask texture (what the last frame was composited with).
     shown: Mutex<Option<Arc<MaskResult>>>,
     tick: AtomicU64,
+    /// The problem the status line last showed (checked every `STATUS_TICKS`).
+    status: Mutex<Option<Problem>>,
     /// Set by `filter_video` when an async parent delivered a new frame.
     new_async_frame: AtomicBool,
     poisoned: AtomicBool,
@@ -455,6 +489,7 @@ impl AiBackground {
         let mut retired = Vec::new();
         let mut bg = self.bg.lock();
         if let Some((path, image)) = image_change {
+            bg.image_failed = image.is_none() && !path.as_os_str().is_empty();
             bg.image_path = path;
             bg.pending_image = image;
             bg.image_generation += 1;
@@ -476,6 +511,52 @@ impl AiBackground {
             bg.source_missing_logged = false;
         }
         retired
+    }
+
+    /// Why the background of settings `s` cannot be used right now, if it cannot (the
+    /// background is blurred instead): what the settings show, else what the filter found
+    /// when it tried the same file.
+    fn problem_for(&self, s: &Settings) -> Option<Problem> {
+        let parent = self.ctx.parent().map(|p| p.name());
+        let sources = if s.mode == Mode::Source {
+            crate::obs::source::video_source_names()
+        } else {
+            Vec::new()
+        };
+        settings::settings_problem(s, parent.as_deref(), &sources).or_else(|| {
+            let bg = self.bg.lock();
+            match s.mode {
+                Mode::Image if bg.image_failed && bg.image_path == s.image_path => {
+                    Some(Problem::ImageUnreadable(s.image_path.clone()))
+                }
+                Mode::Video
+                    if bg
+                        .video
+                        .as_ref()
+                        .is_some_and(|v| v.empty_logged && v.path == s.video_path) =>
+                {
+                    Some(Problem::VideoNoPicture(s.video_path.clone()))
+                }
+                _ => None,
+            }
+        })
+    }
+
+    /// [`Self::problem_for`] the settings in use.
+    fn problem(&self) -> Option<Problem> {
+        let s = self.settings.lock().clone();
+        self.problem_for(&s)
+    }
+
+    /// Refreshes an open properties dialog when the status line would change.
+    fn refresh_status(&self) {
+        let problem = self.problem();
+        let mut shown = self.status.lock();
+        if *shown != problem {
+            *shown = problem;
+            drop(shown);
+            self.ctx.as_source().update_properties();
+        }
     }
 
     /// Per-tick background housekeeping: (de)activates the background video with the
@@ -550,7 +631,12 @@ impl AiBackground {
     /// this frame if it is due.
     ///
     /// `fresh` is false when the source is async and no new frame arrived since the last
-    /// capture (a 30 fps webcam on a 60 fps canvas): nothing new to segment.
+    /// capture (a 30 fps webcam on a 60 fps canvas): nothing new to segment. Once an async
+    /// source has delivered nothing for [`IDLE_FRAMES`] (paused), every [`IDLE_CHECK_FRAMES`]-th
+    /// frame is staged anyway and segmented only if its CRC-32 (or the model settings) differ
+    /// from the last capture the worker got: a seek while paused changes the picture without
+    /// a new async frame, while a still, paused picture costs one small read-back and a
+    /// checksum, no inference.
     fn capture(&self, gfx: &Gfx<'_>, rs: &mut RenderState, s: &Settings, tick: u64, fresh: bool) {
         let Some(worker) = self.worker.as_ref() else {
             return;
@@ -569,42 +655,63 @@ impl AiBackground {
             }
             // A frame staged before the filter was hidden is not worth segmenting.
             let stale = rs.ring[i].tick + STALE_TICKS < tick;
+            let check_only = rs.ring[i].check_only;
             if let Some(surface) = rs.ring[i].surface.as_ref().filter(|_| !stale) {
                 if let Some(map) = surface.map(gfx) {
                     let (w, h) = (surface.width() as usize, surface.height() as usize);
                     let row = w * 4;
-                    let mut pixels = worker.buffer();
-                    pixels.clear();
-                    for y in 0..h {
-                        pixels.extend_from_slice(
-                            &map.data()[y * map.linesize()..y * map.linesize() + row],
-                        );
-                    }
-                    drop(map);
-                    worker.submit(Job {
-                        pixels,
-                        width: w,
-                        height: h,
-                        stride: row,
-                        frame: staged,
+                    let rows = || {
+                        (0..h).map(|y| &map.data()[y * map.linesize()..y * map.linesize() + row])
+                    };
+                    let mut crc = crc32fast::Hasher::new();
+                    rows().for_each(|r| crc.update(r));
+                    let key = JobKey {
+                        crc: crc.finalize(),
+                        size: (w as u32, h as u32),
                         model: ModelKey {
                             preset: s.preset,
                             device: s.device,
                             weights: s.weights_path.clone(),
                         },
                         pipeline: s.pipeline(),
-                    });
-                    rs.submitted += 1;
+                    };
+                    if check_only {
+                        rs.idle_checks += 1;
+                    }
+                    if check_only && rs.last_job.as_ref() == Some(&key) {
+                        rs.idle_unchanged += 1;
+                    } else {
+                        let mut pixels = worker.buffer();
+                        pixels.clear();
+                        rows().for_each(|r| pixels.extend_from_slice(r));
+                        drop(map);
+                        worker.submit(Job {
+                            pixels,
+                            width: w,
+                            height: h,
+                            stride: row,
+                            frame: staged,
+                            model: key.model.clone(),
+                            pipeline: key.pipeline,
+                        });
+                        rs.last_job = Some(key);
+                        rs.submitted += 1;
+                    }
                 }
             }
         }
 
-        // 2. Stage this frame into a free surface, every N-th new frame.
-        if !fresh {
-            return;
-        }
-        rs.fresh_frames += 1;
-        if rs.fresh_frames % u64::from(s.every_n.max(1)) != 0 {
+        // 2. Stage this frame into a free surface: every N-th new frame, and while the
+        // source is paused every IDLE_CHECK_FRAMES-th frame for a change check.
+        let due = if fresh {
+            rs.last_fresh_frame = frame;
+            rs.fresh_frames += 1;
+            rs.fresh_frames % u64::from(s.every_n.max(1)) == 0
+        } else {
+            let idle = frame.saturating_sub(rs.last_fresh_frame);
+            idle >= IDLE_FRAMES && idle % IDLE_CHECK_FRAMES == 0
+        };
+        if !due {
             return;
         }
         let linear = rs.space.is_some_and(ColorSpace::is_linear);
@@ -644,7 +751,10 @@ impl AiBackground {
             surface.stage(gfx, small);
             slot.staged = Some(frame);
             slot.tick = tick;
-            rs.captures += 1;
+            slot.check_only = !fresh;
+            if fresh {
+                rs.captures += 1;
+            }
         }
     }
 
@@ -1016,6 +1126,7 @@ impl AiBackground {
             time,
             captures,
             submitted,
+            idle,
             uploads,
             lag_last,
             lag_max,
@@ -1030,6 +1141,7 @@ impl AiBackground {
                 rs.render_time,
                 rs.captures,
                 rs.submitted,
+                (rs.idle_checks, rs.idle_unchanged),
                 rs.uploads,
                 rs.lag_last,
                 rs.lag_max,
@@ -1060,6 +1172,8 @@ impl AiBackground {
             "render_ms_avg": per(time, calls),
             "captures": captures,
             "submitted": submitted,
+            "idle_checks": idle.0,
+            "idle_unchanged": idle.1,
             "replaced": w.replaced,
             "uploads": uploads,
             "mask_lag_last": lag_last,
@@ -1253,6 +1367,7 @@ impl VideoFilter for AiBackground {
             bg: Mutex::new(BackgroundState::default()),
             shown: Mutex::new(None),
             tick: AtomicU64::new(0),
+            status: Mutex::new(None),
             new_async_frame: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
         };
@@ -1274,12 +1389,21 @@ impl VideoFilter for AiBackground {
 
     fn properties(filter: Option<&Self>) -> Properties {
         let parent = filter.and_then(|f| f.ctx.parent().map(|p| p.name()));
-        settings::properties(parent.as_deref())
+        // The settings the dialog shows, which may be newer than the ones in use (updates
+        // apply on the next video tick).
+        let problem = filter.and_then(|f| {
+            let data = f.ctx.as_source().settings();
+            f.problem_for(&Settings::from_data(data.as_ref()))
+        });
+        settings::properties(parent.as_deref(), problem.as_ref())
     }
 
     fn video_tick(&self, _seconds: f32) {
         let tick = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
         self.tick_background(tick);
+        if tick % STATUS_TICKS == 0 {
+            self.refresh_status();
+        }
     }
 
     fn video_render(&self, gfx: &Gfx<'_>) {
