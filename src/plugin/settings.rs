@@ -608,6 +608,9 @@ pub fn properties(parent_name: Option<&str>, problem: Option<&Problem>) -> Prope
         .add_float_slider(S_SMOOTHING, &text(T_SMOOTHING), 0.0, 1.0, 0.01)
         .set_long_description(&text(T_SMOOTHING_HINT));
     props
+        .add_bool(S_MATCH_VIDEO, &text(T_MATCH_VIDEO))
+        .set_long_description(&text(T_MATCH_VIDEO_HINT));
+    props
         .add_bool(S_REFINE, &text(T_REFINE))
         .set_long_description(&text(T_REFINE_HINT));
 
@@ -636,9 +639,6 @@ pub fn properties(parent_name: Option<&str>, problem: Option<&Problem>) -> Prope
         )
         .set_long_description(&text(T_EVERY_N_HINT));
     props.add_info(S_SPEED_HELP, &text(T_SPEED_HELP));
-    props
-        .add_bool(S_MATCH_VIDEO, &text(T_MATCH_VIDEO))
-        .set_long_description(&text(T_MATCH_VIDEO_HINT));
     props
 }
 
