@@ -42,7 +42,8 @@ const WEBCAM_CLIP: &str = "webcam-livingroom-2s5.mp4";
 /// A small clip used as a background video.
 const BACKGROUND_CLIP: &str = "background-desk-480p-2s.mp4";
 /// Frames rendered before a static scene is considered settled (mask computed, temporal
-/// smoothing converged: the smoother's weight is at most 0.45 at the default strength).
+/// smoothing converged: on a still picture the network's output repeats, so the smoothed mask
+/// is the raw one from the first frame on).
 const SETTLE_FRAMES: usize = 12;
 /// The video thread's rate.
 const FPS: u32 = 30;

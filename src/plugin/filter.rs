@@ -17,7 +17,9 @@
 //!
 //! Nothing here waits on inference: the mask is at most two frames behind its frame when the
 //! worker keeps up (staged on frame n, mapped and sent on n + 1, shown on n + 2 at the
-//! latest), and simply older when it does not. Until the first mask exists, and whenever
+//! latest), and simply older when it does not. With "Match video to mask" each frame is rendered into the
+//! next of a ring of [`FRAME_RING`] texrenders and the composite uses the frame the shown mask
+//! was computed from (the video is then delayed by up to two frames). Until the first mask exists, and whenever
 //! something is wrong (no effect, no segmenter, zero-size source, a caught panic, a worker
 //! that cannot produce masks: [`super::worker`] withdraws its mask), the video passes through
 //! untouched.
