@@ -189,7 +189,7 @@ impl MaskPipeline {
         self.backend.segment(input, &mut self.probability)?;
         let t2 = Instant::now();
         self.smoother
-            .apply(&mut self.probability, settings.smoothing);
+            .apply_gated(&mut self.probability, input, mw, mh, settings.smoothing);
         self.refined = settings.refine;
         if settings.refine {
             let rs = settings.refine_settings;

@@ -30,6 +30,7 @@ pub const S_COLOR: &str = "color";
 pub const S_SHOW_MASK: &str = "show_mask";
 pub const S_FOREGROUND: &str = "estimate_foreground";
 pub const S_LIGHT_WRAP: &str = "light_wrap";
+pub const S_MATCH_VIDEO: &str = "match_video";
 /// An info text in the dialog, never stored: why the chosen background cannot be used.
 pub const S_STATUS: &str = "background_status";
 /// An info text in the dialog, never stored: how to tune the mask.
@@ -98,6 +99,8 @@ pub const T_FOREGROUND: &str = "EstimateForeground";
 pub const T_FOREGROUND_HINT: &str = "EstimateForeground.Hint";
 pub const T_LIGHT_WRAP: &str = "LightWrap";
 pub const T_LIGHT_WRAP_HINT: &str = "LightWrap.Hint";
+pub const T_MATCH_VIDEO: &str = "MatchVideo";
+pub const T_MATCH_VIDEO_HINT: &str = "MatchVideo.Hint";
 pub const T_MASK_HELP: &str = "MaskHelp";
 pub const T_SPEED_HELP: &str = "SpeedHelp";
 pub const T_STATUS_NO_IMAGE: &str = "Status.NoImage";
@@ -158,6 +161,8 @@ pub const ALL_TEXT_KEYS: &[&str] = &[
     T_FOREGROUND_HINT,
     T_LIGHT_WRAP,
     T_LIGHT_WRAP_HINT,
+    T_MATCH_VIDEO,
+    T_MATCH_VIDEO_HINT,
     T_MASK_HELP,
     T_SPEED_HELP,
     T_STATUS_NO_IMAGE,
@@ -270,6 +275,9 @@ pub struct Settings {
     pub color: [u8; 4],
     /// Show the person alpha as grey instead of the composite.
     pub show_mask: bool,
+    /// Delay the video by the mask's latency (up to [`super::filter::FRAME_RING`] - 1 frames)
+    /// so that each frame is composited with the mask computed from it.
+    pub match_video: bool,
     /// Custom weights file (hidden setting), empty for the embedded weights.
     pub weights_path: PathBuf,
     /// Foreground colour estimation in the replace modes.
@@ -297,6 +305,7 @@ impl Default for Settings {
             fit: Fit::Cover,
             color: color_from_obs(DEFAULT_COLOR),
             show_mask: false,
+            match_video: false,
             weights_path: PathBuf::new(),
             estimate_foreground: DEFAULT_FOREGROUND,
             light_wrap: DEFAULT_LIGHT_WRAP,
@@ -353,6 +362,7 @@ impl Settings {
             fit: d.get_string(S_FIT).parse().unwrap_or_default(),
             color: color_from_obs(d.get_int(S_COLOR)),
             show_mask: d.get_bool(S_SHOW_MASK),
+            match_video: d.get_bool(S_MATCH_VIDEO),
             weights_path: PathBuf::from(d.get_string(S_WEIGHTS)),
             estimate_foreground: d.get_bool(S_FOREGROUND),
             light_wrap: unit(d.get_double(S_LIGHT_WRAP)),
@@ -395,6 +405,7 @@ pub fn defaults(d: DataRef<'_>) {
     d.set_default_bool(S_SHOW_MASK, false);
     d.set_default_bool(S_FOREGROUND, DEFAULT_FOREGROUND);
     d.set_default_double(S_LIGHT_WRAP, DEFAULT_LIGHT_WRAP_F64);
+    d.set_default_bool(S_MATCH_VIDEO, false);
 }
 
 /// Why the chosen background cannot be used (the filter then blurs the background). Shown
@@ -633,6 +644,9 @@ pub fn properties(parent_name: Option<&str>, problem: Option<&Problem>) -> Prope
     props
         .add_float_slider(S_SMOOTHING, &text(T_SMOOTHING), 0.0, 1.0, 0.01)
         .set_long_description(&text(T_SMOOTHING_HINT));
+    props
+        .add_bool(S_MATCH_VIDEO, &text(T_MATCH_VIDEO))
+        .set_long_description(&text(T_MATCH_VIDEO_HINT));
     props
         .add_bool(S_REFINE, &text(T_REFINE))
         .set_long_description(&text(T_REFINE_HINT));
