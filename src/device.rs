@@ -1,15 +1,18 @@
 //! Compute device selection: `auto`, `cpu`, and whichever of `cuda` / `metal` is compiled in.
 
+use crate::model::{interleaved_medians, Preset, Segmenter};
 use crate::{EngineError, Result};
 use candle_core::Device;
+use parking_lot::Mutex;
 use std::fmt;
 use std::str::FromStr;
 
 /// Which device runs the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum DeviceChoice {
-    /// The best compiled-in device that works (CUDA, then Metal), else the CPU, with a log
-    /// line saying which and why.
+    /// The first compiled-in GPU that opens (CUDA, then Metal) if it runs the model faster
+    /// than the CPU, else the CPU, with one log line giving both timings and the choice (see
+    /// [`DeviceChoice::resolve_for`]).
     #[default]
     Auto,
     /// The CPU (always available).
@@ -35,12 +38,26 @@ impl DeviceChoice {
 
     /// Opens the device.
     ///
-    /// `Auto` never fails: it falls back to the CPU and logs why. An explicit GPU choice
+    /// `Auto` never fails: it falls back to the CPU and logs why; it picks for the default
+    /// preset ([`DeviceChoice::resolve_for`] picks for a given one). An explicit GPU choice
     /// fails when the feature is not compiled in or the device cannot be opened.
     ///
     /// # Errors
     /// [`EngineError::Device`] for an unavailable explicit choice.
     pub fn resolve(self) -> Result<Device> {
+        self.resolve_for(Preset::default())
+    }
+
+    /// Opens the device for the model `preset`.
+    ///
+    /// For `Auto` with a GPU that opens, the preset's embedded weights are loaded on the GPU
+    /// (portable path) and on the CPU (fused kernels), each runs [`AUTO_WARMUP`] untimed and
+    /// [`AUTO_FRAMES`] timed frames interleaved (upload and read-back included), and the faster
+    /// device wins. The decision is made and logged once per preset and process.
+    ///
+    /// # Errors
+    /// [`EngineError::Device`] for an unavailable explicit choice.
+    pub fn resolve_for(self, preset: Preset) -> Result<Device> {
         match self {
             DeviceChoice::Cpu => Ok(Device::Cpu),
             DeviceChoice::Cuda(n) => {
@@ -74,10 +91,7 @@ impl DeviceChoice {
                         continue;
                     }
                     match gpu.resolve() {
-                        Ok(device) => {
-                            log::info!("device auto: using {gpu}");
-                            return Ok(device);
-                        }
+                        Ok(device) => return Ok(faster_than_cpu(gpu, device, preset)),
                         Err(e) => reasons.push(e.to_string()),
                     }
                 }
@@ -89,6 +103,52 @@ impl DeviceChoice {
                 Ok(Device::Cpu)
             }
         }
+    }
+}
+
+/// Untimed frames per device before [`DeviceChoice::Auto`] times them.
+pub const AUTO_WARMUP: usize = 3;
+/// Timed frames per device for [`DeviceChoice::Auto`] (about 10 ms of CPU for the landscape
+/// model).
+pub const AUTO_FRAMES: usize = 5;
+
+/// `gpu` if `preset` runs faster on it than on the CPU, else the CPU; decided once per
+/// preset and GPU (a timing or load error counts against the GPU), with one log line.
+fn faster_than_cpu(choice: DeviceChoice, gpu: Device, preset: Preset) -> Device {
+    type Decision = ((DeviceChoice, Preset), bool);
+    static DECIDED: Mutex<Vec<Decision>> = Mutex::new(Vec::new());
+    let mut decided = DECIDED.lock();
+    if let Some((_, use_gpu)) = decided.iter().find(|(k, _)| *k == (choice, preset)) {
+        return if *use_gpu { gpu } else { Device::Cpu };
+    }
+    let timed = (|| -> Result<_> {
+        let on_gpu = Segmenter::new(preset, &gpu)?;
+        let on_cpu = Segmenter::new(preset, &Device::Cpu)?;
+        let (w, h) = preset.input_size();
+        let input = vec![0.5f32; 3 * w * h];
+        interleaved_medians(&[&on_gpu, &on_cpu], &input, AUTO_WARMUP, AUTO_FRAMES)
+    })();
+    let use_gpu = match timed {
+        Ok(t) => {
+            let use_gpu = t[0] < t[1];
+            log::info!(
+                "device auto: {preset} model {:.2} ms on {choice}, {:.2} ms on cpu (median of {AUTO_FRAMES}): using {}",
+                t[0].as_secs_f64() * 1e3,
+                t[1].as_secs_f64() * 1e3,
+                if use_gpu { choice.to_string() } else { "cpu".into() }
+            );
+            use_gpu
+        }
+        Err(e) => {
+            log::warn!("device auto: {choice} failed to run the {preset} model ({e}); using cpu");
+            false
+        }
+    };
+    decided.push(((choice, preset), use_gpu));
+    if use_gpu {
+        gpu
+    } else {
+        Device::Cpu
     }
 }
 

@@ -6,7 +6,7 @@
 //! reference person probability as 16-bit grey (value / 65535).
 
 use candle_core::{Device, Tensor};
-use obs_ai_background::model::{Preset, SegmentationBackend, Segmenter};
+use obs_ai_background::model::{Kernels, Preset, SegmentationBackend, Segmenter};
 use std::path::{Path, PathBuf};
 
 fn fixture_dir(preset: Preset) -> PathBuf {
@@ -131,4 +131,80 @@ fn corrupt_weights_are_a_clear_error() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("half"), "{err}");
+}
+
+/// Mean absolute difference of two probability tensors.
+fn mean_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// The portable path (what CUDA and Metal run), on the CPU, equals the fused kernels within
+/// 1e-5 mean absolute difference on every parity fixture of both presets, and issues a few
+/// hundred tensor operations where the stock path issues thousands.
+#[test]
+fn portable_path_matches_fused_kernels() {
+    for preset in Preset::ALL {
+        let (w, h) = preset.input_size();
+        let fused = Segmenter::new(preset, &Device::Cpu).unwrap();
+        let portable = Segmenter::with_kernels(preset, &Device::Cpu, Kernels::Portable).unwrap();
+        for (id, input, _) in fixtures(preset) {
+            let x = Tensor::from_vec(input, (1, 3, h, w), &Device::Cpu).unwrap();
+            let a = fused.forward(&x).unwrap();
+            let (b, ops) = portable.forward_counted(&x).unwrap();
+            let mad = mean_abs_diff(&a, &b);
+            eprintln!("{preset} {id}: portable vs fused mean abs diff {mad:.2e}, {ops} ops");
+            assert!(mad <= 1e-5, "{preset} {id}: mean abs diff {mad} > 1e-5");
+            assert!((100..500).contains(&ops), "{preset}: {ops} tensor ops");
+        }
+    }
+    let stock = Segmenter::with_stock_ops(Preset::Landscape, &Device::Cpu).unwrap();
+    let x = Tensor::zeros((1, 3, 144, 256), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let (_, stock_ops) = stock.forward_counted(&x).unwrap();
+    let portable = Segmenter::with_kernels(Preset::Landscape, &Device::Cpu, Kernels::Portable);
+    let (_, ops) = portable.unwrap().forward_counted(&x).unwrap();
+    eprintln!("tensor ops per landscape frame: stock {stock_ops}, portable {ops}");
+    assert!(
+        5 * ops < stock_ops,
+        "portable {ops} vs stock {stock_ops} ops"
+    );
+}
+
+/// On a CUDA GPU (builds with `--features cuda`, run by `scripts/gpu-check.sh`): the portable
+/// path there gives the fused CPU kernels' probabilities within 1e-3 on every fixture. Skips
+/// with a line where no GPU opens.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_matches_cpu() {
+    let gpu = match Device::new_cuda(0) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("no CUDA device, skipped: {e}");
+            return;
+        }
+    };
+    for preset in Preset::ALL {
+        let (w, h) = preset.input_size();
+        let cpu = Segmenter::new(preset, &Device::Cpu).unwrap();
+        let cuda = Segmenter::new(preset, &gpu).unwrap();
+        assert_eq!(cuda.kernels(), Kernels::Portable);
+        for (id, input, _) in fixtures(preset) {
+            let (mut a, mut b) = (vec![0f32; w * h], vec![0f32; w * h]);
+            cpu.segment(&input, &mut a).unwrap();
+            cuda.segment(&input, &mut b).unwrap();
+            let max = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            eprintln!("{preset} {id}: cuda vs cpu max abs diff {max:.2e}");
+            assert!(max <= 1e-3, "{preset} {id}: max abs diff {max} > 1e-3");
+        }
+    }
 }

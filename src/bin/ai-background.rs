@@ -102,9 +102,24 @@ enum Command {
         /// Photo to use (default: the demo photo shipped in the repository).
         #[arg(long)]
         image: Option<PathBuf>,
+        /// Time the network alone in this implementation (fused, portable, stock) against
+        /// the fused CPU kernels, interleaved, and print tensor operations per frame.
+        #[arg(long, value_enum)]
+        path: Option<NetPath>,
         #[command(flatten)]
         model: ModelArgs,
     },
+}
+
+/// Implementations of the network (`bench --path`).
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+enum NetPath {
+    /// The fused CPU kernels.
+    Fused,
+    /// Whole-tensor candle ops, what CUDA and Metal run.
+    Portable,
+    /// candle's stock ops (grouped conv2d), the previous GPU path.
+    Stock,
 }
 
 #[derive(Args, Clone)]
@@ -411,11 +426,19 @@ fn main() {
         } => eval(&images, &masks, threshold, json, csv.as_deref(), &model),
         Command::EvalVideo(args) => eval_video(&args),
         Command::Bench {
+            frames,
+            image,
+            model,
+            path: Some(path),
+            ..
+        } => bench_network(path, frames, image.as_deref(), &model),
+        Command::Bench {
             size,
             frames,
             mode,
             image,
             model,
+            path: None,
         } => bench(size, frames, mode, image.as_deref(), &model),
     };
     if let Err(e) = result {
@@ -814,5 +837,50 @@ fn bench(
             ms(s[s.len() * 9 / 10])
         );
     }
+    Ok(())
+}
+
+/// `bench --path`: the network alone in one implementation on `--device` against the fused
+/// CPU kernels, interleaved frame by frame, medians and their ratio.
+fn bench_network(
+    path: NetPath,
+    frames: usize,
+    image: Option<&Path>,
+    model: &ModelArgs,
+) -> Result<()> {
+    use obs_ai_background::model::{interleaved_medians, Kernels};
+    let photo = load_rgba(&image.map(Path::to_path_buf).unwrap_or_else(demo_photo))?;
+    let preset = model.preset;
+    let (w, h) = preset.input_size();
+    let small = image::imageops::resize(&photo, w as u32, h as u32, image::imageops::Triangle);
+    let mut input = vec![0f32; 3 * w * h];
+    for (i, p) in small.pixels().enumerate() {
+        for c in 0..3 {
+            input[c * w * h + i] = p[c] as f32 / 255.0;
+        }
+    }
+    let kernels = match path {
+        NetPath::Fused => Kernels::Cpu,
+        NetPath::Portable => Kernels::Portable,
+        NetPath::Stock => Kernels::Stock,
+    };
+    let device = match (path, model.device) {
+        (NetPath::Fused, _) | (_, DeviceChoice::Auto) => DeviceChoice::Cpu.resolve()?,
+        (_, choice) => choice.resolve()?,
+    };
+    let seg = Segmenter::with_kernels(preset, &device, kernels)?;
+    let fused = Segmenter::new(preset, &candle_core::Device::Cpu)?;
+    let x = candle_core::Tensor::from_slice(&input, (1, 3, h, w), &device)?;
+    let (_, ops) = seg.forward_counted(&x)?;
+    let t = interleaved_medians(&[&seg, &fused], &input, 5, frames)?;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "{}, {frames} frames interleaved with the fused CPU kernels:",
+        seg.describe()
+    );
+    println!("tensor operations per frame  {ops}");
+    println!("median ms                    {:.3}", ms(t[0]));
+    println!("fused CPU median ms          {:.3}", ms(t[1]));
+    println!("ratio                        {:.2}x", ms(t[0]) / ms(t[1]));
     Ok(())
 }

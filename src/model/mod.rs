@@ -7,13 +7,17 @@
 
 pub mod kernels;
 pub mod net;
+pub mod ops;
+pub mod portable;
 
 use crate::device::DeviceChoice;
 use crate::{EngineError, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
-use net::{Kernels, SelfieSegmentation};
+pub use net::Kernels;
+use net::SelfieSegmentation;
 use parking_lot::Mutex;
+use portable::PortableNet;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -103,9 +107,17 @@ pub trait SegmentationBackend: Send + Sync {
     fn describe(&self) -> String;
 }
 
+/// The network in one of its two implementations.
+enum Net {
+    /// [`Kernels::Cpu`] or [`Kernels::Stock`] (both variants boxed: built once per model).
+    Layers(Box<SelfieSegmentation>),
+    /// [`Kernels::Portable`].
+    Portable(Box<PortableNet>),
+}
+
 /// The selfie-segmentation network on a candle device.
 pub struct Segmenter {
-    net: SelfieSegmentation,
+    net: Net,
     preset: Preset,
     device: Device,
     kernels: Kernels,
@@ -123,7 +135,7 @@ impl fmt::Debug for Segmenter {
 
 impl Segmenter {
     /// Loads the embedded weights of `preset` on `device`, with the fastest kernels the
-    /// device has (the custom CPU kernels on CPU, stock candle ops elsewhere).
+    /// device has (the custom CPU kernels on CPU, the portable path elsewhere).
     ///
     /// # Errors
     /// [`EngineError::Weights`] if the weights do not fit the architecture.
@@ -161,7 +173,7 @@ impl Segmenter {
         let kernels = if device.is_cpu() {
             Kernels::Cpu
         } else {
-            Kernels::Stock
+            Kernels::Portable
         };
         Self::build(bytes, preset, device, kernels, source_name)
     }
@@ -172,11 +184,27 @@ impl Segmenter {
     /// # Errors
     /// As [`Segmenter::new`].
     pub fn with_stock_ops(preset: Preset, device: &Device) -> Result<Self> {
+        Self::with_kernels(preset, device, Kernels::Stock)
+    }
+
+    /// Loads the embedded weights of `preset` on `device` with the given implementation
+    /// ([`Kernels::Cpu`] needs [`Device::Cpu`]).
+    ///
+    /// # Errors
+    /// As [`Segmenter::new`], and [`EngineError::Device`] for the CPU kernels on another
+    /// device.
+    pub fn with_kernels(preset: Preset, device: &Device, kernels: Kernels) -> Result<Self> {
+        if kernels == Kernels::Cpu && !device.is_cpu() {
+            return Err(EngineError::Device(
+                crate::device::device_name(device).into(),
+                "the fused kernels run on the CPU only".into(),
+            ));
+        }
         Self::build(
             preset.embedded_weights(),
             preset,
             device,
-            Kernels::Stock,
+            kernels,
             &format!("embedded {preset} weights"),
         )
     }
@@ -198,7 +226,14 @@ impl Segmenter {
         })?;
         let vb =
             VarBuilder::from_slice_safetensors(bytes, DType::F32, device).map_err(weights_error)?;
-        let net = SelfieSegmentation::new(kernels, vb).map_err(weights_error)?;
+        let net = match kernels {
+            Kernels::Portable => Net::Portable(Box::new(
+                PortableNet::new(vb, device).map_err(weights_error)?,
+            )),
+            _ => Net::Layers(Box::new(
+                SelfieSegmentation::new(kernels, vb).map_err(weights_error)?,
+            )),
+        };
         Ok(Self {
             net,
             preset,
@@ -222,7 +257,25 @@ impl Segmenter {
     /// # Errors
     /// [`EngineError::Inference`] on a shape mismatch or device failure.
     pub fn forward(&self, input: &Tensor) -> Result<Tensor> {
-        Ok(self.net.forward(input)?)
+        Ok(match &self.net {
+            Net::Layers(net) => net.forward(input)?,
+            Net::Portable(net) => net.forward(input)?,
+        })
+    }
+
+    /// [`Segmenter::forward`] plus the number of tensor operations it issued (see
+    /// [`ops`]; the fused CPU kernels are not counted and give 0).
+    ///
+    /// # Errors
+    /// As [`Segmenter::forward`].
+    pub fn forward_counted(&self, input: &Tensor) -> Result<(Tensor, usize)> {
+        let (y, n) = ops::counted(|| self.forward(input));
+        Ok((y?, n))
+    }
+
+    /// The implementation the network runs with.
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 }
 
@@ -250,8 +303,13 @@ impl SegmentationBackend for Segmenter {
     }
 
     fn describe(&self) -> String {
+        let path = match self.kernels {
+            Kernels::Cpu => "",
+            Kernels::Portable => ", portable ops",
+            Kernels::Stock => ", stock ops",
+        };
         format!(
-            "candle {} on {}",
+            "candle {} on {}{path}",
             self.preset,
             crate::device::device_name(&self.device)
         )
@@ -287,6 +345,46 @@ fn check_finite(bytes: &[u8]) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Median wall time of [`SegmentationBackend::segment`] (upload, network, read-back) for each
+/// segmenter, timed in turn frame by frame so that drift of a shared machine affects all alike:
+/// `warmup` untimed rounds, then `frames` timed rounds. `input` is NCHW `[1, 3, H, W]` RGB
+/// 0..1 for the segmenters' common preset.
+///
+/// # Errors
+/// The first error of a segmenter, or [`EngineError::InvalidFrame`] for mixed presets.
+pub fn interleaved_medians(
+    segmenters: &[&Segmenter],
+    input: &[f32],
+    warmup: usize,
+    frames: usize,
+) -> Result<Vec<std::time::Duration>> {
+    let preset = segmenters.first().map_or(Preset::default(), |s| s.preset);
+    if segmenters.iter().any(|s| s.preset != preset) {
+        return Err(EngineError::InvalidFrame(
+            "segmenters to compare must share a preset".into(),
+        ));
+    }
+    let (w, h) = preset.input_size();
+    let mut output = vec![0f32; w * h];
+    let mut times = vec![Vec::with_capacity(frames); segmenters.len()];
+    for round in 0..warmup + frames {
+        for (seg, t) in segmenters.iter().zip(&mut times) {
+            let start = std::time::Instant::now();
+            seg.segment(input, &mut output)?;
+            if round >= warmup {
+                t.push(start.elapsed());
+            }
+        }
+    }
+    Ok(times
+        .into_iter()
+        .map(|mut t| {
+            t.sort();
+            t.get(t.len() / 2).copied().unwrap_or_default()
+        })
+        .collect())
+}
+
 /// Returns the segmenter for `preset` on `choice`, loading it only if no live one exists.
 ///
 /// Several OBS filter instances share one loaded model this way; it is dropped when the last
@@ -307,7 +405,7 @@ pub fn shared_segmenter(preset: Preset, choice: DeviceChoice) -> Result<Arc<Segm
     {
         return Ok(live);
     }
-    let device = choice.resolve()?;
+    let device = choice.resolve_for(preset)?;
     let segmenter = Arc::new(Segmenter::new(preset, &device)?);
     cache.push(((preset, choice), Arc::downgrade(&segmenter)));
     Ok(segmenter)

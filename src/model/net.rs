@@ -29,6 +29,7 @@ use super::kernels::{
     same_padding, Activation, DenseConv, DepthwiseConv, GatedAdd, PointwiseConv,
     TransposedConv2x2Sigmoid, Upsample2x,
 };
+use super::ops::count;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -40,6 +41,9 @@ pub enum Kernels {
     Stock,
     /// The custom CPU ops (depthwise convolution, in-place bias + activation).
     Cpu,
+    /// Whole-tensor candle ops without per-channel splits ([`super::portable`]): what CUDA
+    /// and Metal run.
+    Portable,
 }
 
 /// A 1x1 convolution computed as one matrix product `[Cout, Cin] x [Cin, H*W]`, plus bias
@@ -149,6 +153,7 @@ impl Module for Pointwise {
             .weight
             .matmul(&x.reshape((cin, n * h * w))?)?
             .reshape((n, cout, h, w))?;
+        count(2 + stock_activation_ops(self.activation), ());
         self.activation.apply_tensor(&y.broadcast_add(&self.bias)?)
     }
 }
@@ -197,7 +202,7 @@ impl Module for Depthwise {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self.kernels {
             Kernels::Cpu => x.apply_op1_no_bwd(&self.op),
-            Kernels::Stock => {
+            Kernels::Stock | Kernels::Portable => {
                 let (_, c, h, w) = x.dims4()?;
                 let (k, s) = (self.op.kernel, self.op.stride);
                 let (pt, pb) = same_padding(h, k, s);
@@ -207,6 +212,17 @@ impl Module for Depthwise {
                     .pad_with_zeros(3, pl, pr)?
                     .conv2d(&self.weight, 0, s, 1, c)?
                     .broadcast_add(&self.bias)?;
+                // Padding: zeros + cat copies per padded side; grouped conv2d: one conv per
+                // channel plus one copy each into the concatenated output; bias; activation.
+                count(
+                    pad_ops(pt, pb)
+                        + pad_ops(pl, pr)
+                        + 2 * c
+                        + 1
+                        + stock_activation_ops(self.op.activation)
+                        + usize::from(self.op.residual),
+                    (),
+                );
                 let y = self.op.activation.apply_tensor(&y)?;
                 if self.op.residual {
                     x + y
@@ -262,7 +278,31 @@ impl Module for Stem {
             .pad_with_zeros(3, pl, pr)?
             .conv2d(&self.weight, 0, 2, 1, 1)?
             .broadcast_add(&self.bias)?;
+        count(
+            pad_ops(pt, pb) + pad_ops(pl, pr) + 2 + stock_activation_ops(self.op.activation),
+            (),
+        );
         self.op.activation.apply_tensor(&y)
+    }
+}
+
+/// Operations of [`Activation::apply_tensor`]: hard-swish is an add, a scalar clamp (two
+/// scalar uploads and two comparisons), a division and a product.
+fn stock_activation_ops(a: Activation) -> usize {
+    match a {
+        Activation::None => 0,
+        Activation::Relu | Activation::Sigmoid => 1,
+        Activation::HardSwish => 7,
+    }
+}
+
+/// Operations of `pad_with_zeros(before, after)`: a zero tensor per padded side and one copy
+/// per concatenated piece.
+fn pad_ops(before: usize, after: usize) -> usize {
+    match (before > 0, after > 0) {
+        (false, false) => 0,
+        (true, true) => 5,
+        _ => 3,
     }
 }
 
@@ -270,6 +310,7 @@ impl Module for Stem {
 /// landscape model, a full-size `AVERAGE_POOL_2D` in the square one).
 fn global_mean(x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
+    count(2, ());
     x.reshape((n, c, h * w))?
         .mean_keepdim(2)?
         .reshape((n, c, 1, 1))
@@ -439,10 +480,11 @@ impl Module for InvertedResidual {
         }
         let mut y = self.dw.forward(&self.expand.forward(x)?)?;
         if let Some(se) = &self.se {
-            y = y.broadcast_mul(&se.forward(&y)?)?;
+            y = count(1, y.broadcast_mul(&se.forward(&y)?))?;
         }
         let y = self.project.forward(&y)?;
         if self.residual {
+            count(1, ());
             y + x
         } else {
             Ok(y)
@@ -474,7 +516,7 @@ impl Module for Head {
             return self.conv.forward_fused(x, None, Some(&gate), None);
         }
         let gate = self.gate.forward(&global_mean(x)?)?;
-        self.conv.forward(x)?.broadcast_mul(&gate)
+        count(1, self.conv.forward(x)?.broadcast_mul(&gate))
     }
 }
 
@@ -519,9 +561,9 @@ impl DecoderStage {
         let (_, _, h, w) = x.dims4()?;
         let up = self
             .proj
-            .forward(&x.upsample_bilinear2d(2 * h, 2 * w, false)?)?;
-        let gate = self.gate.forward(&(skip + &up)?)?;
-        let merged = (skip.broadcast_mul(&gate)? + up)?;
+            .forward(&count(1, x.upsample_bilinear2d(2 * h, 2 * w, false))?)?;
+        let gate = self.gate.forward(&count(1, skip + &up)?)?;
+        let merged = count(2, skip.broadcast_mul(&gate)? + up)?;
         // c + relu(dw(c)): the residual is part of `dw`.
         self.dw.forward(&self.conv.forward(&merged)?)
     }
@@ -573,7 +615,8 @@ impl Module for Output {
             .permute((2, 0, 3, 1))? // [h, dy, w, dx]
             .reshape((n, 1, 2 * h, 2 * w))?
             .broadcast_add(&self.bias)?;
-        candle_nn::ops::sigmoid(&y)
+        // matmul, the permuted copy, bias, sigmoid.
+        count(4, candle_nn::ops::sigmoid(&y))
     }
 }
 
