@@ -176,8 +176,14 @@ impl AtomicOutput {
                 .unwrap_or("")
                 .to_string(),
         };
-        // Write through a symlink to its target.
-        let dest = fs::canonicalize(dest).unwrap_or_else(|_| dest.to_path_buf());
+        // Write through a symlink to its target. Only then: on Windows `canonicalize` gives
+        // verbatim `\\?\C:\...` paths, which would reach messages and ffmpeg.
+        let is_link = fs::symlink_metadata(dest).is_ok_and(|m| m.file_type().is_symlink());
+        let dest = if is_link {
+            fs::canonicalize(dest).unwrap_or_else(|_| dest.to_path_buf())
+        } else {
+            dest.to_path_buf()
+        };
         if dest.is_dir() {
             return Err(fail(std::io::Error::other("it is a folder")));
         }

@@ -12,6 +12,8 @@
 //!   same set, every function it imports from `obs.dll` is in libobs' export list, and it
 //!   imports from no other OBS library (`x86_64-w64-mingw32-objdump -p`).
 //!
+//! When a libobs call is added or removed, `scripts/obs-def.sh` regenerates `obs.def`.
+//!
 //! Needs binutils (`nm`) and the installed `libobs-dev`/`libobs0` (OBS 29); the Windows half
 //! needs `mingw-w64`.
 
@@ -145,8 +147,8 @@ fn linux_module_exports_and_imports_match_libobs() {
     let extra: Vec<_> = def.difference(&referenced).collect();
     assert!(
         missing.is_empty() && extra.is_empty(),
-        "src/obs/obs.def is out of date (regenerate it with the command in its header): \
-         missing {missing:?}, not referenced {extra:?}"
+        "src/obs/obs.def is out of date: run scripts/obs-def.sh (it rewrites the file from \
+         this build); missing {missing:?}, not referenced {extra:?}"
     );
     assert!(def.is_subset(&libobs));
     // What the linked Linux module calls in libobs is all in obs.def (bar Linux-only ones).

@@ -195,6 +195,9 @@ pub struct TextureRef<'a> {
 }
 
 impl TextureRef<'_> {
+    /// The raw texture, for the headless test host's own effect calls (Linux only, as the
+    /// host is).
+    #[cfg(target_os = "linux")]
     pub(crate) fn as_ptr(&self) -> *mut sys::gs_texture_t {
         self.ptr.as_ptr()
     }
