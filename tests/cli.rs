@@ -1187,6 +1187,7 @@ fn damaged_video_reports_undecodable_frames() {
             .stored_frames;
         assert!(warning.ends_with(&format!("the output has {} frames", written.unwrap())));
     }
+}
 
 /// `bench --path`: the network alone against the fused kernels, with the tensor operations one
 /// frame issues (the portable path must stay far below the stock path's count).

@@ -844,7 +844,7 @@ fn bench(
 /// CPU kernels, interleaved frame by frame, medians and their ratio.
 fn bench_network(
     path: NetPath,
-    frames: usize,
+    frames: u64,
     image: Option<&Path>,
     model: &ModelArgs,
 ) -> Result<()> {
@@ -872,7 +872,7 @@ fn bench_network(
     let fused = Segmenter::new(preset, &candle_core::Device::Cpu)?;
     let x = candle_core::Tensor::from_slice(&input, (1, 3, h, w), &device)?;
     let (_, ops) = seg.forward_counted(&x)?;
-    let t = interleaved_medians(&[&seg, &fused], &input, 5, frames)?;
+    let t = interleaved_medians(&[&seg, &fused], &input, 5, frames as usize)?;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
         "{}, {frames} frames interleaved with the fused CPU kernels:",
