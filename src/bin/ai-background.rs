@@ -96,6 +96,9 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Fine-tune the segmenter on images with masks and write the weights (.safetensors)
+    /// for --weights and the OBS filter's "Custom weights".
+    Train(TrainArgs),
 }
 
 /// Implementations of the network (`bench --path`).
@@ -293,6 +296,7 @@ fn main() {
             model,
             path: None,
         } => bench(size, frames, mode, image.as_deref(), &model),
+        Command::Train(args) => train(&args),
     };
     if let Err(e) = result {
         // One line: the message with its causes joined, and any line breaks that libraries put
@@ -609,5 +613,177 @@ fn bench_network(
     println!("median ms                    {:.3}", ms(t[0]));
     println!("fused CPU median ms          {:.3}", ms(t[1]));
     println!("ratio                        {:.2}x", ms(t[0]) / ms(t[1]));
+    Ok(())
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Folder with images/<id>.jpg and masks/<id>.png (255 = person); repeat for more.
+    #[arg(long, required = true)]
+    data: Vec<PathBuf>,
+    /// Output weights (.safetensors); written atomically, never over an input.
+    #[arg(long)]
+    out: PathBuf,
+    /// Model preset to train: landscape (256x144) or square (256x256).
+    #[arg(long, default_value = "landscape", value_parser = parse_preset)]
+    preset: Preset,
+    /// Budget: minutes of training (the schedule follows the clock).
+    #[arg(long, required_unless_present = "steps")]
+    minutes: Option<f64>,
+    /// Budget: steps of one batch each.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Validation folder (images/, masks/): scored every --val-every steps, the best kept.
+    #[arg(long)]
+    val: Option<PathBuf>,
+    /// Start from these weights instead of the embedded ones.
+    #[arg(long)]
+    from: Option<PathBuf>,
+    /// Unlabelled frames to stay close to the original model on: a folder of images or a
+    /// video (default: the demo photo in assets/demo).
+    #[arg(long)]
+    keep: Option<PathBuf>,
+    /// Do not distil on unlabelled frames.
+    #[arg(long, conflicts_with = "keep")]
+    no_keep: bool,
+    /// Weight of the distillation loss.
+    #[arg(long, default_value_t = 1.0)]
+    keep_weight: f32,
+    /// Weight of the L2 pull towards the starting weights (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    l2: f64,
+    /// Labelled images per step.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Peak learning rate (AdamW, warm-up then cosine decay).
+    #[arg(long, default_value_t = 5e-5)]
+    lr: f64,
+    /// Steps of linear learning-rate warm-up.
+    #[arg(long, default_value_t = 100)]
+    warmup: usize,
+    /// Validate every this many steps.
+    #[arg(long, default_value_t = 200)]
+    val_every: usize,
+    /// Random seed (sampling, augmentation).
+    #[arg(long, default_value_t = 0x5eed)]
+    seed: u64,
+    /// Compute device: auto, cpu, cuda[:N], metal[:N].
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: DeviceChoice,
+    /// Print one JSON summary at the end instead of the progress bar and table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn train(args: &TrainArgs) -> Result<()> {
+    use obs_ai_background::train::{self, KeepSource, TrainConfig};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut cfg = TrainConfig::new(args.data.clone(), args.out.clone(), args.preset);
+    cfg.val = args.val.clone();
+    cfg.from = args.from.clone();
+    cfg.steps = args.steps;
+    cfg.minutes = args.minutes;
+    cfg.batch = args.batch;
+    cfg.lr = args.lr;
+    cfg.val_every = args.val_every;
+    cfg.warmup = args.warmup;
+    cfg.keep_weight = args.keep_weight;
+    cfg.l2 = args.l2;
+    cfg.seed = args.seed;
+    cfg.keep = match (&args.keep, args.no_keep) {
+        (_, true) => KeepSource::None,
+        (Some(p), _) => KeepSource::Path(p.clone()),
+        (None, _) => KeepSource::Demo,
+    };
+    let device = args.device.resolve()?;
+    static STOP: AtomicBool = AtomicBool::new(false);
+    // A second Ctrl-C while the best file is being written is ignored; the write is atomic.
+    ctrlc::set_handler(|| STOP.store(true, Ordering::Relaxed))
+        .context("cannot install the Ctrl-C handler")?;
+    let bar = if args.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(1000)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {percent:>3}% {msg}").expect("valid template"),
+    );
+    let mut on_step = |p: &train::Progress| {
+        bar.set_position((p.fraction * 1000.0) as u64);
+        let left = if p.fraction > 0.0 {
+            p.elapsed.as_secs_f64() * (1.0 - p.fraction) / p.fraction
+        } else {
+            0.0
+        };
+        let val = p.val.as_ref().map_or(String::from("-"), |v| {
+            format!("IoU {:.4} BF {:.4}", v.mean_iou, v.boundary_f)
+        });
+        bar.set_message(format!(
+            "step {} loss {:.4} val {val} left {:.0}:{:02.0}",
+            p.step,
+            p.loss,
+            (left / 60.0).floor(),
+            left % 60.0
+        ));
+    };
+    let report = train::train(&cfg, &device, &STOP, &mut on_step)?;
+    bar.finish_and_clear();
+    let first =
+        report.losses.iter().take(10).sum::<f32>() / report.losses.len().clamp(1, 10) as f32;
+    let last =
+        report.losses.iter().rev().take(10).sum::<f32>() / report.losses.len().clamp(1, 10) as f32;
+    let t = &report.times;
+    if args.json {
+        let v = serde_json::json!({
+            "out": args.out,
+            "steps": report.steps,
+            "interrupted": report.interrupted,
+            "loss_first10": first,
+            "loss_last10": last,
+            "start": report.start,
+            "best_step": report.best.as_ref().map(|b| b.0),
+            "best": report.best.as_ref().map(|b| &b.1),
+            "history": report.history.iter().map(|(s, v)| serde_json::json!({"step": s, "val": v})).collect::<Vec<_>>(),
+            "seconds_per_image": report.seconds_per_image(),
+            "batch": report.batch,
+            "keep_batch": report.keep_batch,
+            "seconds": {
+                "data": t.data.as_secs_f64(),
+                "forward": t.forward.as_secs_f64(),
+                "backward": t.backward.as_secs_f64(),
+                "update": t.update.as_secs_f64(),
+                "validation": t.validation.as_secs_f64(),
+            },
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    if report.interrupted {
+        println!("stopped      at step {} (Ctrl-C)", report.steps);
+    }
+    println!("steps        {}", report.steps);
+    println!("loss         {first:.4} (first 10 steps) -> {last:.4} (last 10)");
+    if let (Some(s), Some((step, b))) = (&report.start, &report.best) {
+        println!(
+            "val start    mean IoU {:.4}  boundary F {:.4}",
+            s.mean_iou, s.boundary_f
+        );
+        println!(
+            "val best     mean IoU {:.4}  boundary F {:.4}  (step {step})",
+            b.mean_iou, b.boundary_f
+        );
+    }
+    println!(
+        "time         {:.3} s per image forward+backward+update (batch {} + {} keep frames); data {:.0} s, forward {:.0} s, backward {:.0} s, update {:.0} s, validation {:.0} s",
+        report.seconds_per_image(),
+        report.batch,
+        report.keep_batch,
+        t.data.as_secs_f64(),
+        t.forward.as_secs_f64(),
+        t.backward.as_secs_f64(),
+        t.update.as_secs_f64(),
+        t.validation.as_secs_f64()
+    );
+    println!("wrote        {}", args.out.display());
     Ok(())
 }
