@@ -213,6 +213,11 @@ pub struct TrainReport {
     pub keep_batch: usize,
     /// Time spent, by kind.
     pub times: StepTimes,
+    /// The labelled loss on up to 8 training pairs (whole images, no augmentation) with the
+    /// starting weights ...
+    pub fit_before: f32,
+    /// ... and with the final weights.
+    pub fit_after: f32,
 }
 
 impl TrainReport {
@@ -415,6 +420,43 @@ pub fn soft_dice(x: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
     (ratio.neg()? + 1.0)?.mean_all()
 }
 
+/// The labelled loss: edge-weighted stable BCE plus `dice_weight` times soft Dice; logits,
+/// targets and weights `[N, 1, H, W]`.
+///
+/// # Errors
+/// On mismatched shapes.
+pub fn labelled_loss(
+    logits: &Tensor,
+    target: &Tensor,
+    weights: &Tensor,
+    dice_weight: f32,
+) -> candle_core::Result<Tensor> {
+    let bce = (bce_with_logits(logits, target)? * weights)?
+        .sum_all()?
+        .div(&weights.sum_all()?)?;
+    bce + (soft_dice(logits, target)? * dice_weight as f64)?
+}
+
+/// [`edge_weights`] of each sample's target, stacked `[N, 1, H, W]`.
+fn edge_tensor(
+    samples: &[Sample],
+    (w, h): (usize, usize),
+    extra: f32,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let v: Vec<f32> = samples
+        .iter()
+        .flat_map(|s| edge_weights(&s.target, w, h, 2, extra))
+        .collect();
+    Tensor::from_vec(v, (samples.len(), 1, h, w), device)
+}
+
+fn decode_mask(e: &Encoded) -> Result<GrayImage, TrainError> {
+    Ok(image::load_from_memory(&e.mask)
+        .map_err(|err| TrainError::Io(e.name.clone(), err.to_string()))?
+        .to_luma8())
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, TrainError> {
     std::fs::read(path).map_err(|e| TrainError::Io(path.to_path_buf(), e.to_string()))
 }
@@ -545,6 +587,49 @@ pub fn validate(bytes: &[u8], preset: Preset, pairs: &[Pair]) -> Result<Summary,
     Ok(Summary::of(&scores))
 }
 
+/// Agreement of two weight files on unlabelled frames where the first is confident: over
+/// the pixels (at model resolution) where `reference` gives `p <= 0.1` or `p >= 0.9`, the
+/// fraction where `other` falls on the same side of 0.5. Returns `(agreement, confident
+/// fraction of all pixels)`.
+///
+/// # Errors
+/// [`TrainError::Engine`] when either set of weights does not load.
+pub fn agreement(
+    reference: &[u8],
+    other: &[u8],
+    preset: Preset,
+    frames: &[RgbImage],
+) -> Result<(f64, f64), TrainError> {
+    let a = Segmenter::from_bytes(reference, preset, &Device::Cpu, "reference weights")?;
+    let b = Segmenter::from_bytes(other, preset, &Device::Cpu, "trained weights")?;
+    let (w, h) = preset.input_size();
+    let mut pre = Preprocessor::new(w, h);
+    let (mut pa, mut pb) = (vec![0f32; w * h], vec![0f32; w * h]);
+    let (mut confident, mut agree, mut total) = (0u64, 0u64, 0u64);
+    for f in frames {
+        let frame = FrameRef::packed(
+            f.as_raw(),
+            f.width() as usize,
+            f.height() as usize,
+            PixelFormat::Rgb,
+        )?;
+        let input = pre.run(&frame);
+        a.segment(input, &mut pa)?;
+        b.segment(input, &mut pb)?;
+        for (&p, &q) in pa.iter().zip(&pb) {
+            total += 1;
+            if !(0.1..0.9).contains(&p) {
+                confident += 1;
+                agree += u64::from((p >= 0.5) == (q >= 0.5));
+            }
+        }
+    }
+    Ok((
+        agree as f64 / confident.max(1) as f64,
+        confident as f64 / total.max(1) as f64,
+    ))
+}
+
 fn same_file(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
@@ -643,6 +728,7 @@ pub fn train(
         None => cfg.preset.embedded_weights().to_vec(),
     };
     let net = TrainableNet::from_bytes(&start_bytes, device)?;
+    let size = cfg.preset.input_size();
     let teacher = if keep_batch > 0 {
         Some(Segmenter::from_bytes(
             &start_bytes,
@@ -654,6 +740,36 @@ pub fn train(
         None
     };
     let start_weights: HashMap<String, Tensor> = net.snapshot()?;
+    // A fixed probe batch: the first pairs, whole, unaugmented.
+    let probe: Vec<Sample> = {
+        let mut pre = Preprocessor::new(size.0, size.1);
+        let mut resizer = PlaneResizer::default();
+        data.iter()
+            .take(8)
+            .map(|e| {
+                let rgb = decode_rgb(&e.image, &e.name)?;
+                let mask = decode_mask(e)?;
+                if mask.dimensions() != rgb.dimensions() {
+                    return Err(TrainError::Config(format!(
+                        "the mask of {} differs in size from the image",
+                        e.name.display()
+                    )));
+                }
+                let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+                let frame = FrameRef::packed(rgb.as_raw(), w, h, PixelFormat::Rgb)?;
+                let input = pre.run(&frame).to_vec();
+                let plane: Vec<f32> = mask.as_raw().iter().map(|&v| v as f32 / 255.0).collect();
+                let mut target = vec![0f32; size.0 * size.1];
+                resizer.resize(&plane, (w, h), &mut target, size);
+                Ok(Sample { input, target })
+            })
+            .collect::<Result<_, TrainError>>()?
+    };
+    let probe_loss = |net: &TrainableNet| -> Result<f32, TrainError> {
+        let (x, y) = stack(&probe, size, device)?;
+        let wt = edge_tensor(&probe, size, cfg.edge_weight, device)?;
+        Ok(labelled_loss(&net.logits(&x)?, &y, &wt, cfg.dice_weight)?.to_scalar::<f32>()?)
+    };
     let vars: Vec<(String, Var)> = net
         .vars()
         .iter()
@@ -668,7 +784,6 @@ pub fn train(
         },
     )?;
 
-    let size = cfg.preset.input_size();
     let mut aug = Augmenter::new(cfg.preset, cfg.seed);
     let started = Instant::now();
     let mut report = TrainReport {
@@ -682,6 +797,8 @@ pub fn train(
         batch: cfg.batch,
         keep_batch,
         times: StepTimes::default(),
+        fit_before: 0.0,
+        fit_after: 0.0,
     };
     let budget = |step: usize, elapsed: Duration| -> f64 {
         let by_steps = cfg.steps.map_or(0.0, |n| step as f64 / n.max(1) as f64);
@@ -693,6 +810,7 @@ pub fn train(
     let mut last_val: Option<Summary> = None;
 
     // Validates (or, without --val, just saves) the current weights.
+    report.fit_before = probe_loss(&net)?;
     let checkpoint =
         |step: usize, report: &mut TrainReport| -> Result<Option<Summary>, TrainError> {
             let t = Instant::now();
@@ -740,9 +858,7 @@ pub fn train(
         for _ in 0..cfg.batch {
             let e = &data[aug.rng.usize(0..data.len())];
             let rgb = decode_rgb(&e.image, &e.name)?;
-            let mask = image::load_from_memory(&e.mask)
-                .map_err(|err| TrainError::Io(e.name.clone(), err.to_string()))?
-                .to_luma8();
+            let mask = decode_mask(e)?;
             if mask.dimensions() != rgb.dimensions() {
                 return Err(TrainError::Config(format!(
                     "the mask of {} differs in size from the image",
@@ -770,12 +886,8 @@ pub fn train(
                 samples.push(s);
             }
         }
-        let weights: Vec<f32> = samples[..cfg.batch]
-            .iter()
-            .flat_map(|s| edge_weights(&s.target, size.0, size.1, 2, cfg.edge_weight))
-            .collect();
         let (x, y) = stack(&samples, size, device)?;
-        let wt = Tensor::from_vec(weights, (cfg.batch, 1, size.1, size.0), device)?;
+        let wt = edge_tensor(&samples[..cfg.batch], size, cfg.edge_weight, device)?;
         report.times.data += t.elapsed();
 
         // Forward and loss.
@@ -838,6 +950,7 @@ pub fn train(
     if validated_at != step || (step == 0 && val_pairs.is_empty()) {
         checkpoint(step, &mut report)?;
     }
+    report.fit_after = probe_loss(&net)?;
     Ok(report)
 }
 

@@ -670,6 +670,10 @@ struct TrainArgs {
     /// Compute device: auto, cpu, cuda[:N], metal[:N].
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     device: DeviceChoice,
+    /// After training, report the agreement of the written weights with the starting ones on
+    /// frames of these videos or image folders, where the starting ones are confident.
+    #[arg(long)]
+    agree: Vec<PathBuf>,
     /// Print one JSON summary at the end instead of the progress bar and table.
     #[arg(long)]
     json: bool,
@@ -726,8 +730,26 @@ fn train(args: &TrainArgs) -> Result<()> {
             left % 60.0
         ));
     };
+    // One thread: on the 2-core reference machine candle's multi-threaded matmuls spent half
+    // of the CPU time spinning at their barrier during training (see docs/training.md).
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
     let report = train::train(&cfg, &device, &STOP, &mut on_step)?;
     bar.finish_and_clear();
+    let start_bytes = match &args.from {
+        Some(f) => std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
+        None => args.preset.embedded_weights().to_vec(),
+    };
+    let written = std::fs::read(&args.out)?;
+    let mut agreements = Vec::new();
+    for source in &args.agree {
+        let frames = train::keep_frames(&KeepSource::Path(source.clone()))?;
+        let (agree, confident) = train::agreement(&start_bytes, &written, args.preset, &frames)?;
+        agreements.push(serde_json::json!({
+            "source": source, "frames": frames.len(), "agreement": agree, "confident": confident
+        }));
+    }
     let first =
         report.losses.iter().take(10).sum::<f32>() / report.losses.len().clamp(1, 10) as f32;
     let last =
@@ -740,11 +762,16 @@ fn train(args: &TrainArgs) -> Result<()> {
             "interrupted": report.interrupted,
             "loss_first10": first,
             "loss_last10": last,
+            "losses": report.losses,
+            "fit_before": report.fit_before,
+            "fit_after": report.fit_after,
+            "keep_losses": report.keep_losses,
             "start": report.start,
             "best_step": report.best.as_ref().map(|b| b.0),
             "best": report.best.as_ref().map(|b| &b.1),
             "history": report.history.iter().map(|(s, v)| serde_json::json!({"step": s, "val": v})).collect::<Vec<_>>(),
             "seconds_per_image": report.seconds_per_image(),
+            "agreement": agreements,
             "batch": report.batch,
             "keep_batch": report.keep_batch,
             "seconds": {
@@ -762,6 +789,10 @@ fn train(args: &TrainArgs) -> Result<()> {
         println!("stopped      at step {} (Ctrl-C)", report.steps);
     }
     println!("steps        {}", report.steps);
+    println!(
+        "fit          {:.4} -> {:.4} (loss on the first 8 training pairs, whole images)",
+        report.fit_before, report.fit_after
+    );
     println!("loss         {first:.4} (first 10 steps) -> {last:.4} (last 10)");
     if let (Some(s), Some((step, b))) = (&report.start, &report.best) {
         println!(
@@ -784,6 +815,15 @@ fn train(args: &TrainArgs) -> Result<()> {
         t.update.as_secs_f64(),
         t.validation.as_secs_f64()
     );
+    for a in &agreements {
+        println!(
+            "agreement    {:.4} with the start where it is confident ({:.1} % of pixels), {} frames of {}",
+            a["agreement"].as_f64().unwrap_or(0.0),
+            100.0 * a["confident"].as_f64().unwrap_or(0.0),
+            a["frames"],
+            a["source"]
+        );
+    }
     println!("wrote        {}", args.out.display());
     Ok(())
 }
