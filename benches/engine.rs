@@ -1,8 +1,9 @@
 //! Engine benchmarks: `cargo bench --bench engine` (add `--no-default-features` where libobs
 //! is absent).
 //!
-//! - `inference/<preset>`: the network alone on the fused CPU kernels, and `inference-stock/...`
-//!   on candle's stock ops (the path GPUs take), for the speed-up of the custom kernels;
+//! - `inference/<preset>`: the network alone on the fused CPU kernels, `inference-portable/...`
+//!   on the portable whole-tensor ops (the path GPUs take) and `inference-stock/...` on candle's
+//!   stock ops (the previous GPU path), all on the CPU;
 //! - `frame/<size>/<mode>`: the whole per-frame path of the CLI on a real photo scaled to 1280x720
 //!   and 1920x1080: pre-processing, inference, smoothing, upsampling (and refinement where
 //!   named), then the CPU compositor.
@@ -13,7 +14,7 @@ use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion};
 use image::RgbaImage;
 use obs_ai_background::composite::{AlphaSettings, Background, Compositor};
-use obs_ai_background::model::{Preset, Segmenter};
+use obs_ai_background::model::{Kernels, Preset, Segmenter};
 use obs_ai_background::{FrameRef, MaskPipeline, PipelineSettings, PixelFormat};
 use std::path::Path;
 use std::sync::Arc;
@@ -36,20 +37,19 @@ fn photo_input(preset: Preset) -> Tensor {
 }
 
 fn inference(c: &mut Criterion) {
-    for (name, stock) in [("inference", false), ("inference-stock", true)] {
+    for (name, kernels) in [
+        ("inference", Kernels::Cpu),
+        ("inference-portable", Kernels::Portable),
+        ("inference-stock", Kernels::Stock),
+    ] {
         let mut group = c.benchmark_group(name);
         group.measurement_time(Duration::from_secs(5));
-        if stock {
+        if kernels != Kernels::Cpu {
             group.sample_size(20);
         }
         for preset in Preset::ALL {
             let x = photo_input(preset);
-            let seg = if stock {
-                Segmenter::with_stock_ops(preset, &Device::Cpu)
-            } else {
-                Segmenter::new(preset, &Device::Cpu)
-            }
-            .unwrap();
+            let seg = Segmenter::with_kernels(preset, &Device::Cpu, kernels).unwrap();
             group.bench_function(preset.name(), |b| b.iter(|| seg.forward(&x).unwrap()));
         }
         group.finish();

@@ -280,3 +280,26 @@ fn unreadable_weights_are_one_error_line() {
     ]);
     assert_one_error_line(&out, "cannot load weights from");
 }
+
+/// `bench --path`: the network alone against the fused kernels, with the tensor operations one
+/// frame issues (the portable path must stay far below the stock path's count).
+#[test]
+fn bench_path_prints_operation_counts() {
+    let mut counts = Vec::new();
+    for path in ["portable", "stock"] {
+        let out = run(&["bench", "--path", path, "--frames", "2", "--device", "cpu"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.contains("ratio"), "{text}");
+        let ops: usize = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tensor operations per frame"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no operation count: {text}"));
+        counts.push(ops);
+    }
+    assert!(
+        counts[0] * 5 < counts[1],
+        "portable vs stock ops: {counts:?}"
+    );
+}

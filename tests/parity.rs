@@ -175,3 +175,36 @@ fn portable_path_matches_fused_kernels() {
         "portable {ops} vs stock {stock_ops} ops"
     );
 }
+
+/// On a CUDA GPU (builds with `--features cuda`, run by `scripts/gpu-check.sh`): the portable
+/// path there gives the fused CPU kernels' probabilities within 1e-3 on every fixture. Skips
+/// with a line where no GPU opens.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_matches_cpu() {
+    let gpu = match Device::new_cuda(0) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("no CUDA device, skipped: {e}");
+            return;
+        }
+    };
+    for preset in Preset::ALL {
+        let (w, h) = preset.input_size();
+        let cpu = Segmenter::new(preset, &Device::Cpu).unwrap();
+        let cuda = Segmenter::new(preset, &gpu).unwrap();
+        assert_eq!(cuda.kernels(), Kernels::Portable);
+        for (id, input, _) in fixtures(preset) {
+            let (mut a, mut b) = (vec![0f32; w * h], vec![0f32; w * h]);
+            cpu.segment(&input, &mut a).unwrap();
+            cuda.segment(&input, &mut b).unwrap();
+            let max = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            eprintln!("{preset} {id}: cuda vs cpu max abs diff {max:.2e}");
+            assert!(max <= 1e-3, "{preset} {id}: max abs diff {max} > 1e-3");
+        }
+    }
+}

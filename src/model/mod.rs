@@ -110,10 +110,10 @@ pub trait SegmentationBackend: Send + Sync {
 
 /// The network in one of its two implementations.
 enum Net {
-    /// [`Kernels::Cpu`] or [`Kernels::Stock`].
-    Layers(SelfieSegmentation),
+    /// [`Kernels::Cpu`] or [`Kernels::Stock`] (both variants boxed: built once per model).
+    Layers(Box<SelfieSegmentation>),
     /// [`Kernels::Portable`].
-    Portable(PortableNet),
+    Portable(Box<PortableNet>),
 }
 
 /// The selfie-segmentation network on a candle device.
@@ -224,10 +224,12 @@ impl Segmenter {
         let vb =
             VarBuilder::from_slice_safetensors(bytes, DType::F32, device).map_err(weights_error)?;
         let net = match kernels {
-            Kernels::Portable => {
-                Net::Portable(PortableNet::new(vb, device).map_err(weights_error)?)
-            }
-            _ => Net::Layers(SelfieSegmentation::new(kernels, vb).map_err(weights_error)?),
+            Kernels::Portable => Net::Portable(Box::new(
+                PortableNet::new(vb, device).map_err(weights_error)?,
+            )),
+            _ => Net::Layers(Box::new(
+                SelfieSegmentation::new(kernels, vb).map_err(weights_error)?,
+            )),
         };
         Ok(Self {
             net,
