@@ -5,6 +5,9 @@
 #                             OBS headers and plugins, libclang for bindgen, Xvfb + Mesa for
 #                             the headless tests, ffmpeg for the recording smoke test)
 #   scripts/deps.sh --build   only what building and running the plugin needs
+#   scripts/deps.sh --windows the build packages plus the Windows cross build, its tests
+#                             under Wine and the packaging (MinGW-w64, Wine, NSIS, zip),
+#                             and the Rust target x86_64-pc-windows-gnu (rustup)
 #
 # Idempotent and quick when everything is installed (no apt-get call at all then).
 # Uses sudo when not run as root.
@@ -12,15 +15,29 @@ set -euo pipefail
 
 build_pkgs=(pkg-config libclang-dev libobs-dev obs-studio)
 test_pkgs=(obs-plugins xvfb xauth libgl1-mesa-dri libegl1 libegl-mesa0 ffmpeg)
+windows_pkgs=(mingw-w64 wine64 wine nsis zip)
 
 pkgs=("${build_pkgs[@]}")
 case "${1:-}" in
   --build) ;;
   "") pkgs+=("${test_pkgs[@]}") ;;
-  *) echo "usage: $0 [--build]" >&2; exit 2 ;;
+  --windows) pkgs+=("${windows_pkgs[@]}") ;;
+  *) echo "usage: $0 [--build|--windows]" >&2; exit 2 ;;
 esac
 # Rust needs a C linker; a machine with "only Rust" may lack one.
 command -v cc >/dev/null 2>&1 || pkgs+=(build-essential)
+
+# The Windows cross build also needs Rust's standard library for the target (from rustup).
+if [ "${1:-}" = --windows ]; then
+  target=x86_64-pc-windows-gnu
+  if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+    rustup target add "$target" || {
+      echo "deps: 'rustup target add $target' failed (rustup missing, or no access to" >&2
+      echo "      static.rust-lang.org); the Windows build needs it." >&2
+      exit 1
+    }
+  fi
+fi
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -119,6 +119,10 @@ pub struct AlphaSettings {
 pub const DEFAULT_THRESHOLD: f32 = 0.5;
 /// Default feather.
 pub const DEFAULT_FEATHER: f32 = 0.2;
+/// Range of the blur strength (Gaussian sigma, output pixels), the same as the OBS filter's
+/// `BLUR_RANGE` slider: 0 = no blur; 100 px already turns a 1080p room into colour fields.
+/// The command line refuses values outside it.
+pub const BLUR_SIGMA_RANGE: (f32, f32) = (0.0, 100.0);
 
 impl Default for AlphaSettings {
     fn default() -> Self {

@@ -30,6 +30,22 @@ pub enum EngineError {
         /// What went wrong.
         reason: String,
     },
+    /// An output that cannot be created, written or renamed into place.
+    #[error("cannot write {path}: {reason}")]
+    Output {
+        /// The destination.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// An output path that names one of the inputs (same device and inode).
+    #[error("refusing to write {output}: it is the same file as the input {input}")]
+    SameFile {
+        /// The output as given.
+        output: PathBuf,
+        /// The input it names.
+        input: PathBuf,
+    },
     /// A failure inside candle while running the network.
     #[error("inference failed: {0}")]
     Inference(#[from] candle_core::Error),

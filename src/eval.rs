@@ -1,6 +1,7 @@
 //! Evaluation on a folder of images with ground-truth masks (`images/<id>.jpg`,
 //! `masks/<id>.png`), as `tools/eval_tflite.py` does for the TFLite reference.
 
+use crate::files::load_image;
 use crate::frame::{FrameRef, PixelFormat};
 use crate::metrics::{score, ImageScore};
 use crate::pipeline::{MaskPipeline, PipelineSettings};
@@ -26,9 +27,6 @@ pub enum EvalError {
         /// The mask path looked for.
         expected: PathBuf,
     },
-    /// An unreadable or corrupt image or mask.
-    #[error("cannot read {0}: {1}")]
-    Unreadable(PathBuf, String),
     /// A mask whose size differs from its image.
     #[error("mask {mask} is {mask_w}x{mask_h} but its image is {image_w}x{image_h}")]
     SizeMismatch {
@@ -109,21 +107,17 @@ pub fn find_pairs(images: &Path, masks: &Path) -> Result<Vec<Pair>, EvalError> {
 /// The pipeline is reset first, so images do not influence each other.
 ///
 /// # Errors
-/// [`EvalError::Unreadable`], [`EvalError::SizeMismatch`], [`EvalError::Engine`].
+/// [`EvalError::SizeMismatch`], [`EvalError::Engine`] (an unreadable, truncated or corrupt
+/// image or mask: [`crate::EngineError::Image`]).
 pub fn evaluate_pair(
     pipeline: &mut MaskPipeline,
     pair: &Pair,
     settings: &PipelineSettings,
     threshold: f32,
 ) -> Result<ImageScore, EvalError> {
-    let unreadable =
-        |p: &Path, e: image::ImageError| EvalError::Unreadable(p.to_path_buf(), e.to_string());
-    let rgb = image::open(&pair.image)
-        .map_err(|e| unreadable(&pair.image, e))?
-        .to_rgb8();
-    let gt = image::open(&pair.mask)
-        .map_err(|e| unreadable(&pair.mask, e))?
-        .to_luma8();
+    // Both upright (EXIF orientation applied), format from content: see `files::load_image`.
+    let rgb = load_image(&pair.image)?.to_rgb8();
+    let gt = load_image(&pair.mask)?.to_luma8();
     if gt.dimensions() != rgb.dimensions() {
         return Err(EvalError::SizeMismatch {
             mask: pair.mask.clone(),

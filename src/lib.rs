@@ -19,6 +19,7 @@ pub mod composite;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod files;
 pub mod frame;
 pub mod mask;
 pub mod metrics;

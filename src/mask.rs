@@ -53,16 +53,15 @@ impl Mask {
         }
     }
 
-    /// Reads a mask image (any format `image` decodes; converted to 8-bit grey).
+    /// Reads a mask image (any format `image` decodes, upright: [`crate::files::load_image`];
+    /// converted to 8-bit grey).
     ///
     /// # Errors
     /// [`EngineError::Image`] if the file cannot be read or decoded.
     pub fn load(path: &Path) -> Result<Self> {
-        let img = image::open(path).map_err(|e| EngineError::Image {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        Ok(Self::from_gray8(&img.to_luma8()))
+        Ok(Self::from_gray8(
+            &crate::files::load_image(path)?.to_luma8(),
+        ))
     }
 
     /// Writes the mask as an 8-bit grey PNG.

@@ -170,6 +170,26 @@ pub fn laplacian_energy(rgba: &[u8], w: usize, h: usize, region: &[bool]) -> f64
     sum / n.max(1) as f64
 }
 
+/// Mean absolute RGB difference (0..255, the mean of the three channels) of two RGBA8 images
+/// of the same size over the pixels set in `region` (one bool per pixel); 0 for an empty
+/// region. How far the tests' outputs are from an expected picture.
+pub fn mean_abs_rgb_diff(a: &[u8], b: &[u8], region: &[bool]) -> f64 {
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for ((pa, pb), _) in a
+        .chunks_exact(4)
+        .zip(b.chunks_exact(4))
+        .zip(region)
+        .filter(|(_, &r)| r)
+    {
+        sum += (0..3)
+            .map(|c| (f64::from(pa[c]) - f64::from(pb[c])).abs())
+            .sum::<f64>()
+            / 3.0;
+        n += 1;
+    }
+    sum / n.max(1) as f64
+}
+
 /// Aggregate scores over a set of images.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Summary {
@@ -205,6 +225,18 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rgb_difference_counts_the_region_and_ignores_alpha() {
+        let a = [10, 20, 30, 255, 0, 0, 0, 0];
+        let b = [13, 20, 36, 0, 255, 255, 255, 255];
+        assert_eq!(mean_abs_rgb_diff(&a, &b, &[true, false]), 3.0);
+        assert_eq!(
+            mean_abs_rgb_diff(&a, &b, &[true, true]),
+            (3.0 + 255.0) / 2.0
+        );
+        assert_eq!(mean_abs_rgb_diff(&a, &b, &[false, false]), 0.0);
+    }
 
     fn rect(w: usize, h: usize, x0: usize, y0: usize, x1: usize, y1: usize) -> Vec<bool> {
         (0..w * h)

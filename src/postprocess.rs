@@ -277,6 +277,13 @@ impl Default for RefineSettings {
 
 /// Default guided-filter epsilon.
 pub const DEFAULT_REFINE_EPSILON: f32 = 1e-3;
+/// Largest guided-filter radius the command line accepts, in frame pixels (the automatic
+/// radius is twice the upscale factor: 30 px for 2160p from the 144-row model).
+pub const MAX_REFINE_RADIUS: usize = 64;
+/// Range of the guided-filter epsilon the command line accepts: above 0 (at 0 a flat guide
+/// window divides 0 by 0) and at most 1 (the largest variance a 0..1 guide can have is 0.25,
+/// so larger values only smooth).
+pub const REFINE_EPSILON_RANGE: (f32, f32) = (1e-6, 1.0);
 
 impl RefineSettings {
     /// The radius to use for a frame `frame_h` pixels high refined from a model output

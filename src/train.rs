@@ -37,6 +37,7 @@
 //! Without `--val` the last weights are written at the end and at each validation interval.
 
 use crate::eval::{evaluate_pair, find_pairs, EvalError, Pair};
+use crate::files::{refuse_same_file, AtomicOutput};
 use crate::frame::{FrameRef, PixelFormat};
 use crate::metrics::Summary;
 use crate::model::trainable::TrainableNet;
@@ -47,9 +48,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use image::{GrayImage, RgbImage};
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -547,24 +546,16 @@ pub fn keep_frames(keep: &KeepSource) -> Result<Vec<RgbImage>, TrainError> {
     Ok(frames)
 }
 
-/// Writes `bytes` to `out` atomically: a temporary file in the same folder, renamed over.
+/// Writes `bytes` to `out` atomically ([`AtomicOutput`]: a temporary file in the same
+/// folder, renamed over).
 ///
 /// # Errors
-/// [`TrainError::Io`] if the folder is not writable.
+/// [`TrainError::Engine`] if the folder is not writable, [`TrainError::Io`] on a write error.
 pub fn write_atomically(out: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let io = |e: String| TrainError::Io(out.to_path_buf(), e);
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".ai-background-train")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| io(e.to_string()))?;
-    tmp.write_all(bytes).map_err(|e| io(e.to_string()))?;
-    tmp.as_file().sync_all().map_err(|e| io(e.to_string()))?;
-    tmp.persist(out).map_err(|e| io(e.error.to_string()))?;
+    let tmp = AtomicOutput::new(out)?;
+    std::fs::write(tmp.path(), bytes)
+        .map_err(|e| TrainError::Io(out.to_path_buf(), e.to_string()))?;
+    tmp.persist()?;
     Ok(())
 }
 
@@ -630,13 +621,6 @@ pub fn agreement(
     ))
 }
 
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
-}
-
 /// Stacks samples into `[N, 3, H, W]` inputs and `[N, 1, H, W]` targets on `device`.
 fn stack(
     samples: &[Sample],
@@ -658,7 +642,8 @@ fn stack(
     ))
 }
 
-/// Runs a training run on `device`. `stop` ends it early (Ctrl-C), keeping the best file;
+/// Runs a training run on `device`. `stop` returning true ends it early (Ctrl-C), keeping
+/// the best file;
 /// `progress` is called after every step.
 ///
 /// # Errors
@@ -667,7 +652,7 @@ fn stack(
 pub fn train(
     cfg: &TrainConfig,
     device: &Device,
-    stop: &AtomicBool,
+    stop: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<TrainReport, TrainError> {
     if cfg.steps.is_none() && cfg.minutes.is_none() {
@@ -684,11 +669,8 @@ pub fn train(
             cfg.out.display()
         )));
     }
-    if cfg.from.as_deref().is_some_and(|f| same_file(f, &cfg.out)) {
-        return Err(TrainError::Config(format!(
-            "--out {} is the --from file; write the result to a new file",
-            cfg.out.display()
-        )));
+    if let Some(from) = &cfg.from {
+        refuse_same_file(&cfg.out, &[from])?;
     }
     // Inputs.
     let mut pairs = Vec::new();
@@ -699,14 +681,12 @@ pub fn train(
         Some(dir) => data_pairs(dir)?,
         None => Vec::new(),
     };
-    for p in pairs.iter().chain(&val_pairs) {
-        if same_file(&p.image, &cfg.out) || same_file(&p.mask, &cfg.out) {
-            return Err(TrainError::Config(format!(
-                "--out {} is one of the inputs",
-                cfg.out.display()
-            )));
-        }
-    }
+    let inputs: Vec<&Path> = pairs
+        .iter()
+        .chain(&val_pairs)
+        .flat_map(|p| [p.image.as_path(), p.mask.as_path()])
+        .collect();
+    refuse_same_file(&cfg.out, &inputs)?;
     let data: Vec<Encoded> = pairs
         .iter()
         .map(|p| {
@@ -848,7 +828,7 @@ pub fn train(
         if fraction >= 1.0 {
             break;
         }
-        if stop.load(Ordering::Relaxed) {
+        if stop() {
             report.interrupted = true;
             break;
         }

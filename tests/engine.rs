@@ -183,6 +183,9 @@ fn run_clip(frames: &[Vec<u8>], w: usize, h: usize, smoothing: f32) -> (f64, Vec
 /// On a locked-off camera, smoothing damps the mask's frame-to-frame flicker.
 #[test]
 fn smoothing_damps_flicker_on_a_still_webcam() {
+    if cfg!(windows) && !obs_ai_background::video::ffprobe_available() {
+        return eprintln!("skipped: no FFmpeg (Windows build under Wine)");
+    }
     let (w, h, frames) = clip_frames("streamer-desk-360p-2s.mp4");
     let (raw, _) = run_clip(&frames, w, h, 0.0);
     let (smooth, _) = run_clip(&frames, w, h, 1.0);
@@ -200,6 +203,9 @@ fn smoothing_damps_flicker_on_a_still_webcam() {
 /// every smoothed mask matches the unsmoothed one of the same frame.
 #[test]
 fn smoothing_does_not_lag_behind_motion() {
+    if cfg!(windows) && !obs_ai_background::video::ffprobe_available() {
+        return eprintln!("skipped: no FFmpeg (Windows build under Wine)");
+    }
     let (w, h, frames) = clip_frames("thumbs-up-360p-2s.mp4");
     let (_, raw) = run_clip(&frames, w, h, 0.0);
     let (_, smooth) = run_clip(&frames, w, h, 1.0);
@@ -218,6 +224,9 @@ fn smoothing_does_not_lag_behind_motion() {
 /// the output owes nothing to the previous scene.
 #[test]
 fn scene_cut_resets_temporal_state() {
+    if cfg!(windows) && !obs_ai_background::video::ffprobe_available() {
+        return eprintln!("skipped: no FFmpeg (Windows build under Wine)");
+    }
     let (w1, h1, desk) = clip_frames("streamer-desk-360p-2s.mp4");
     let (w2, h2, thumbs) = clip_frames("thumbs-up-360p-2s.mp4");
     assert_eq!((w1, h1), (w2, h2));

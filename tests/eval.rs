@@ -168,6 +168,9 @@ fn refinement_improves_edges_on_the_dev_subset() {
 /// frames of one clip differ by as much, the first frames of any two different clips do.
 #[test]
 fn scene_cut_threshold_separates_cuts_from_motion() {
+    if cfg!(windows) && !obs_ai_background::video::ffprobe_available() {
+        return eprintln!("skipped: no FFmpeg (Windows build under Wine)");
+    }
     let Some(dir) = shared("videos") else {
         return;
     };

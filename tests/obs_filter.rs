@@ -16,17 +16,22 @@
 
 use image::{GrayImage, Rgba, RgbaImage};
 use obs_ai_background::composite::{AlphaSettings, Background, Compositor, Fit};
+use obs_ai_background::device::DeviceChoice;
 use obs_ai_background::frame::{FrameRef, PixelFormat};
 use obs_ai_background::mask::Mask;
-use obs_ai_background::metrics::{erode, iou, laplacian_energy};
+use obs_ai_background::metrics::{erode, iou, laplacian_energy, mean_abs_rgb_diff};
+use obs_ai_background::model::{shared_segmenter, Preset, SegmentationBackend};
 use obs_ai_background::obs::calldata::CallData;
 use obs_ai_background::obs::data::Data;
-use obs_ai_background::obs::host::{self, Host, HostConfig, Image};
+use obs_ai_background::obs::graphics::{sdr_white_level, srgb_to_linear, ColorSpace};
+use obs_ai_background::obs::host::{self, FloatImage, Host, HostConfig, Image};
 use obs_ai_background::obs::source::{self, Source};
+use obs_ai_background::pipeline::{MaskPipeline, PipelineSettings};
 use obs_ai_background::postprocess::threshold_feather;
 use obs_ai_background::preprocess::PlaneResizer;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const FILTER_ID: &str = "ai_background_filter";
@@ -84,22 +89,7 @@ fn not(m: &[bool]) -> Vec<bool> {
 
 /// Mean absolute RGB difference (0..255) over `region`.
 fn mean_abs_diff(a: &Image, b: &Image, region: &[bool]) -> f64 {
-    let (mut sum, mut n) = (0.0f64, 0usize);
-    for (i, (pa, pb)) in a
-        .rgba
-        .chunks_exact(4)
-        .zip(b.rgba.chunks_exact(4))
-        .enumerate()
-    {
-        if region[i] {
-            sum += (0..3)
-                .map(|c| (pa[c] as f64 - pb[c] as f64).abs())
-                .sum::<f64>()
-                / 3.0;
-            n += 1;
-        }
-    }
-    sum / n.max(1) as f64
+    mean_abs_rgb_diff(&a.rgba, &b.rgba, region)
 }
 
 /// Mean RGB (0..255) over `region`.
@@ -258,6 +248,15 @@ fn shown_mask(filter: &Source) -> Option<Mask> {
     })
 }
 
+/// The frame number the shown mask was computed from (0 before the first mask).
+fn shown_mask_frame(filter: &Source) -> u64 {
+    let mut cd = CallData::new();
+    cd.view().set_ptr("dst", std::ptr::null_mut());
+    cd.view().set_int("capacity", 0);
+    filter.call_proc("ai_background_mask", &mut cd);
+    cd.view().get_int("frame").unwrap_or(0) as u64
+}
+
 /// The mask resized to the frame with the engine's bilinear convention.
 fn mask_at_frame(mask: &Mask, w: usize, h: usize) -> Mask {
     let mut out = Mask::filled(w, h, 0.0);
@@ -367,6 +366,144 @@ fn live_workers(filter: &Source) -> u64 {
     stats(filter)["live_workers"].as_u64().unwrap_or(u64::MAX)
 }
 
+/// The "Show mask" view of `mask` at the size of `input`: opaque grey = person alpha.
+fn mask_view(mask: &Mask, input: &Image, alpha: AlphaSettings) -> Image {
+    let a = person_alpha(mask, input.width, input.height, alpha);
+    Image {
+        width: input.width,
+        height: input.height,
+        rgba: a
+            .iter()
+            .flat_map(|&v| {
+                let g = (v * 255.0).round() as u8;
+                [g, g, g, 255]
+            })
+            .collect(),
+    }
+}
+
+/// A photo with the filter in blur mode, settled, with its unfiltered render and the
+/// annotated background 8 px away from the outline.
+struct BlurRig {
+    rig: Rig,
+    input: Image,
+    bg: Vec<bool>,
+}
+
+impl BlurRig {
+    fn new(env: &Env, id: &str, settle: usize) -> Result<BlurRig, String> {
+        let (w, h, gt) = truth(env, id);
+        let rig = Rig::new(
+            image_source(id, &photo_path(env, id)),
+            &json!({ "mode": "blur" }),
+        );
+        rig.settle(env, settle)?;
+        let input = rig.input(env);
+        Ok(BlurRig {
+            rig,
+            input,
+            bg: erode(&not(&gt), w, h, 8),
+        })
+    }
+
+    /// Background detail of `out` against the input's (Laplacian energy ratio; blur <= 0.5).
+    fn detail(&self, out: &Image) -> f64 {
+        let (w, h) = (self.input.width, self.input.height);
+        laplacian_energy(&out.rgba, w, h, &self.bg)
+            / laplacian_energy(&self.input.rgba, w, h, &self.bg)
+    }
+}
+
+/// Asks the filter's worker to fail its next `count` frames with `kind` (`panic`, `error`,
+/// `nan`): the test hook behind the `ai_background_inject_fault` proc.
+fn inject_fault(filter: &Source, kind: &str, count: i64) -> bool {
+    let mut cd = CallData::new();
+    cd.view().set_string("kind", kind);
+    cd.view().set_int("count", count);
+    filter.call_proc("ai_background_inject_fault", &mut cd)
+        && cd.view().get_bool("ok") == Some(true)
+}
+
+/// What the CPU reference compositor makes of `input` with `mask` under the filter's current
+/// settings (read back from the filter, defaults included). Image, video and source modes
+/// are expected to fall back to blur (the callers give them nothing to show).
+fn cpu_expected(filter: &Source, input: &Image, mask: &Mask) -> Image {
+    let settings = filter.settings();
+    let d = settings.as_ref();
+    let alpha = AlphaSettings {
+        threshold: d.get_double("threshold") as f32,
+        feather: d.get_double("feather") as f32,
+    };
+    if d.get_bool("show_mask") {
+        return mask_view(mask, input, alpha);
+    }
+    let c = d.get_int("color") as u32;
+    let bg = match d.get_string("mode").as_str() {
+        "transparent" => Background::Transparent,
+        "color" => Background::Color([c as u8, (c >> 8) as u8, (c >> 16) as u8, (c >> 24) as u8]),
+        _ => Background::Blur {
+            sigma: d.get_double("blur_strength") as f32,
+        },
+    };
+    cpu_composite(input, mask, alpha, bg)
+}
+
+/// A safetensors file with the embedded landscape weights' keys and shapes whose every value
+/// is NaN (the tensors are float16 or float32).
+fn nan_weights(path: &Path) -> Result<(), String> {
+    let mut bytes = obs_ai_background::model::LANDSCAPE_WEIGHTS.to_vec();
+    let n = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| "short file")?) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| e.to_string())?;
+    let tensors = header.as_object().ok_or("header is not an object")?;
+    for (name, t) in tensors.iter().filter(|(k, _)| *k != "__metadata__") {
+        let nan: &[u8] = match t["dtype"].as_str() {
+            Some("F16") => &[0x00, 0x7E],
+            Some("F32") => &[0x00, 0x00, 0xC0, 0x7F],
+            other => return Err(format!("{name}: dtype {other:?}")),
+        };
+        let (a, b) = (
+            t["data_offsets"][0].as_u64().ok_or("offsets")? as usize,
+            t["data_offsets"][1].as_u64().ok_or("offsets")? as usize,
+        );
+        for chunk in bytes[8 + n + a..8 + n + b].chunks_exact_mut(nan.len()) {
+            chunk.copy_from_slice(nan);
+        }
+    }
+    std::fs::write(path, bytes).map_err(|e| e.to_string())
+}
+
+/// A PNG file of a `width` x `height` RGBA image that ends after its header (signature,
+/// IHDR, an empty IDAT, IEND; PNG spec, ISO/IEC 15948, chunk CRC-32 over type and data).
+fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = 0xFFFF_FFFFu32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 6, 0, 0, 0]); // 8 bits, RGBA, deflate, no filter, no interlace
+    for (kind, data) in [(b"IHDR", ihdr.as_slice()), (b"IDAT", &[]), (b"IEND", &[])] {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut chunk = kind.to_vec();
+        chunk.extend_from_slice(data);
+        out.extend_from_slice(&chunk);
+        out.extend_from_slice(&crc32(&chunk).to_be_bytes());
+    }
+    out
+}
+
 /// A colourful test background with an alpha ramp on the right (exercises premultiplied
 /// interpolation): 320 x 200, written as PNG.
 fn make_background(path: &Path) -> RgbaImage {
@@ -406,11 +543,14 @@ fn check_registration(env: &Env) -> CheckResult {
     Ok("registered as \"AI Background\" (de-DE: \"KI-Hintergrund\")".into())
 }
 
-/// The properties dialog: every setting has a label, and the mode shows its own settings.
+/// The properties dialog: every setting has a label, the mode shows its own settings, what a
+/// streamer needs is where OBS 29 shows it (info texts, the "?" of check boxes, "Show mask"
+/// next to Threshold and Edge softness, blur strength in whole pixels), and a status line
+/// says why the chosen background cannot be used, refreshed while the dialog is open.
 fn check_properties(env: &Env) -> CheckResult {
     let rig = Rig::new(
         image_source("props", &photo_path(env, PHOTOS[0])),
-        &json!({ "mode": "image" }),
+        &json!({ "mode": "image", "image_path": photo_path(env, PHOTOS[1]) }),
     );
     let props = rig.filter.properties();
     let names: Vec<&str> = props.iter().map(|p| p.name.as_str()).collect();
@@ -423,28 +563,62 @@ fn check_properties(env: &Env) -> CheckResult {
         "source",
         "fit",
         "color",
+        "background_status",
+        "show_mask",
         "threshold",
         "feather",
+        "mask_help",
         "smoothing",
         "refine",
         "model",
         "device",
         "every_n_frames",
-        "show_mask",
+        "speed_help",
     ];
     ensure!(names == expected, "properties {names:?}");
     let unlabeled: Vec<&str> = props
         .iter()
-        .filter(|p| p.description.is_empty() || p.description == p.name)
+        .filter(|p| p.description.trim().is_empty() || p.description == p.name)
+        .filter(|p| p.name != "background_status")
         .map(|p| p.name.as_str())
         .collect();
     ensure!(unlabeled.is_empty(), "no locale text for {unlabeled:?}");
+    let prop = |name: &str| props.iter().find(|p| p.name == name).cloned();
+    let blur = prop("blur_strength").ok_or("no blur strength")?;
+    ensure!(
+        blur.kind == "int" && blur.suffix == " px",
+        "blur strength is a {} slider with suffix {:?}",
+        blur.kind,
+        blur.suffix
+    );
+    for check_box in ["show_mask", "refine"] {
+        let p = prop(check_box).ok_or("missing check box")?;
+        ensure!(
+            p.kind == "bool" && !p.long_description.is_empty(),
+            "{check_box}: no \"?\" hint"
+        );
+    }
+    let mask_help = prop("mask_help").ok_or("no mask help")?;
+    ensure!(
+        mask_help.kind == "info"
+            && mask_help.visible
+            && ["Show mask", "Threshold", "Edge softness"]
+                .iter()
+                .all(|w| mask_help.description.contains(w)),
+        "mask help: {mask_help:?}"
+    );
+    let speed_help = prop("speed_help").ok_or("no speed help")?;
+    ensure!(
+        speed_help.kind == "info" && speed_help.description.contains("Edge refinement"),
+        "speed help: {speed_help:?}"
+    );
     let visible = |name: &str| props.iter().any(|p| p.name == name && p.visible);
     ensure!(
         visible("image_path")
             && visible("fit")
             && !visible("blur_strength")
-            && !visible("video_path"),
+            && !visible("video_path")
+            && !visible("background_status"),
         "image mode shows {:?}",
         props
             .iter()
@@ -452,16 +626,165 @@ fn check_properties(env: &Env) -> CheckResult {
             .map(|p| &p.name)
             .collect::<Vec<_>>()
     );
-    update(&rig.filter, &json!({ "mode": "blur" }));
+    // An old scene collection stores the blur strength as a double: it still loads.
+    update(
+        &rig.filter,
+        &json!({ "mode": "blur", "blur_strength": 12.0 }),
+    );
     let props = rig.filter.properties();
     let visible = |name: &str| props.iter().any(|p| p.name == name && p.visible);
     ensure!(
         visible("blur_strength") && !visible("image_path") && !visible("fit"),
         "blur mode shows the wrong settings"
     );
+
+    // The status line, for each reason a background cannot be used.
+    let corrupt = env.tmp.path().join("props-corrupt.png");
+    std::fs::write(&corrupt, b"not an image").map_err(|e| e.to_string())?;
+    let missing = env.tmp.path().join("missing.png");
+    // Updates of video sources apply on the next video tick.
+    let status = |settings: Value| -> Result<Option<String>, String> {
+        update(&rig.filter, &settings);
+        rig.frames(env, 2);
+        let props = rig.filter.properties();
+        let p = props
+            .iter()
+            .find(|p| p.name == "background_status")
+            .ok_or("no status line")?;
+        ensure!(p.kind == "info", "the status line is a {}", p.kind);
+        Ok(p.visible.then(|| p.description.clone()))
+    };
+    let mut lines = Vec::new();
+    let others = source::video_source_names().iter().any(|n| n != "props");
+    let cases: Vec<(Value, Option<&str>)> = vec![
+        (
+            json!({ "mode": "image", "image_path": "" }),
+            Some("No background image chosen"),
+        ),
+        (
+            json!({ "mode": "image", "image_path": missing }),
+            Some("not found: "),
+        ),
+        (
+            json!({ "mode": "image", "image_path": corrupt }),
+            Some("Cannot use the background image"),
+        ),
+        (
+            json!({ "mode": "image", "image_path": photo_path(env, PHOTOS[1]) }),
+            None,
+        ),
+        (
+            json!({ "mode": "video", "video_path": "" }),
+            Some("No background video chosen"),
+        ),
+        (
+            json!({ "mode": "video", "video_path": env.tmp.path().join("nope.mp4") }),
+            Some("not found"),
+        ),
+        (
+            json!({ "mode": "source", "source": "" }),
+            Some(if others {
+                "No background source chosen"
+            } else {
+                "no other video source"
+            }),
+        ),
+        (
+            json!({ "mode": "source", "source": "props" }),
+            Some("cannot be its own background"),
+        ),
+        (
+            json!({ "mode": "source", "source": "gone" }),
+            Some("'gone' does not exist"),
+        ),
+        (json!({ "mode": "color" }), None),
+    ];
+    for (settings, want) in cases {
+        let got = status(settings.clone())?;
+        if let Some(name) = settings["source"]
+            .as_str()
+            .filter(|n| ["gone", "props"].contains(n))
+        {
+            // The gone source stays the list's value (greyed out): OBS's dialog would
+            // otherwise pick, and store, the first source.
+            let props = rig.filter.properties();
+            let list = props
+                .iter()
+                .find(|p| p.name == "source")
+                .ok_or("no source list")?;
+            ensure!(
+                list.items.contains(&(name.to_string(), false)),
+                "source list {:?}",
+                list.items
+            );
+        }
+        match (want, &got) {
+            (None, None) => {}
+            (Some(w), Some(g)) if g.contains(w) => lines.push(w.to_string()),
+            _ => return Err(format!("{settings}: status {got:?}, expected {want:?}")),
+        }
+    }
+    // The same reasons in German.
+    env.host.set_locale("de-DE");
+    let german = status(json!({ "mode": "image", "image_path": "" }));
+    env.host.set_locale("en-US");
+    let german = german?.unwrap_or_default();
+    ensure!(
+        german.contains("Hintergrundbild"),
+        "de-DE status line {german:?}"
+    );
+
+    // An open dialog is asked to rebuild itself when the reason appears or goes away while
+    // the filter runs (a source removed, then added again).
+    let other = image_source("backdrop", &photo_path(env, PHOTOS[2]));
+    update(
+        &rig.filter,
+        &json!({ "mode": "source", "source": "backdrop" }),
+    );
+    rig.frames(env, 20);
+    ensure!(
+        status(json!({}))?.is_none(),
+        "status shown for an existing source"
+    );
+    let refreshes = rig
+        .filter
+        .count_signal("update_properties")
+        .ok_or("no signal handler")?;
+    other.remove();
+    drop(other);
+    let start = Instant::now();
+    while refreshes.count() == 0 {
+        ensure!(
+            start.elapsed() < Duration::from_secs(5),
+            "no update_properties after the background source was removed"
+        );
+        rig.frame(env);
+    }
+    let gone = status(json!({}))?.unwrap_or_default();
+    ensure!(
+        gone.contains("'backdrop' does not exist"),
+        "after the source was removed: {gone:?}"
+    );
+    let other = image_source("backdrop", &photo_path(env, PHOTOS[2]));
+    let start = Instant::now();
+    while refreshes.count() < 2 {
+        ensure!(
+            start.elapsed() < Duration::from_secs(5),
+            "no update_properties after the background source came back"
+        );
+        rig.frame(env);
+    }
+    ensure!(
+        status(json!({}))?.is_none(),
+        "status stays after the source came back"
+    );
+    drop(refreshes);
+    other.remove();
     Ok(format!(
-        "{} properties, labelled, per-mode visibility",
-        names.len()
+        "{} properties, labelled, hints as info texts and check box hints, int blur, \
+         status lines: {}; refreshed on source removal and return",
+        names.len(),
+        lines.join(" / ")
     ))
 }
 
@@ -617,18 +940,7 @@ fn check_gpu_matches_cpu(env: &Env) -> CheckResult {
     );
     let gpu = rig.frames(env, 2).ok_or("no frame")?;
     let mask = shown_mask(&rig.filter).ok_or("no mask")?;
-    let a = person_alpha(&mask, input.width, input.height, AlphaSettings::default());
-    let cpu = Image {
-        width: input.width,
-        height: input.height,
-        rgba: a
-            .iter()
-            .flat_map(|&v| {
-                let g = (v * 255.0).round() as u8;
-                [g, g, g, 255]
-            })
-            .collect(),
-    };
+    let cpu = mask_view(&mask, &input, AlphaSettings::default());
     lines.push(check_parity("mask view", &gpu, &cpu)?);
     Ok(lines.join("; "))
 }
@@ -746,15 +1058,16 @@ fn check_backgrounds(env: &Env) -> CheckResult {
     Ok(lines.join("; "))
 }
 
-/// The webcam clip as an async ffmpeg_source: masks are made and the background is blurred.
-fn check_webcam_clip(env: &Env) -> CheckResult {
+/// The looping webcam clip as an async `ffmpeg_source` named `name` with the filter, once the
+/// clip shows its first frame.
+fn webcam_rig(env: &Env, name: &str, settings: &Value) -> Result<Rig, String> {
     let d = data_from(&json!({
         "is_local_file": true,
         "local_file": fixture(env, WEBCAM_CLIP),
         "looping": true,
     }));
-    let clip = Source::create("ffmpeg_source", "webcam", Some(&d)).ok_or("no ffmpeg_source")?;
-    let rig = Rig::new(clip, &json!({ "mode": "blur", "blur_strength": 16.0 }));
+    let clip = Source::create("ffmpeg_source", name, Some(&d)).ok_or("no ffmpeg_source")?;
+    let rig = Rig::new(clip, settings);
     let start = Instant::now();
     while rig.src.as_ref().width() == 0 {
         ensure!(
@@ -763,6 +1076,17 @@ fn check_webcam_clip(env: &Env) -> CheckResult {
         );
         env.host.wait_ticks(1, Duration::from_secs(1));
     }
+    Ok(rig)
+}
+
+/// The webcam clip as an async ffmpeg_source: masks are made and the background is blurred.
+fn check_webcam_clip(env: &Env) -> CheckResult {
+    // An old scene collection's double blur strength.
+    let rig = webcam_rig(
+        env,
+        "webcam",
+        &json!({ "mode": "blur", "blur_strength": 16.0 }),
+    )?;
     rig.settle(env, 30)?;
     let s = stats(&rig.filter);
     rig.src.media_play_pause(true);
@@ -797,6 +1121,108 @@ fn check_webcam_clip(env: &Env) -> CheckResult {
     ))
 }
 
+/// Person probability of `img` by the engine on the CPU (no smoothing), at image size.
+fn engine_mask(img: &Image) -> Result<Mask, String> {
+    let seg = shared_segmenter(Preset::Landscape, DeviceChoice::Cpu).map_err(|e| e.to_string())?;
+    let backend: Arc<dyn SegmentationBackend> = seg;
+    let frame = FrameRef::packed(&img.rgba, img.width, img.height, PixelFormat::Rgba)
+        .map_err(|e| e.to_string())?;
+    let settings = PipelineSettings {
+        smoothing: 0.0,
+        ..Default::default()
+    };
+    let mut pipeline = MaskPipeline::new(backend);
+    let mask = pipeline
+        .process(&frame, &settings)
+        .map_err(|e| e.to_string())?;
+    Ok(mask.clone())
+}
+
+/// IoU of two probability maps of the same size, each thresholded at 0.5.
+fn mask_iou(a: &Mask, b: &Mask) -> f64 {
+    let bits = |m: &Mask| m.data.iter().map(|&p| p >= 0.5).collect::<Vec<_>>();
+    iou(&bits(a), &bits(b))
+}
+
+/// A paused media source: a still picture gets no new inference; a seek while paused (a new
+/// picture, with or without a new async frame) gets a new mask within a second.
+fn check_paused_seek(env: &Env) -> CheckResult {
+    let rig = webcam_rig(env, "paused", &json!({ "mode": "blur", "smoothing": 0.0 }))?;
+    rig.settle(env, 10)?;
+    // Paused wherever the clip is; a still picture gets no new inference.
+    rig.src.media_play_pause(true);
+    rig.frames(env, 45);
+    let before = stats(&rig.filter);
+    rig.frames(env, 2 * FPS as usize);
+    let still = stats(&rig.filter);
+    let old_mask = shown_mask(&rig.filter).ok_or("no mask")?;
+    let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let new_inference = n(&still, "worker_frames") - n(&before, "worker_frames");
+    let checks = n(&still, "idle_checks") - n(&before, "idle_checks");
+    ensure!(
+        new_inference == 0,
+        "a still, paused source got {new_inference} new inferences in 2 s: {still}"
+    );
+    ensure!(
+        checks >= 10 && n(&still, "idle_unchanged") - n(&before, "idle_unchanged") == checks,
+        "{checks} change checks in 2 s of pause: {still}"
+    );
+
+    // Seek while paused (head upright at 0.2 s). Once the picture shows the new position, a
+    // mask of it follows within a second.
+    // Seek while paused, to the other end of the clip (the head moves between 0.2 and
+    // 1.2 s). OBS shows the new picture without a new async frame (obs_source_set_video_frame).
+    let paused_picture = rig.input(env);
+    save_png(env, "paused-before-seek.png", &paused_picture);
+    let target = if rig.src.media_time() < 800 {
+        1500
+    } else {
+        200
+    };
+    rig.src.media_set_time(target);
+    let region = vec![true; paused_picture.width * paused_picture.height];
+    let t0 = Instant::now();
+    let input = loop {
+        rig.frame(env);
+        let input = rig.input(env);
+        if mean_abs_diff(&input, &paused_picture, &region) > 2.0 {
+            break input;
+        }
+        ensure!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the paused clip shows no new picture 5 s after seeking to {target} ms"
+        );
+    };
+    let seen_at = n(&stats(&rig.filter), "frames");
+    save_png(env, "paused-after-seek.png", &input);
+    let reference = engine_mask(&input)?;
+    let (w, h) = (input.width, input.height);
+    let iou_old = mask_iou(&mask_at_frame(&old_mask, w, h), &reference);
+    let mut iou_new = 0.0;
+    let mut frames_to_new_mask = None;
+    for i in 1..=FPS as usize {
+        rig.frame(env);
+        let m = shown_mask(&rig.filter).ok_or("no mask")?;
+        iou_new = mask_iou(&mask_at_frame(&m, w, h), &reference);
+        // A mask of a capture taken after the picture changed, matching the new picture (and
+        // no worse than the old mask, which may match it too when the clip barely moved).
+        if shown_mask_frame(&rig.filter) >= seen_at && iou_new >= 0.9 && iou_new + 0.01 >= iou_old {
+            frames_to_new_mask = Some(i);
+            break;
+        }
+    }
+    rig.src.media_play_pause(false);
+    let Some(frames_to_new_mask) = frames_to_new_mask else {
+        return Err(format!(
+            "{FPS} frames after the seek: mask IoU {iou_new:.3} with the new picture (old mask {iou_old:.3})"
+        ));
+    };
+    Ok(format!(
+        "paused 2 s: 0 inferences, {checks} checks; seek to {target} ms: new picture's mask \
+         after {frames_to_new_mask} frames, IoU {iou_new:.3} with it (old mask {iou_old:.3})"
+    ))
+}
+
 /// Live settings changes apply on the next frames without breaking the output.
 fn check_live_settings(env: &Env) -> CheckResult {
     let id = PHOTOS[2];
@@ -805,6 +1231,14 @@ fn check_live_settings(env: &Env) -> CheckResult {
         &json!({ "mode": "transparent" }),
     );
     rig.settle(env, 4)?;
+    let input = rig.input(env);
+    // Each frame is what the CPU compositor makes of the input with the mask that frame
+    // was composited with, under the settings in force.
+    let expect_cpu = |what: &str, out: &Image| -> Result<Mask, String> {
+        let m = shown_mask(&rig.filter).ok_or_else(|| format!("{what}: no mask"))?;
+        check_parity(what, out, &cpu_expected(&rig.filter, &input, &m))?;
+        Ok(m)
+    };
     let mark = env.host.log_mark();
     let mut lines = Vec::new();
     let expect_mask = |settings: Value, size: (usize, usize)| -> Result<(), String> {
@@ -812,11 +1246,7 @@ fn check_live_settings(env: &Env) -> CheckResult {
         let start = Instant::now();
         loop {
             let out = rig.frame(env).ok_or("no frame")?;
-            ensure!(
-                out.rgba.chunks_exact(4).any(|p| p[3] > 0),
-                "{settings}: empty frame"
-            );
-            let m = shown_mask(&rig.filter).ok_or("no mask")?;
+            let m = expect_cpu(&settings.to_string(), &out)?;
             if (m.width, m.height) == size {
                 return Ok(());
             }
@@ -885,10 +1315,7 @@ fn check_live_settings(env: &Env) -> CheckResult {
     ] {
         update(&rig.filter, &json!({ "mode": mode }));
         let out = rig.frame(env).ok_or("no frame")?;
-        ensure!(
-            out.rgba.chunks_exact(4).any(|p| p[3] > 0),
-            "mode {mode}: empty frame"
-        );
+        expect_cpu(&format!("mode {mode}"), &out)?;
     }
     // The very next frame shows a change.
     let (w, h, gt) = truth(env, id);
@@ -974,20 +1401,15 @@ fn check_bad_input(env: &Env) -> CheckResult {
     let id = PHOTOS[0];
     let corrupt = env.tmp.path().join("corrupt.png");
     std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nthis is not a png").map_err(|e| e.to_string())?;
+    // A PNG whose header says 30000 x 30000 (3.6 GB decoded) with no pixel data: refused by
+    // its size, read from the header, not by a failed decode.
+    let huge = env.tmp.path().join("huge.png");
+    std::fs::write(&huge, png_header_only(30_000, 30_000)).map_err(|e| e.to_string())?;
     let corrupt_weights = env.tmp.path().join("weights.safetensors");
     std::fs::write(&corrupt_weights, b"not safetensors").map_err(|e| e.to_string())?;
-    let (w, h, gt) = truth(env, id);
-    let bg_region = erode(&not(&gt), w, h, 8);
-    let rig = Rig::new(
-        image_source(id, &photo_path(env, id)),
-        &json!({ "mode": "blur" }),
-    );
-    rig.settle(env, 3)?;
-    let input = rig.input(env);
-    let blurred_detail = |out: &Image| {
-        laplacian_energy(&out.rgba, w, h, &bg_region)
-            / laplacian_energy(&input.rgba, w, h, &bg_region)
-    };
+    let br = BlurRig::new(env, id, 3)?;
+    let (rig, input) = (&br.rig, &br.input);
+    let blurred_detail = |out: &Image| br.detail(out);
     let mut lines = Vec::new();
     let cases: Vec<(&str, Value, &str)> = vec![
         (
@@ -999,6 +1421,11 @@ fn check_bad_input(env: &Env) -> CheckResult {
             "corrupt image",
             json!({ "mode": "image", "image_path": corrupt }),
             "cannot read background image",
+        ),
+        (
+            "image too large",
+            json!({ "mode": "image", "image_path": huge }),
+            "larger than 8192 pixels",
         ),
         (
             "missing video",
@@ -1037,7 +1464,7 @@ fn check_bad_input(env: &Env) -> CheckResult {
     let out = rig.frames(env, 8).ok_or("no frame")?;
     let n = log_contains(env, mark, "cannot load the segmenter");
     ensure!(n == 1, "unreadable weights: {n} log lines");
-    let (_, mean, _) = diff_stats(&out, &input);
+    let (_, mean, _) = diff_stats(&out, input);
     ensure!(
         mean < 0.5,
         "unreadable weights: the video is not passed through (diff {mean:.2})"
@@ -1049,6 +1476,35 @@ fn check_bad_input(env: &Env) -> CheckResult {
         stats(&rig.filter)["error"].is_null(),
         "no recovery after fixing the weights"
     );
+
+    // Weights that load but hold NaN: refused at load (never "segmenter ready" and a
+    // NaN mask), one log line, pass-through, and back to blur with the embedded weights.
+    let nan = env.tmp.path().join("nan.safetensors");
+    nan_weights(&nan)?;
+    let mark = env.host.log_mark();
+    update(&rig.filter, &json!({ "mode": "blur", "weights_path": nan }));
+    let out = rig.frames(env, 8).ok_or("no frame")?;
+    let (n, ready) = (
+        log_contains(env, mark, "cannot load the segmenter"),
+        log_contains(env, mark, "segmenter ready"),
+    );
+    ensure!(
+        n == 1 && ready == 0,
+        "NaN weights: {n} 'cannot load' and {ready} 'segmenter ready' log lines, expected 1 and 0"
+    );
+    let (_, mean, _) = diff_stats(&out, input);
+    ensure!(
+        mean < 0.5,
+        "NaN weights: the video is not passed through (diff {mean:.2})"
+    );
+    update(&rig.filter, &json!({ "mode": "blur", "weights_path": "" }));
+    let out = rig.frames(env, SETTLE_FRAMES).ok_or("no frame")?;
+    let ratio = blurred_detail(&out);
+    ensure!(
+        stats(&rig.filter)["error"].is_null() && ratio <= 0.5,
+        "no blur after replacing the NaN weights (detail x{ratio:.2})"
+    );
+    lines.push("NaN weights: 1 log line, pass-through".into());
 
     // A source without a picture (an image source with no file) on the program output, so
     // OBS's video thread renders it: one log line, pass-through, no crash.
@@ -1067,6 +1523,245 @@ fn check_bad_input(env: &Env) -> CheckResult {
     ensure!(n == 1, "0x0 source: {n} log lines, expected 1");
     lines.push("0x0 source: 1 log line, pass-through".into());
     Ok(lines.join("; "))
+}
+
+/// Worker faults (a panic, an inference error, a NaN mask), injected through the test hook:
+/// the stale mask is dropped at once (the video passes through untouched), one log line, the
+/// worker retries with a back-off, and when masks come back one more line and blur again.
+fn check_worker_faults(env: &Env) -> CheckResult {
+    const FAULTS: u64 = 3;
+    let br = BlurRig::new(env, PHOTOS[3], 4)?;
+    let (rig, input) = (&br.rig, &br.input);
+    let mut lines = Vec::new();
+    for kind in ["panic", "error", "nan"] {
+        let before = stats(&rig.filter);
+        let mark = env.host.log_mark();
+        ensure!(
+            inject_fault(&rig.filter, kind, FAULTS as i64),
+            "{kind}: the filter has no ai_background_inject_fault hook"
+        );
+        // The first fault: the worker withdraws its mask.
+        let start = Instant::now();
+        while stats(&rig.filter)["error"].is_null() {
+            ensure!(
+                start.elapsed() < Duration::from_secs(5),
+                "{kind}: no fault reported after 5 s: {}",
+                stats(&rig.filter)
+            );
+            rig.frame(env);
+        }
+        let out = rig.frames(env, 2).ok_or("no frame")?;
+        let (_, mean, _) = diff_stats(&out, input);
+        ensure!(
+            mean < 0.5 && shown_mask(&rig.filter).is_none(),
+            "{kind}: a mask is still composited during the fault (diff from the input {mean:.2})"
+        );
+        // Back-off and retries until the faults are used up, then masks again.
+        let start = Instant::now();
+        while !stats(&rig.filter)["error"].is_null() || shown_mask(&rig.filter).is_none() {
+            ensure!(
+                start.elapsed() < Duration::from_secs(15),
+                "{kind}: no mask 15 s after the fault: {}",
+                stats(&rig.filter)
+            );
+            rig.frame(env);
+        }
+        let out = rig.frames(env, SETTLE_FRAMES).ok_or("no frame")?;
+        let after = stats(&rig.filter);
+        let faults = after["faults"].as_u64().unwrap_or(0) - before["faults"].as_u64().unwrap_or(0);
+        let skipped = after["backoff_skipped"].as_u64().unwrap_or(0)
+            - before["backoff_skipped"].as_u64().unwrap_or(0);
+        ensure!(
+            faults == FAULTS && skipped > 0,
+            "{kind}: {faults} failed attempts (expected {FAULTS}), {skipped} frames skipped in back-off"
+        );
+        let (down, up) = (
+            log_contains(env, mark, "cannot produce masks"),
+            log_contains(env, mark, "masks are back"),
+        );
+        ensure!(
+            down == 1 && up == 1,
+            "{kind}: {down} 'cannot produce masks' and {up} 'masks are back' log lines, expected 1 and 1"
+        );
+        let ratio = br.detail(&out);
+        ensure!(
+            ratio <= 0.5,
+            "{kind}: no blur after recovery (detail x{ratio:.2})"
+        );
+        ensure!(
+            after["poisoned"] == json!(false),
+            "{kind}: the filter gave up: {after}"
+        );
+        lines.push(format!(
+            "{kind}: pass-through, {faults} attempts, {skipped} frames of back-off, blur again (x{ratio:.3})"
+        ));
+    }
+    Ok(lines.join("; "))
+}
+
+/// The top-left corner of the first `size` x `size` block (on an 8 px grid) inside `region`.
+fn find_block(region: &[bool], w: usize, h: usize, size: usize) -> Option<(usize, usize)> {
+    (0..h.saturating_sub(size))
+        .step_by(8)
+        .flat_map(|y| (0..w.saturating_sub(size)).step_by(8).map(move |x| (x, y)))
+        .find(|&(x, y)| {
+            (y..y + size).all(|yy| region[yy * w + x..yy * w + x + size].iter().all(|&v| v))
+        })
+}
+
+/// Mean over `region` of `f(pixel)` for a float image.
+fn mean_float(img: &FloatImage, region: &[bool], f: impl Fn(&[f32]) -> f32) -> f64 {
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for (p, _) in img.rgba.chunks_exact(4).zip(region).filter(|(_, &r)| r) {
+        sum += f64::from(f(p));
+        n += 1;
+    }
+    sum / n.max(1) as f64
+}
+
+/// Colour spaces: a Rec. 709 extended source (a float texture of a photo, a background patch
+/// several times brighter than SDR white) keeps its values above 1.0 through the filter into
+/// a float target; the person stays as it was; an 8-bit target gets the photo back; a
+/// colour background is composited in linear light. The filter reports the source's space.
+fn check_color_spaces(env: &Env) -> CheckResult {
+    const PATCH: usize = 64;
+    let id = PHOTOS[0];
+    let (w, h, gt) = truth(env, id);
+    let (px, py) = find_block(&erode(&not(&gt), w, h, 16), w, h, PATCH)
+        .ok_or("no background block in the photo")?;
+    let inner: Vec<bool> = (0..w * h)
+        .map(|i| {
+            let (x, y) = (i % w, i / w);
+            (px + PATCH / 4..px + 3 * PATCH / 4).contains(&x)
+                && (py + PATCH / 4..py + 3 * PATCH / 4).contains(&y)
+        })
+        .collect();
+    let person = erode(&gt, w, h, 8);
+    let photo = image::open(photo_path(env, id))
+        .map_err(|e| e.to_string())?
+        .to_rgba8();
+    // A gain that puts the patch's brightest channel at 3.0 on average.
+    let patch_max = (py..py + PATCH)
+        .flat_map(|y| (px..px + PATCH).map(move |x| (x, y)))
+        .map(|(x, y)| {
+            let p = photo.get_pixel(x as u32, y as u32);
+            (0..3)
+                .map(|c| srgb_to_linear(f32::from(p[c]) / 255.0))
+                .fold(0.0f32, f32::max)
+        })
+        .sum::<f32>()
+        / (PATCH * PATCH) as f32;
+    let gain = 3.0 / patch_max.max(0.02);
+    let settings = json!({
+        "file": photo_path(env, id), "space": 2, "gain": gain,
+        "gain_x": px, "gain_y": py, "gain_w": PATCH, "gain_h": PATCH,
+    });
+    let src = Source::create(host::FLOAT_IMAGE_SOURCE, "hdr", Some(&data_from(&settings)))
+        .ok_or("no float image source")?;
+    let rig = Rig::new(src, &json!({ "mode": "blur", "blur_strength": 4.0 }));
+    ensure!(
+        rig.size() == (w as u32, h as u32),
+        "source size {:?}",
+        rig.size()
+    );
+    let all = [
+        ColorSpace::Srgb,
+        ColorSpace::Srgb16f,
+        ColorSpace::Rec709Extended,
+    ];
+    let (reported, sdr_only) = (
+        rig.filter.as_ref().color_space(&all),
+        rig.filter.as_ref().color_space(&[ColorSpace::Srgb]),
+    );
+    ensure!(
+        reported == ColorSpace::Rec709Extended && sdr_only == ColorSpace::Srgb,
+        "the filter reports {reported:?} (offered all) and {sdr_only:?} (offered sRGB) for an extended source"
+    );
+    let sdr = rig.settle(env, SETTLE_FRAMES)?;
+    let hdr = |enabled: bool| {
+        rig.filter.set_enabled(enabled);
+        let img = env.host.render_float(
+            rig.src.as_ref(),
+            w as u32,
+            h as u32,
+            ColorSpace::Rec709Extended,
+        );
+        rig.filter.set_enabled(true);
+        img.ok_or("no float frame")
+    };
+    env.host.wait_ticks(1, Duration::from_secs(2));
+    let (out, input) = (hdr(true)?, hdr(false)?);
+    let max_rgb = |p: &[f32]| p[0].max(p[1]).max(p[2]);
+    let (patch_out, patch_in) = (
+        mean_float(&out, &inner, max_rgb),
+        mean_float(&input, &inner, max_rgb),
+    );
+    ensure!(
+        patch_in > 1.5 && patch_out > 1.5 && (patch_out / patch_in - 1.0).abs() < 0.1,
+        "extended-range patch: {patch_in:.3} in, {patch_out:.3} out (clipped to SDR?)"
+    );
+    let diff: Vec<f32> = out
+        .rgba
+        .chunks_exact(4)
+        .zip(input.rgba.chunks_exact(4))
+        .map(|(a, b)| (0..3).map(|c| (a[c] - b[c]).abs()).sum::<f32>() / 3.0)
+        .collect();
+    // An scRGB target (1.0 = 80 nits): the same light, scaled by SDR white / 80 nits.
+    let scrgb = env
+        .host
+        .render_float(
+            rig.src.as_ref(),
+            w as u32,
+            h as u32,
+            ColorSpace::Rec709Scrgb,
+        )
+        .ok_or("no scRGB frame")?;
+    let scale = mean_float(&scrgb, &inner, max_rgb) / patch_out;
+    let want_scale = f64::from(sdr_white_level()) / 80.0;
+    ensure!(
+        (scale / want_scale - 1.0).abs() < 0.05,
+        "scRGB target: patch scaled by {scale:.3}, expected SDR white / 80 = {want_scale:.3}"
+    );
+    let person_diff = diff
+        .iter()
+        .zip(&person)
+        .filter(|(_, &p)| p)
+        .map(|(d, _)| f64::from(*d))
+        .sum::<f64>()
+        / person.iter().filter(|&&p| p).count().max(1) as f64;
+    ensure!(
+        person_diff < 0.01,
+        "extended source: the person changed by {person_diff:.4} (linear units)"
+    );
+    // An 8-bit target gets the photo back (linear -> sRGB-encoded) where the person is.
+    let photo_img = Image {
+        width: w,
+        height: h,
+        rgba: photo.into_raw(),
+    };
+    let sdr_diff = mean_abs_diff(&sdr, &photo_img, &person);
+    ensure!(
+        sdr_diff <= 2.0,
+        "extended source on an 8-bit target: the person differs from the photo by {sdr_diff:.2} levels"
+    );
+    // Colour mode: (255, 128, 0) composited in linear light.
+    update(
+        &rig.filter,
+        &json!({ "mode": "color", "color": 0xFF_00_80_FFu32 }),
+    );
+    env.host.wait_ticks(1, Duration::from_secs(2));
+    let out = hdr(true)?;
+    let bg = erode(&not(&gt), w, h, 8);
+    let c = [0, 1, 2].map(|i| mean_float(&out, &bg, |p| p[i]));
+    let want = [1.0, f64::from(srgb_to_linear(128.0 / 255.0)), 0.0];
+    ensure!(
+        c.iter().zip(want).all(|(a, b)| (a - b).abs() < 0.01),
+        "colour background in linear light is {c:?}, expected {want:?}"
+    );
+    Ok(format!(
+        "reports Rec709Extended; patch {patch_in:.2} in -> {patch_out:.2} out (float target), x{scale:.2} on scRGB, person diff {person_diff:.4}, 8-bit target person diff {sdr_diff:.2} levels, colour bg {:.3},{:.3},{:.3}",
+        c[0], c[1], c[2]
+    ))
 }
 
 /// Switching the filter off stops the work; two instances share one model with a worker each.
@@ -1197,9 +1892,12 @@ fn main() {
         ("gpu_matches_cpu", check_gpu_matches_cpu),
         ("backgrounds", check_backgrounds),
         ("webcam_clip_async", check_webcam_clip),
+        ("paused_seek", check_paused_seek),
         ("live_settings", check_live_settings),
         ("source_resize", check_resize),
         ("bad_input", check_bad_input),
+        ("worker_faults", check_worker_faults),
+        ("color_spaces", check_color_spaces),
         ("instances_visibility", check_instances_and_visibility),
         ("create_destroy_100", check_create_destroy),
     ];
@@ -1214,6 +1912,9 @@ fn main() {
         fps: FPS,
         locale: "en-US".into(),
     };
+    // The filter's test hooks (ai_background_inject_fault) act only with this set; set while
+    // the process has a single thread, before OBS starts.
+    std::env::set_var("AI_BACKGROUND_TEST_HOOKS", "1");
     let host = match Host::start(config) {
         Ok(h) => h,
         Err(e) => {
@@ -1225,6 +1926,7 @@ fn main() {
         host.load_system_module(m).expect("system module");
     }
     host.load_module(&module, &data).expect("load the plugin");
+    host.register_float_image_source();
     host.post_load();
     let mut env = Env {
         host,

@@ -8,7 +8,12 @@
 //! ai-background bench --size 1920x1080
 //! ```
 //!
-//! Errors print one line (`error: ...`) and exit with status 1; bad arguments exit with 2.
+//! Errors print one line (`error: ...`) and exit with status 1; bad arguments exit with 2
+//! (numbers are checked against the OBS filter's ranges as they are parsed). Outputs are
+//! written to a temporary file beside the destination and renamed into place when complete;
+//! an output that is one of the inputs is refused before anything is written. SIGINT or
+//! SIGTERM stops a run (ffmpeg included) without leaving a partial file, exit status
+//! 128 + the signal number; a second one ends the process at once.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -17,13 +22,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use obs_ai_background::composite::{AlphaSettings, Background, Compositor, Fit};
 use obs_ai_background::device::DeviceChoice;
 use obs_ai_background::eval::{evaluate_pair, find_pairs};
+use obs_ai_background::files::{load_image, refuse_same_file, AtomicOutput};
 use obs_ai_background::metrics::Summary;
 use obs_ai_background::model::{Preset, SegmentationBackend, Segmenter};
-use obs_ai_background::postprocess::{RefineSettings, DEFAULT_REFINE_EPSILON};
+use obs_ai_background::postprocess::{
+    RefineSettings, DEFAULT_REFINE_EPSILON, MAX_REFINE_RADIUS, REFINE_EPSILON_RANGE,
+};
 use obs_ai_background::video::{self, Decoder, Encoder};
 use obs_ai_background::{FrameRef, MaskPipeline, PipelineSettings, PixelFormat};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -46,8 +55,8 @@ enum Command {
         /// Output PNG.
         #[arg(short, long)]
         output: PathBuf,
-        /// Write a hard 0/255 mask cut at this probability instead of the probability.
-        #[arg(long)]
+        /// Write a hard 0/255 mask cut at this probability (0..1) instead of the probability.
+        #[arg(long, value_parser = parse_unit, allow_negative_numbers = true)]
         threshold: Option<f32>,
         #[command(flatten)]
         model: ModelArgs,
@@ -62,8 +71,8 @@ enum Command {
         /// Folder of masks (<id>.png, >= 128 = person), same size as their images.
         #[arg(long)]
         masks: PathBuf,
-        /// Probability at which a pixel counts as person.
-        #[arg(long, default_value_t = 0.5)]
+        /// Probability at which a pixel counts as person (0..1).
+        #[arg(long, default_value_t = 0.5, value_parser = parse_unit, allow_negative_numbers = true)]
         threshold: f32,
         /// Print one JSON object instead of a table.
         #[arg(long)]
@@ -77,12 +86,12 @@ enum Command {
     /// Time each stage of the frame path (pre-processing, inference, post-processing,
     /// compositing) on a real photo scaled to a frame size.
     Bench {
-        /// Frame size, WIDTHxHEIGHT.
+        /// Frame size, WIDTHxHEIGHT (1 to 16384 each).
         #[arg(long, default_value = "1280x720", value_parser = parse_size)]
         size: (usize, usize),
-        /// Frames to time (after 5 warm-up frames).
-        #[arg(long, default_value_t = 50)]
-        frames: usize,
+        /// Frames to time (after 5 warm-up frames), 1 to 100000.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        frames: u64,
         /// Background mode to composite.
         #[arg(long, value_enum, default_value_t = Mode::Blur)]
         mode: Mode,
@@ -126,11 +135,11 @@ struct ModelArgs {
     /// Refine mask edges with a guided filter using the image as guide.
     #[arg(long)]
     refine: bool,
-    /// Guided-filter radius in pixels (0: twice the upscale factor).
-    #[arg(long, default_value_t = 0)]
+    /// Guided-filter radius in pixels, 0 to 64 (0: twice the upscale factor).
+    #[arg(long, default_value_t = 0, value_parser = parse_refine_radius)]
     refine_radius: usize,
-    /// Guided-filter epsilon (variance of the 0..1 guide treated as flat).
-    #[arg(long, default_value_t = DEFAULT_REFINE_EPSILON)]
+    /// Guided-filter epsilon, 1e-6 to 1 (variance of the 0..1 guide treated as flat).
+    #[arg(long, default_value_t = DEFAULT_REFINE_EPSILON, value_parser = parse_refine_eps, allow_negative_numbers = true)]
     refine_eps: f32,
 }
 
@@ -156,8 +165,8 @@ struct ApplyArgs {
     /// What replaces the background.
     #[arg(long, value_enum, default_value_t = Mode::Blur)]
     mode: Mode,
-    /// Blur strength: Gaussian sigma in output pixels.
-    #[arg(long, default_value_t = 12.0)]
+    /// Blur strength: Gaussian sigma in output pixels, 0 to 100.
+    #[arg(long, default_value_t = 12.0, value_parser = parse_blur, allow_negative_numbers = true)]
     blur: f32,
     /// Background image for --mode image.
     #[arg(long)]
@@ -170,13 +179,13 @@ struct ApplyArgs {
     #[arg(long, default_value = "#00b140", value_parser = parse_color)]
     color: [u8; 4],
     /// Probability at which a pixel counts as person (0..1).
-    #[arg(long, default_value_t = obs_ai_background::composite::DEFAULT_THRESHOLD)]
+    #[arg(long, default_value_t = obs_ai_background::composite::DEFAULT_THRESHOLD, value_parser = parse_unit, allow_negative_numbers = true)]
     threshold: f32,
     /// Edge softness in probability units (0..1).
-    #[arg(long, default_value_t = obs_ai_background::composite::DEFAULT_FEATHER)]
+    #[arg(long, default_value_t = obs_ai_background::composite::DEFAULT_FEATHER, value_parser = parse_unit, allow_negative_numbers = true)]
     feather: f32,
     /// Temporal smoothing strength for videos (0..1).
-    #[arg(long, default_value_t = obs_ai_background::pipeline::DEFAULT_SMOOTHING)]
+    #[arg(long, default_value_t = obs_ai_background::pipeline::DEFAULT_SMOOTHING, value_parser = parse_unit, allow_negative_numbers = true)]
     smoothing: f32,
     #[command(flatten)]
     model: ModelArgs,
@@ -192,14 +201,59 @@ fn parse_device(s: &str) -> Result<DeviceChoice, String> {
         .map_err(|e: obs_ai_background::EngineError| e.to_string())
 }
 
+/// A finite number in `lo..=hi` (NaN and infinities refused by name).
+fn parse_in_range(s: &str, lo: f32, hi: f32) -> Result<f32, String> {
+    let v: f32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a number from {lo} to {hi}"))?;
+    if !v.is_finite() {
+        return Err(format!("{v} is not a number from {lo} to {hi}"));
+    }
+    if !(lo..=hi).contains(&v) {
+        return Err(format!("{v} is outside {lo} to {hi}"));
+    }
+    Ok(v)
+}
+
+/// Threshold, feather and smoothing: 0..1, as the filter's sliders.
+fn parse_unit(s: &str) -> Result<f32, String> {
+    parse_in_range(s, 0.0, 1.0)
+}
+
+fn parse_blur(s: &str) -> Result<f32, String> {
+    let (lo, hi) = obs_ai_background::composite::BLUR_SIGMA_RANGE;
+    parse_in_range(s, lo, hi)
+}
+
+fn parse_refine_eps(s: &str) -> Result<f32, String> {
+    parse_in_range(s, REFINE_EPSILON_RANGE.0, REFINE_EPSILON_RANGE.1)
+}
+
+fn parse_refine_radius(s: &str) -> Result<usize, String> {
+    s.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|&r| r <= MAX_REFINE_RADIUS)
+        .ok_or_else(|| format!("expected a whole number of pixels from 0 to {MAX_REFINE_RADIUS}"))
+}
+
+/// Largest bench frame side, in pixels.
+const MAX_BENCH_SIDE: usize = 16384;
+
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
     let (w, h) = s
         .split_once(['x', 'X'])
         .ok_or_else(|| format!("expected WIDTHxHEIGHT, got '{s}'"))?;
-    let parse = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0);
-    parse(w)
-        .zip(parse(h))
-        .ok_or_else(|| format!("expected WIDTHxHEIGHT with positive numbers, got '{s}'"))
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| (1..=MAX_BENCH_SIDE).contains(&n))
+    };
+    parse(w).zip(parse(h)).ok_or_else(|| {
+        format!("expected WIDTHxHEIGHT with numbers from 1 to {MAX_BENCH_SIDE}, got '{s}'")
+    })
 }
 
 fn parse_color(s: &str) -> Result<[u8; 4], String> {
@@ -254,10 +308,68 @@ impl ModelArgs {
     }
 }
 
+/// An image upright (EXIF orientation applied), format from its content.
 fn load_rgba(path: &Path) -> Result<RgbaImage> {
-    Ok(image::open(path)
-        .map_err(|e| anyhow::anyhow!("cannot read image {}: {e}", path.display()))?
-        .to_rgba8())
+    Ok(load_image(path)?.to_rgba8())
+}
+
+// --- Stopping on SIGINT / SIGTERM ------------------------------------------------------------
+
+/// The first SIGINT or SIGTERM received (its number), 0 before.
+fn signal_flag() -> &'static Arc<AtomicUsize> {
+    static FLAG: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
+    FLAG.get_or_init(|| Arc::new(AtomicUsize::new(0)))
+}
+
+/// Replaces the default action of SIGINT and SIGTERM (end the process at once, leaving a
+/// partial output and a running ffmpeg) with a flag the work loops check, so the run unwinds:
+/// children are killed and temporary files removed by their destructors. A second signal
+/// while unwinding takes the default action.
+fn install_signal_handlers() -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let seen = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_default(sig, Arc::clone(&seen))?;
+        signal_hook::flag::register_usize(sig, Arc::clone(signal_flag()), sig as usize)?;
+        signal_hook::flag::register(sig, Arc::clone(&seen))?;
+    }
+    Ok(())
+}
+
+/// The signal received, if any.
+fn received_signal() -> Option<i32> {
+    match signal_flag().load(Ordering::SeqCst) {
+        0 => None,
+        sig => Some(sig as i32),
+    }
+}
+
+/// Fails once SIGINT or SIGTERM has arrived (the caller's destructors clean up).
+fn check_interrupt() -> Result<()> {
+    match received_signal() {
+        Some(sig) => bail!("stopped by signal {sig}"),
+        None => Ok(()),
+    }
+}
+
+/// Writes `img` to `output` in `format` through a temporary file renamed into place.
+fn save_image(img: &image::DynamicImage, output: &Path, format: image::ImageFormat) -> Result<()> {
+    let out = AtomicOutput::new(output)?;
+    img.save_with_format(out.path(), format)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    check_interrupt()?;
+    out.persist()?;
+    Ok(())
+}
+
+/// The image format of an output path's extension.
+fn output_format(output: &Path) -> Result<image::ImageFormat> {
+    image::ImageFormat::from_path(output).map_err(|_| {
+        anyhow::anyhow!(
+            "cannot write {}: unknown image extension (use .png, .jpg, .webp or .bmp)",
+            output.display()
+        )
+    })
 }
 
 fn main() {
@@ -265,6 +377,9 @@ fn main() {
         .format_timestamp(None)
         .init();
     let cli = Cli::parse();
+    if let Err(e) = install_signal_handlers() {
+        log::warn!("cannot handle SIGINT/SIGTERM: {e}");
+    }
     let result = match cli.command {
         Command::Segment {
             image,
@@ -287,7 +402,7 @@ fn main() {
             model,
             path: Some(path),
             ..
-        } => bench_network(path, frames, image.as_deref(), &model),
+        } => bench_network(path, frames as usize, image.as_deref(), &model),
         Command::Bench {
             size,
             frames,
@@ -299,6 +414,15 @@ fn main() {
         Command::Train(args) => train(&args),
     };
     if let Err(e) = result {
+        if let Some(sig) = received_signal() {
+            let name = if sig == signal_hook::consts::SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            };
+            eprintln!("error: stopped by {name}: no output written, existing files untouched");
+            std::process::exit(128 + sig);
+        }
         // One line: the message with its causes joined, and any line breaks that libraries put
         // in their messages folded.
         let message = format!("{e:#}");
@@ -309,6 +433,7 @@ fn main() {
 }
 
 fn segment(input: &Path, output: &Path, threshold: Option<f32>, model: &ModelArgs) -> Result<()> {
+    refuse_same_file(output, &[input])?;
     let img = load_rgba(input)?;
     let mut pipeline = MaskPipeline::new(model.backend()?);
     let (w, h) = (img.width() as usize, img.height() as usize);
@@ -321,7 +446,11 @@ fn segment(input: &Path, output: &Path, threshold: Option<f32>, model: &ModelArg
             .iter_mut()
             .for_each(|p| *p = if *p >= t { 1.0 } else { 0.0 });
     }
-    mask.save_png(output)?;
+    save_image(
+        &image::DynamicImage::ImageLuma8(mask.to_gray8()),
+        output,
+        image::ImageFormat::Png,
+    )?;
     eprintln!("wrote {} ({w}x{h})", output.display());
     Ok(())
 }
@@ -363,6 +492,9 @@ impl Applier<'_> {
 }
 
 fn apply(args: &ApplyArgs) -> Result<()> {
+    let mut inputs = vec![args.input.as_path()];
+    inputs.extend(args.image.as_deref());
+    refuse_same_file(&args.output, &inputs)?;
     let background_image = match (args.mode, &args.image) {
         (Mode::Image, Some(path)) => Some(load_rgba(path)?),
         (Mode::Image, None) => bail!("--mode image needs --image PATH"),
@@ -370,6 +502,11 @@ fn apply(args: &ApplyArgs) -> Result<()> {
     };
     let is_video = video::is_video_path(&args.input);
     let transparent = args.mode == Mode::Transparent;
+    let format = if is_video {
+        None
+    } else {
+        Some(output_format(&args.output)?)
+    };
     if !is_video && transparent {
         let ext = args
             .output
@@ -398,27 +535,35 @@ fn apply(args: &ApplyArgs) -> Result<()> {
     let mut out = RgbaImage::new(0, 0);
     applier.frame(&frame, &mut out)?;
     let out = image::DynamicImage::ImageRgba8(out);
-    let ext = args
-        .output
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("");
+    let format = format.expect("images have a format");
     // JPEG has no alpha channel: drop it (the background is opaque in these modes).
-    let out = if matches!(ext.to_ascii_lowercase().as_str(), "jpg" | "jpeg") {
+    let out = if format == image::ImageFormat::Jpeg {
         image::DynamicImage::ImageRgb8(out.to_rgb8())
     } else {
         out
     };
-    out.save(&args.output)
-        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    save_image(&out, &args.output, format)?;
     eprintln!("wrote {} ({w}x{h})", args.output.display());
     Ok(())
 }
 
 fn apply_video(args: &ApplyArgs, applier: &mut Applier<'_>) -> Result<()> {
     let info = video::probe(&args.input)?;
+    if info.rotation != 0 {
+        log::info!(
+            "{} is displayed rotated by {} degrees: writing it upright at {}x{}",
+            args.input.display(),
+            info.rotation,
+            info.width,
+            info.height
+        );
+    }
+    // Declared before the decoder and encoder, so it is dropped (the temporary file removed)
+    // only after they have stopped their ffmpeg processes.
+    let out_file = AtomicOutput::new(&args.output)?;
     let mut decoder = Decoder::open(&args.input, &info)?;
     let mut encoder = Encoder::create(
+        out_file.path(),
         &args.output,
         &info,
         Some(&args.input),
@@ -434,6 +579,7 @@ fn apply_video(args: &ApplyArgs, applier: &mut Applier<'_>) -> Result<()> {
     let mut out = RgbaImage::new(w as u32, h as u32);
     let mut count = 0u64;
     while decoder.next_frame(&mut buf)? {
+        check_interrupt()?;
         let frame = FrameRef::packed(&buf, w, h, PixelFormat::Rgba)?;
         applier.frame(&frame, &mut out)?;
         encoder.write_frame(out.as_raw())?;
@@ -441,10 +587,26 @@ fn apply_video(args: &ApplyArgs, applier: &mut Applier<'_>) -> Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    decoder.finish()?;
-    encoder.finish()?;
+    check_interrupt()?;
+    let report = decoder.finish()?;
     if count == 0 {
         bail!("{} has no frames", args.input.display());
+    }
+    encoder.finish()?;
+    check_interrupt()?;
+    out_file.persist()?;
+    if report.undecodable > 0 {
+        let of = report
+            .stored_frames
+            .map(|n| format!(" of {n}"))
+            .unwrap_or_default();
+        eprintln!(
+            "warning: {}: {}{of} frames could not be decoded (ffmpeg: {}); the output has {count} \
+             frames",
+            args.input.display(),
+            report.undecodable,
+            report.first_error.as_deref().unwrap_or("no message")
+        );
     }
     eprintln!("wrote {} ({count} frames, {w}x{h})", args.output.display());
     Ok(())
@@ -459,6 +621,13 @@ fn eval(
     model: &ModelArgs,
 ) -> Result<()> {
     let pairs = find_pairs(images, masks)?;
+    if let Some(csv) = csv_path {
+        let inputs: Vec<&Path> = pairs
+            .iter()
+            .flat_map(|p| [p.image.as_path(), p.mask.as_path()])
+            .collect();
+        refuse_same_file(csv, &inputs)?;
+    }
     let mut pipeline = MaskPipeline::new(model.backend()?);
     let settings = model.pipeline_settings(0.0);
     let bar = if json {
@@ -468,17 +637,24 @@ fn eval(
     };
     let mut scores = Vec::with_capacity(pairs.len());
     for pair in &pairs {
+        check_interrupt()?;
         scores.push(evaluate_pair(&mut pipeline, pair, &settings, threshold)?);
         bar.inc(1);
     }
     bar.finish_and_clear();
     if let Some(path) = csv_path {
-        let mut w = csv::Writer::from_path(path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        for s in &scores {
-            w.serialize(s)?;
-        }
-        w.flush()?;
+        let out = AtomicOutput::new(path)?;
+        let write = || -> Result<()> {
+            let mut w = csv::Writer::from_path(out.path())?;
+            for s in &scores {
+                w.serialize(s)?;
+            }
+            w.flush()?;
+            Ok(())
+        };
+        write().with_context(|| format!("cannot write {}", path.display()))?;
+        check_interrupt()?;
+        out.persist()?;
     }
     let summary = Summary::of(&scores);
     if json {
@@ -503,7 +679,7 @@ fn demo_photo() -> PathBuf {
 
 fn bench(
     size: (usize, usize),
-    frames: usize,
+    frames: u64,
     mode: Mode,
     image: Option<&Path>,
     model: &ModelArgs,
@@ -531,6 +707,7 @@ fn bench(
     let mut out = RgbaImage::new(w as u32, h as u32);
     let mut stages: [Vec<Duration>; 5] = Default::default();
     for i in 0..frames + 5 {
+        check_interrupt()?;
         let t0 = Instant::now();
         let prob = pipeline.process(&frame, &settings)?;
         let t1 = Instant::now();
@@ -681,7 +858,6 @@ struct TrainArgs {
 
 fn train(args: &TrainArgs) -> Result<()> {
     use obs_ai_background::train::{self, KeepSource, TrainConfig};
-    use std::sync::atomic::{AtomicBool, Ordering};
     let mut cfg = TrainConfig::new(args.data.clone(), args.out.clone(), args.preset);
     cfg.val = args.val.clone();
     cfg.from = args.from.clone();
@@ -700,10 +876,6 @@ fn train(args: &TrainArgs) -> Result<()> {
         (None, _) => KeepSource::Demo,
     };
     let device = args.device.resolve()?;
-    static STOP: AtomicBool = AtomicBool::new(false);
-    // A second Ctrl-C while the best file is being written is ignored; the write is atomic.
-    ctrlc::set_handler(|| STOP.store(true, Ordering::Relaxed))
-        .context("cannot install the Ctrl-C handler")?;
     let bar = if args.json {
         ProgressBar::hidden()
     } else {
@@ -735,7 +907,7 @@ fn train(args: &TrainArgs) -> Result<()> {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", "1");
     }
-    let report = train::train(&cfg, &device, &STOP, &mut on_step)?;
+    let report = train::train(&cfg, &device, &|| received_signal().is_some(), &mut on_step)?;
     bar.finish_and_clear();
     let start_bytes = match &args.from {
         Some(f) => std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,

@@ -221,6 +221,10 @@ impl Segmenter {
             source_name: source_name.to_string(),
             reason: e.to_string(),
         };
+        check_finite(bytes).map_err(|reason| EngineError::Weights {
+            source_name: source_name.to_string(),
+            reason,
+        })?;
         let vb =
             VarBuilder::from_slice_safetensors(bytes, DType::F32, device).map_err(weights_error)?;
         let net = match kernels {
@@ -351,6 +355,35 @@ pub fn interleaved_medians(
             t.get(t.len() / 2).copied().unwrap_or_default()
         })
         .collect())
+}
+
+/// Checks that every tensor of safetensors `bytes` holds only finite values: a NaN or an
+/// infinity in one weight turns every probability into NaN, which the pipeline would show as
+/// an all-background (or all-person) mask instead of an error.
+///
+/// # Errors
+/// The reason, naming the first bad tensor (by name order) and how many values are bad; or
+/// the parse error if `bytes` are not safetensors.
+fn check_finite(bytes: &[u8]) -> std::result::Result<(), String> {
+    let tensors =
+        candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| e.to_string())?;
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let values = tensors[name]
+            .to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| e.to_string())?;
+        let bad = values.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            return Err(format!(
+                "tensor '{name}' holds {bad} NaN or infinite value(s) of {}",
+                values.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Returns the segmenter for `preset` on `choice`, loading it only if no live one exists.

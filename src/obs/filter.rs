@@ -7,7 +7,7 @@
 
 use super::calldata::CallDataRef;
 use super::data::DataRef;
-use super::graphics::Gfx;
+use super::graphics::{ColorSpace, Gfx};
 use super::logger::{blog, Level, PREFIX};
 use super::properties::Properties;
 use super::source::FilterContext;
@@ -66,6 +66,13 @@ pub trait VideoFilter: Send + Sync + Sized + 'static {
 
     /// Called after `video_render` panicked, before the video is passed through.
     fn render_panicked(&self) {}
+
+    /// The colour space the filter draws in, given the spaces the caller prefers, best
+    /// first (`video_get_color_space`). The default, 8-bit sRGB, suits filters that only
+    /// draw SDR colours.
+    fn color_space(&self, _preferred: &[ColorSpace]) -> ColorSpace {
+        ColorSpace::Srgb
+    }
 
     /// Called when the filter is removed from its source.
     fn removed(&self) {}
@@ -269,13 +276,27 @@ unsafe extern "C" fn filter_remove<F: VideoFilter>(
     }
 }
 
-unsafe extern "C" fn video_get_color_space(
-    _data: *mut c_void,
-    _count: usize,
-    _preferred: *const sys::gs_color_space,
+unsafe extern "C" fn video_get_color_space<F: VideoFilter>(
+    data: *mut c_void,
+    count: usize,
+    preferred: *const sys::gs_color_space,
 ) -> sys::gs_color_space {
-    // The filter draws 8-bit sRGB-encoded colours; OBS converts for HDR canvases.
-    sys::GS_CS_SRGB
+    // SAFETY: instance contract.
+    let Some(inst) = (unsafe { instance::<F>(data) }) else {
+        return sys::GS_CS_SRGB;
+    };
+    let preferred: Vec<ColorSpace> = if preferred.is_null() {
+        Vec::new()
+    } else {
+        // SAFETY: libobs passes `count` values.
+        unsafe { std::slice::from_raw_parts(preferred, count) }
+            .iter()
+            .map(|&v| ColorSpace::from_raw(v))
+            .collect()
+    };
+    guard("video_get_color_space", sys::GS_CS_SRGB, || {
+        inst.filter.color_space(&preferred).raw()
+    })
 }
 
 /// Registers `F` as a video filter (`obs_register_source`). Call from `obs_module_load`.
@@ -294,7 +315,7 @@ pub fn register_video_filter<F: VideoFilter>() {
         video_render: Some(video_render::<F>),
         filter_video: Some(filter_video::<F>),
         filter_remove: Some(filter_remove::<F>),
-        video_get_color_space: Some(video_get_color_space),
+        video_get_color_space: Some(video_get_color_space::<F>),
         ..Default::default()
     };
     // SAFETY: OBS copies the struct; the id string is leaked ('static).

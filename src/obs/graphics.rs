@@ -78,6 +78,9 @@ pub enum Format {
     R32f,
     /// Four 32-bit float channels (`GS_RGBA32F`).
     Rgba32f,
+    /// Four 16-bit float channels (`GS_RGBA16F`): what OBS renders extended-range and HDR
+    /// colour spaces into.
+    Rgba16f,
 }
 
 impl Format {
@@ -87,6 +90,7 @@ impl Format {
             Format::Rgba => sys::GS_RGBA,
             Format::R32f => sys::GS_R32F,
             Format::Rgba32f => sys::GS_RGBA32F,
+            Format::Rgba16f => sys::GS_RGBA16F,
         }
     }
 
@@ -94,8 +98,92 @@ impl Format {
     pub fn bytes_per_pixel(self) -> usize {
         match self {
             Format::Bgra | Format::Rgba | Format::R32f => 4,
+            Format::Rgba16f => 8,
             Format::Rgba32f => 16,
         }
+    }
+}
+
+/// The colour spaces of OBS 28+ (`enum gs_color_space`), as its "High-precision color spaces
+/// (including HDR)" design describes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColorSpace {
+    /// 8-bit sRGB, values 0..1 stored sRGB-encoded (`GS_CS_SRGB`).
+    Srgb,
+    /// sRGB primaries in 16-bit float, linear values 0..1 (`GS_CS_SRGB_16F`).
+    Srgb16f,
+    /// Rec. 709 primaries, linear, values above 1.0 allowed (`GS_CS_709_EXTENDED`; 1.0 is
+    /// the SDR white level).
+    Rec709Extended,
+    /// Rec. 709 primaries, linear, 1.0 = 80 nits (`GS_CS_709_SCRGB`: HDR canvases).
+    Rec709Scrgb,
+}
+
+impl ColorSpace {
+    /// From libobs' value (unknown values count as sRGB).
+    pub fn from_raw(v: sys::gs_color_space) -> ColorSpace {
+        match v {
+            sys::GS_CS_SRGB_16F => ColorSpace::Srgb16f,
+            sys::GS_CS_709_EXTENDED => ColorSpace::Rec709Extended,
+            sys::GS_CS_709_SCRGB => ColorSpace::Rec709Scrgb,
+            _ => ColorSpace::Srgb,
+        }
+    }
+
+    /// libobs' value.
+    pub fn raw(self) -> sys::gs_color_space {
+        match self {
+            ColorSpace::Srgb => sys::GS_CS_SRGB,
+            ColorSpace::Srgb16f => sys::GS_CS_SRGB_16F,
+            ColorSpace::Rec709Extended => sys::GS_CS_709_EXTENDED,
+            ColorSpace::Rec709Scrgb => sys::GS_CS_709_SCRGB,
+        }
+    }
+
+    /// The texture format OBS renders this space into (`gs_get_format_from_space`).
+    pub fn format(self) -> Format {
+        match self {
+            ColorSpace::Srgb => Format::Rgba,
+            _ => Format::Rgba16f,
+        }
+    }
+
+    /// Whether values are stored linear (every space but 8-bit sRGB).
+    pub fn is_linear(self) -> bool {
+        self != ColorSpace::Srgb
+    }
+}
+
+/// The sRGB transfer function's inverse (IEC 61966-2-1): an sRGB-encoded value 0..1 to
+/// linear light 0..1, as `srgb_to_linear` in `data/ai_background.effect` and OBS's
+/// `srgb_nonlinear_to_linear`.
+pub fn srgb_to_linear(v: f32) -> f32 {
+    if v <= 0.04045 {
+        v / 12.92
+    } else {
+        ((v + 0.055) / 1.055).powf(2.4)
+    }
+}
+
+/// The colour space of the current render target (`gs_get_color_space`).
+pub fn current_color_space(_gfx: &Gfx<'_>) -> ColorSpace {
+    // SAFETY: inside the graphics context (token).
+    ColorSpace::from_raw(unsafe { sys::gs_get_color_space() })
+}
+
+/// OBS's default SDR white level in nits (the front-end's "SDR White Level" setting).
+pub const DEFAULT_SDR_WHITE_LEVEL: f32 = 300.0;
+
+/// OBS's SDR white level in nits (`obs_get_video_sdr_white_level`): the brightness of 1.0 in
+/// the relative spaces; scRGB's 1.0 is 80 nits. [`DEFAULT_SDR_WHITE_LEVEL`] when libobs has
+/// none (a host that never called `obs_set_video_levels` reads 0).
+pub fn sdr_white_level() -> f32 {
+    // SAFETY: plain getter.
+    let v = unsafe { sys::obs_get_video_sdr_white_level() };
+    if v.is_finite() && v > 0.0 {
+        v
+    } else {
+        DEFAULT_SDR_WHITE_LEVEL
     }
 }
 
@@ -107,6 +195,10 @@ pub struct TextureRef<'a> {
 }
 
 impl TextureRef<'_> {
+    pub(crate) fn as_ptr(&self) -> *mut sys::gs_texture_t {
+        self.ptr.as_ptr()
+    }
+
     /// Width in pixels.
     pub fn width(&self) -> u32 {
         // SAFETY: live texture.
@@ -218,6 +310,7 @@ impl Drop for Texture {
 /// A render target texture (`gs_texrender_t`): render into it, then sample its texture.
 pub struct TexRender {
     ptr: NonNull<sys::gs_texrender_t>,
+    format: Format,
 }
 
 // SAFETY: as for Texture.
@@ -228,18 +321,36 @@ impl TexRender {
     pub fn new(_gfx: &Gfx<'_>, format: Format) -> Option<TexRender> {
         // SAFETY: inside the context.
         NonNull::new(unsafe { sys::gs_texrender_create(format.raw(), sys::GS_ZS_NONE) })
-            .map(|ptr| TexRender { ptr })
+            .map(|ptr| TexRender { ptr, format })
+    }
+
+    /// The texture format it was created with.
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     /// Starts rendering into a `width` x `height` target (resized as needed), with an
     /// identity transform and a viewport of the full target; rendering ends when the returned
     /// scope drops. Resets the texrender first, so it can be used several times a frame.
-    /// `None` for a zero size or when the device fails.
+    /// `None` for a zero size or when the device fails. The target is 8-bit sRGB for what
+    /// is drawn into it ([`TexRender::render_in`] for other colour spaces).
     pub fn render<'a>(
+        &'a mut self,
+        gfx: &'a Gfx<'_>,
+        width: u32,
+        height: u32,
+    ) -> Option<TexRenderScope<'a>> {
+        self.render_in(gfx, width, height, ColorSpace::Srgb)
+    }
+
+    /// As [`TexRender::render`], with `space` as the colour space sources drawn into it see
+    /// ([`current_color_space`]; `gs_texrender_begin_with_color_space`).
+    pub fn render_in<'a>(
         &'a mut self,
         _gfx: &'a Gfx<'_>,
         width: u32,
         height: u32,
+        space: ColorSpace,
     ) -> Option<TexRenderScope<'a>> {
         if width == 0 || height == 0 {
             return None;
@@ -247,7 +358,9 @@ impl TexRender {
         // SAFETY: live texrender inside the context.
         unsafe { sys::gs_texrender_reset(self.ptr.as_ptr()) };
         // SAFETY: as above.
-        let ok = unsafe { sys::gs_texrender_begin(self.ptr.as_ptr(), width, height) };
+        let ok = unsafe {
+            sys::gs_texrender_begin_with_color_space(self.ptr.as_ptr(), width, height, space.raw())
+        };
         ok.then_some(TexRenderScope {
             ptr: self.ptr,
             _life: PhantomData,

@@ -17,7 +17,10 @@
 //! Every line libobs and its modules log is captured ([`Host::log_lines`]); set
 //! `OBS_HOST_LOG=1` to echo them to stderr as well (errors are always echoed).
 
-use super::graphics::{clear, ortho, Format, GraphicsGuard, StageSurface, StateGuard, TexRender};
+use super::data::DataRef;
+use super::graphics::{
+    clear, ortho, ColorSpace, Format, GraphicsGuard, StageSurface, StateGuard, TexRender, Texture,
+};
 use super::source::{Source, SourceRef};
 use super::{cstring, string_from, sys};
 use parking_lot::Mutex;
@@ -88,6 +91,21 @@ impl Image {
         ]
     }
 }
+
+/// A float RGBA image read back from the GPU (rows top to bottom, tightly packed).
+#[derive(Clone, Debug)]
+pub struct FloatImage {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// `width * height * 4` values, R, G, B, A, in the colour space it was rendered in
+    /// (linear for every space but 8-bit sRGB; values above 1.0 kept).
+    pub rgba: Vec<f32>,
+}
+
+/// Source type id of the test source [`Host::register_float_image_source`] registers.
+pub const FLOAT_IMAGE_SOURCE: &str = "ai_bg_test_float_image";
 
 /// One captured log line.
 #[derive(Clone, Debug)]
@@ -299,8 +317,12 @@ impl Host {
             host.shutdown();
             return Err(format!("obs_reset_video failed ({rc})"));
         }
-        // SAFETY: 'static callback without data.
-        unsafe { sys::obs_add_tick_callback(Some(tick_counter), std::ptr::null_mut()) };
+        // SAFETY: plain setters; the front-end's defaults (SDR white 300 nits, HDR nominal
+        // peak 1000 nits), which a bare libobs leaves at 0.
+        unsafe {
+            sys::obs_set_video_levels(super::graphics::DEFAULT_SDR_WHITE_LEVEL, 1000.0);
+            sys::obs_add_tick_callback(Some(tick_counter), std::ptr::null_mut());
+        }
         Ok(host)
     }
 
@@ -371,15 +393,33 @@ impl Host {
     /// transparent RGBA texrender and reads it back (waits for the GPU). `None` when the
     /// source has no size yet.
     pub fn render(&self, source: SourceRef<'_>, width: u32, height: u32) -> Option<Image> {
+        let rgba = self.read_back(source, width, height, Format::Rgba, ColorSpace::Srgb)?;
+        Some(Image {
+            width: width as usize,
+            height: height as usize,
+            rgba,
+        })
+    }
+
+    /// Renders `source` scaled to `width` x `height` into a cleared texrender of `format`
+    /// whose colour space is `space` and returns its rows, tightly packed.
+    fn read_back(
+        &self,
+        source: SourceRef<'_>,
+        width: u32,
+        height: u32,
+        format: Format,
+        space: ColorSpace,
+    ) -> Option<Vec<u8>> {
         let (sw, sh) = (source.width(), source.height());
         if sw == 0 || sh == 0 || width == 0 || height == 0 {
             return None;
         }
         let guard = GraphicsGuard::enter();
         let gfx = guard.gfx();
-        let mut tr = TexRender::new(&gfx, Format::Rgba)?;
+        let mut tr = TexRender::new(&gfx, format)?;
         {
-            let _scope = tr.render(&gfx, width, height)?;
+            let _scope = tr.render_in(&gfx, width, height, space)?;
             let state = StateGuard::push(&gfx);
             // OBS's own default for drawing sources: premultiplied-friendly alpha blending.
             state.blend(
@@ -391,18 +431,58 @@ impl Host {
             source.video_render(&gfx);
         }
         let tex = tr.texture()?;
-        let stage = StageSurface::new(&gfx, width, height, Format::Rgba)?;
+        let stage = StageSurface::new(&gfx, width, height, format)?;
         stage.stage(&gfx, tex);
         let map = stage.map(&gfx)?;
-        let row = width as usize * 4;
-        let mut rgba = Vec::with_capacity(row * height as usize);
+        let row = width as usize * format.bytes_per_pixel();
+        let mut out = Vec::with_capacity(row * height as usize);
         for y in 0..height as usize {
-            rgba.extend_from_slice(&map.data()[y * map.linesize()..y * map.linesize() + row]);
+            out.extend_from_slice(&map.data()[y * map.linesize()..y * map.linesize() + row]);
         }
-        Some(Image {
+        Some(out)
+    }
+
+    /// Registers [`FLOAT_IMAGE_SOURCE`], a test source that shows an image file as an
+    /// RGBA32F texture in a colour space of choice, to test colour handling. Settings:
+    /// `file` (path), `space` (`enum gs_color_space`: 0 sRGB, 1 sRGB 16F, 2 Rec. 709
+    /// extended, 3 scRGB; values are decoded to linear for all but 0), `gain` with
+    /// `gain_x`, `gain_y`, `gain_w`, `gain_h`: a rectangle whose RGB values are multiplied
+    /// by `gain` (above 1.0: extended range). Call once, before creating such sources.
+    pub fn register_float_image_source(&self) {
+        let info = sys::obs_source_info {
+            id: super::module::leak_cstring(FLOAT_IMAGE_SOURCE).as_ptr(),
+            type_: sys::OBS_SOURCE_TYPE_INPUT,
+            output_flags: sys::OBS_SOURCE_VIDEO,
+            get_name: Some(fis_name),
+            create: Some(fis_create),
+            destroy: Some(fis_destroy),
+            get_width: Some(fis_width),
+            get_height: Some(fis_height),
+            video_render: Some(fis_render),
+            video_get_color_space: Some(fis_color_space),
+            ..Default::default()
+        };
+        // SAFETY: libobs copies the struct; the id is leaked ('static).
+        unsafe { sys::obs_register_source_s(&info, std::mem::size_of::<sys::obs_source_info>()) };
+    }
+
+    /// Renders `source` like [`Host::render`], into a float target whose colour space
+    /// (what the filters see as the current space) is `space`, and reads the values back.
+    pub fn render_float(
+        &self,
+        source: SourceRef<'_>,
+        width: u32,
+        height: u32,
+        space: ColorSpace,
+    ) -> Option<FloatImage> {
+        let bytes = self.read_back(source, width, height, Format::Rgba32f, space)?;
+        Some(FloatImage {
             width: width as usize,
             height: height as usize,
-            rgba,
+            rgba: bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
         })
     }
 
@@ -534,6 +614,127 @@ impl Host {
         }
         leaks
     }
+}
+
+/// The test source behind [`FLOAT_IMAGE_SOURCE`]: an image file as a float texture.
+struct FloatImageSource {
+    texture: Option<Texture>,
+    width: u32,
+    height: u32,
+    space: ColorSpace,
+}
+
+/// Reads the settings of [`Host::register_float_image_source`] and builds the texture.
+fn float_image_source(settings: DataRef<'_>) -> FloatImageSource {
+    let space = ColorSpace::from_raw(settings.get_int("space").clamp(0, 3) as u32);
+    let gain = settings.get_double("gain") as f32;
+    let rect = ["gain_x", "gain_y", "gain_w", "gain_h"].map(|k| settings.get_int(k).max(0) as u32);
+    let Ok(img) = image::open(settings.get_string("file")).map(|i| i.to_rgba8()) else {
+        return FloatImageSource {
+            texture: None,
+            width: 0,
+            height: 0,
+            space,
+        };
+    };
+    let (w, h) = img.dimensions();
+    let mut values = Vec::with_capacity(w as usize * h as usize * 4);
+    for (x, y, p) in img.enumerate_pixels() {
+        let inside = x >= rect[0] && x < rect[0] + rect[2] && y >= rect[1] && y < rect[1] + rect[3];
+        for c in 0..3 {
+            let v = f32::from(p[c]) / 255.0;
+            let v = if space.is_linear() {
+                super::graphics::srgb_to_linear(v)
+            } else {
+                v
+            };
+            values.push(if inside { v * gain } else { v });
+        }
+        values.push(f32::from(p[3]) / 255.0);
+    }
+    let guard = GraphicsGuard::enter();
+    let texture = Texture::new(
+        &guard.gfx(),
+        w,
+        h,
+        Format::Rgba32f,
+        false,
+        Some(bytemuck::cast_slice(&values)),
+    );
+    FloatImageSource {
+        texture,
+        width: w,
+        height: h,
+        space,
+    }
+}
+
+unsafe extern "C" fn fis_name(_type_data: *mut c_void) -> *const c_char {
+    c"Float image (test)".as_ptr()
+}
+
+unsafe extern "C" fn fis_create(
+    settings: *mut sys::obs_data_t,
+    _source: *mut sys::obs_source_t,
+) -> *mut c_void {
+    // SAFETY: libobs passes the new source's settings for the call.
+    let Some(settings) = (unsafe { DataRef::from_raw(settings) }) else {
+        return std::ptr::null_mut();
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Box::into_raw(Box::new(float_image_source(settings))).cast()
+    }))
+    .unwrap_or(std::ptr::null_mut())
+}
+
+unsafe extern "C" fn fis_destroy(data: *mut c_void) {
+    if !data.is_null() {
+        // SAFETY: made by Box::into_raw in fis_create; libobs destroys once.
+        drop(unsafe { Box::from_raw(data.cast::<FloatImageSource>()) });
+    }
+}
+
+/// # Safety
+/// `data` is null or a live `FloatImageSource` from `fis_create`.
+unsafe fn fis<'a>(data: *mut c_void) -> Option<&'a FloatImageSource> {
+    // SAFETY: per the contract.
+    unsafe { data.cast::<FloatImageSource>().as_ref() }
+}
+
+unsafe extern "C" fn fis_width(data: *mut c_void) -> u32 {
+    // SAFETY: instance contract.
+    unsafe { fis(data) }.map_or(0, |s| s.width)
+}
+
+unsafe extern "C" fn fis_height(data: *mut c_void) -> u32 {
+    // SAFETY: instance contract.
+    unsafe { fis(data) }.map_or(0, |s| s.height)
+}
+
+unsafe extern "C" fn fis_render(data: *mut c_void, effect: *mut sys::gs_effect_t) {
+    // SAFETY: instance contract.
+    let Some(s) = (unsafe { fis(data) }) else {
+        return;
+    };
+    let Some(tex) = s.texture.as_ref() else {
+        return;
+    };
+    // SAFETY: libobs calls video_render inside the graphics context with its default
+    // effect's "Draw" technique active (the source is not OBS_SOURCE_CUSTOM_DRAW).
+    unsafe {
+        let param = sys::gs_effect_get_param_by_name(effect, c"image".as_ptr());
+        sys::gs_effect_set_texture(param, tex.as_ref().as_ptr());
+        sys::gs_draw_sprite(tex.as_ref().as_ptr(), 0, s.width, s.height);
+    }
+}
+
+unsafe extern "C" fn fis_color_space(
+    data: *mut c_void,
+    _count: usize,
+    _preferred: *const sys::gs_color_space,
+) -> sys::gs_color_space {
+    // SAFETY: instance contract.
+    unsafe { fis(data) }.map_or(sys::GS_CS_SRGB, |s| s.space.raw())
 }
 
 /// The module this crate builds, next to the running test or benchmark executable

@@ -13,7 +13,12 @@
 //! - [`filter`]: the [`filter::VideoFilter`] trait and the `obs_source_info` trampolines that
 //!   catch every panic before it reaches OBS;
 //! - [`calldata`]: `calldata_t` and per-instance procs;
-//! - [`host`]: a headless libobs host (Xvfb + EGL) for tests and benchmarks.
+//! - [`host`]: a headless libobs host (Xvfb + EGL) for tests and benchmarks (Linux only).
+//!
+//! The module builds for Linux and for Windows x64 (`x86_64-pc-windows-gnu`, linked against
+//! `obs.dll` through the import library `build.rs` makes from `obs.def`) from the same
+//! sources; the only platform-specific part is [`host`], which uses the X11 platform calls
+//! and Linux's `va_list`.
 //!
 //! Rules kept by every wrapper: pointers handed out by OBS are checked for null; each owned
 //! object releases exactly what it acquired, once, in `Drop`; graphics objects are only created
@@ -27,6 +32,7 @@ pub mod calldata;
 pub mod data;
 pub mod filter;
 pub mod graphics;
+#[cfg(target_os = "linux")]
 pub mod host;
 pub mod logger;
 pub mod module;

@@ -160,7 +160,8 @@ impl Properties {
         })
     }
 
-    /// A read-only line of text.
+    /// A read-only text shown across the dialog (`OBS_TEXT_INFO`): OBS 29 shows the
+    /// description as a word-wrapped label when the setting `key` has no value (never set it).
     pub fn add_info(&self, key: &str, desc: &str) -> Property<'_> {
         let (k, d) = (cstring(key), cstring(desc));
         // SAFETY: as above.
@@ -243,11 +244,17 @@ unsafe extern "C" fn modified_trampoline(
 }
 
 impl Property<'_> {
-    /// Adds an entry to a string list.
-    pub fn list_add_string(&self, name: &str, value: &str) {
+    /// Adds an entry to a string list; returns its index.
+    pub fn list_add_string(&self, name: &str, value: &str) -> usize {
         let (n, v) = (cstring(name), cstring(value));
         // SAFETY: live property; OBS copies the strings.
-        unsafe { sys::obs_property_list_add_string(self.ptr.as_ptr(), n.as_ptr(), v.as_ptr()) };
+        unsafe { sys::obs_property_list_add_string(self.ptr.as_ptr(), n.as_ptr(), v.as_ptr()) }
+    }
+
+    /// Greys out entry `index` of a list: shown when it is the current value, not pickable.
+    pub fn list_item_disable(&self, index: usize) {
+        // SAFETY: live property; OBS ignores indices out of range.
+        unsafe { sys::obs_property_list_item_disable(self.ptr.as_ptr(), index, true) };
     }
 
     /// The tooltip.
@@ -257,10 +264,45 @@ impl Property<'_> {
         unsafe { sys::obs_property_set_long_description(self.ptr.as_ptr(), t.as_ptr()) };
     }
 
+    /// The values of a string list's entries.
+    pub fn list_strings(&self) -> Vec<String> {
+        // SAFETY: live property; OBS returns null for indices of a list of another format.
+        unsafe {
+            let n = sys::obs_property_list_item_count(self.ptr.as_ptr());
+            (0..n)
+                .map(|i| {
+                    super::string_from(sys::obs_property_list_item_string(self.ptr.as_ptr(), i))
+                })
+                .collect()
+        }
+    }
+
     /// Shows or hides the property.
     pub fn set_visible(&self, visible: bool) {
         // SAFETY: live property.
         unsafe { sys::obs_property_set_visible(self.ptr.as_ptr(), visible) };
+    }
+
+    /// Replaces the label (for an info text: the text itself).
+    pub fn set_description(&self, text: &str) {
+        let t = cstring(text);
+        // SAFETY: live property; OBS copies the string.
+        unsafe { sys::obs_property_set_description(self.ptr.as_ptr(), t.as_ptr()) };
+    }
+
+    /// Shows an info text (`add_info`) as a warning (OBS's `warningLabel` style).
+    pub fn set_info_warning(&self) {
+        // SAFETY: live property; a no-op for properties that are not info texts.
+        unsafe {
+            sys::obs_property_text_set_info_type(self.ptr.as_ptr(), sys::OBS_TEXT_INFO_WARNING)
+        };
+    }
+
+    /// A unit shown after an integer slider's value (e.g. `" px"`).
+    pub fn set_int_suffix(&self, suffix: &str) {
+        let s = cstring(suffix);
+        // SAFETY: as above.
+        unsafe { sys::obs_property_int_set_suffix(self.ptr.as_ptr(), s.as_ptr()) };
     }
 
     /// A unit shown after a slider's value (e.g. `" px"`).

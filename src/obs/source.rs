@@ -4,7 +4,7 @@
 
 use super::calldata::CallData;
 use super::data::Data;
-use super::graphics::Gfx;
+use super::graphics::{ColorSpace, Gfx};
 use super::{cstring, string_from, sys};
 use std::marker::PhantomData;
 use std::os::raw::c_void;
@@ -36,6 +36,16 @@ impl<'a> SourceRef<'a> {
 
     pub(crate) fn as_ptr(&self) -> *mut sys::obs_source_t {
         self.ptr.as_ptr()
+    }
+
+    /// The colour space the source renders in, chosen from `preferred` when it can
+    /// (`obs_source_get_color_space`; sRGB for sources that do not say).
+    pub fn color_space(&self, preferred: &[ColorSpace]) -> ColorSpace {
+        let raw: Vec<sys::gs_color_space> = preferred.iter().map(|s| s.raw()).collect();
+        // SAFETY: live source; libobs reads `raw.len()` values.
+        ColorSpace::from_raw(unsafe {
+            sys::obs_source_get_color_space(self.as_ptr(), raw.len(), raw.as_ptr())
+        })
     }
 
     /// Width in pixels (`obs_source_get_width`; 0 before the first frame).
@@ -108,6 +118,21 @@ impl<'a> SourceRef<'a> {
     pub fn default_render(&self, _gfx: &Gfx<'_>) {
         // SAFETY: as above.
         unsafe { sys::obs_source_default_render(self.as_ptr()) };
+    }
+
+    /// The current settings (as the properties dialog sees them: updates of video sources
+    /// reach their `update` callback only on the next video tick).
+    pub fn settings(&self) -> Data {
+        // SAFETY: returns a new reference.
+        unsafe { Data::from_owned(sys::obs_source_get_settings(self.as_ptr())) }.unwrap_or_default()
+    }
+
+    /// Asks an open properties dialog of this source to rebuild itself
+    /// (`obs_source_update_properties`: emits the `update_properties` signal, which OBS's
+    /// Filters window answers by calling the properties callback again).
+    pub fn update_properties(&self) {
+        // SAFETY: live source; thread-safe signal emission.
+        unsafe { sys::obs_source_update_properties(self.as_ptr()) };
     }
 
     /// Takes a strong reference.
@@ -189,6 +214,57 @@ pub struct PropertyInfo {
     pub description: String,
     /// Whether the dialog shows it for the current settings.
     pub visible: bool,
+    /// What it is: `bool`, `int`, `float`, `text`, `info` (a read-only text), `path`,
+    /// `list`, `color`, `color_alpha` or `other`.
+    pub kind: &'static str,
+    /// The tooltip (the "?" next to check boxes), empty when none.
+    pub long_description: String,
+    /// The unit after a slider's value (`" px"`), empty when none.
+    pub suffix: String,
+    /// A string list's entries: value and whether it can be picked.
+    pub items: Vec<(String, bool)>,
+}
+
+/// Counts emissions of one signal of a source (disconnects on drop).
+pub struct SignalCounter {
+    handler: NonNull<sys::signal_handler_t>,
+    signal: std::ffi::CString,
+    count: Box<std::sync::atomic::AtomicU64>,
+    /// Keeps the source (and so its signal handler) alive.
+    _source: Source,
+}
+
+unsafe extern "C" fn count_signal(param: *mut c_void, _cd: *mut sys::calldata_t) {
+    // SAFETY: param is the counter boxed in SignalCounter, alive until disconnect.
+    let count = unsafe { &*param.cast::<std::sync::atomic::AtomicU64>() };
+    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+impl SignalCounter {
+    /// Emissions so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn param(&self) -> *mut c_void {
+        (&*self.count as *const std::sync::atomic::AtomicU64)
+            .cast_mut()
+            .cast()
+    }
+}
+
+impl Drop for SignalCounter {
+    fn drop(&mut self) {
+        // SAFETY: the same handler, signal, callback and param as connected.
+        unsafe {
+            sys::signal_handler_disconnect(
+                self.handler.as_ptr(),
+                self.signal.as_ptr(),
+                Some(count_signal),
+                self.param(),
+            )
+        };
+    }
 }
 
 /// A strong reference to a source (released on drop).
@@ -326,10 +402,47 @@ impl Source {
             sys::obs_properties_apply_settings(props, settings);
             let mut p = sys::obs_properties_first(props);
             while !p.is_null() {
+                let kind = match sys::obs_property_get_type(p) {
+                    sys::OBS_PROPERTY_BOOL => "bool",
+                    sys::OBS_PROPERTY_INT => "int",
+                    sys::OBS_PROPERTY_FLOAT => "float",
+                    sys::OBS_PROPERTY_TEXT
+                        if sys::obs_property_text_type(p) == sys::OBS_TEXT_INFO =>
+                    {
+                        "info"
+                    }
+                    sys::OBS_PROPERTY_TEXT => "text",
+                    sys::OBS_PROPERTY_PATH => "path",
+                    sys::OBS_PROPERTY_LIST => "list",
+                    sys::OBS_PROPERTY_COLOR => "color",
+                    sys::OBS_PROPERTY_COLOR_ALPHA => "color_alpha",
+                    _ => "other",
+                };
+                let suffix = match kind {
+                    "int" => string_from(sys::obs_property_int_suffix(p)),
+                    "float" => string_from(sys::obs_property_float_suffix(p)),
+                    _ => String::new(),
+                };
+                let items = if kind == "list" {
+                    (0..sys::obs_property_list_item_count(p))
+                        .map(|i| {
+                            (
+                                string_from(sys::obs_property_list_item_string(p, i)),
+                                !sys::obs_property_list_item_disabled(p, i),
+                            )
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 out.push(PropertyInfo {
                     name: string_from(sys::obs_property_name(p)),
                     description: string_from(sys::obs_property_description(p)),
                     visible: sys::obs_property_visible(p),
+                    kind,
+                    long_description: string_from(sys::obs_property_long_description(p)),
+                    suffix,
+                    items,
                 });
                 if !sys::obs_property_next(&mut p) {
                     break;
@@ -341,10 +454,46 @@ impl Source {
         out
     }
 
+    /// Counts the source's `signal` emissions (e.g. `"update_properties"`) from now on.
+    pub fn count_signal(&self, signal: &str) -> Option<SignalCounter> {
+        // SAFETY: live source; its signal handler lives as long as the source, which the
+        // counter keeps a reference to.
+        let handler = NonNull::new(unsafe { sys::obs_source_get_signal_handler(self.as_ptr()) })?;
+        let counter = SignalCounter {
+            handler,
+            signal: cstring(signal),
+            count: Box::new(std::sync::atomic::AtomicU64::new(0)),
+            _source: self.clone(),
+        };
+        // SAFETY: the callback only touches the boxed counter, disconnected before it drops.
+        unsafe {
+            sys::signal_handler_connect(
+                handler.as_ptr(),
+                counter.signal.as_ptr(),
+                Some(count_signal),
+                counter.param(),
+            )
+        };
+        Some(counter)
+    }
+
     /// Pauses or resumes a media source (`obs_source_media_play_pause`).
     pub fn media_play_pause(&self, pause: bool) {
         // SAFETY: live source; a no-op for sources that are not media.
         unsafe { sys::obs_source_media_play_pause(self.as_ptr(), pause) };
+    }
+
+    /// Seeks a media source to `ms` milliseconds (`obs_source_media_set_time`); works while
+    /// paused.
+    pub fn media_set_time(&self, ms: i64) {
+        // SAFETY: live source; a no-op for sources that are not media.
+        unsafe { sys::obs_source_media_set_time(self.as_ptr(), ms) };
+    }
+
+    /// The position of a media source in milliseconds (`obs_source_media_get_time`).
+    pub fn media_time(&self) -> i64 {
+        // SAFETY: live source; 0 for sources that are not media.
+        unsafe { sys::obs_source_media_get_time(self.as_ptr()) }
     }
 
     /// Calls the proc `name` on the source's proc handler; false when there is no such proc.

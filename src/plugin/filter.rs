@@ -6,7 +6,9 @@
 //!    (the model input, or twice it with edge refinement: the GPU does the resize) and
 //!    staged into a ring of three stage surfaces; the surface staged on an earlier frame is
 //!    mapped (so the map never waits for the GPU) and its pixels go to the worker's
-//!    one-slot mailbox ([`super::worker`]);
+//!    one-slot mailbox ([`super::worker`]); an async source that delivers no new frames
+//!    (paused) is still captured every few frames, and segmented only when the capture's
+//!    CRC-32 changed (a seek while paused changes the picture without a new frame);
 //! 3. the newest mask the worker published is uploaded into an R32F texture (created once
 //!    per mask size);
 //! 4. the effect (`data/ai_background.effect`) composites at full resolution with
@@ -16,18 +18,23 @@
 //! Nothing here waits on inference: the mask is at most two frames behind its frame when the
 //! worker keeps up (staged on frame n, mapped and sent on n + 1, shown on n + 2 at the
 //! latest), and simply older when it does not. Until the first mask exists, and whenever
-//! something is wrong (no effect, no segmenter, zero-size source, a caught panic), the video
-//! passes through untouched.
+//! something is wrong (no effect, no segmenter, zero-size source, a caught panic, a worker
+//! that cannot produce masks: [`super::worker`] withdraws its mask), the video passes through
+//! untouched.
+//!
+//! Colour: the frame is kept in the source's own colour space (float textures for linear
+//! spaces, see [`FRAME_SPACES`]), composited in its encoding and mapped into the render
+//! target's space ([`OutputMapping`]); `video_get_color_space` reports the source's space.
 
-use super::settings::{self, Mode, Settings};
-use super::worker::{Job, MaskResult, ModelKey, Worker};
+use super::settings::{self, Mode, Problem, Settings};
+use super::worker::{Fault, Job, MaskResult, ModelKey, Worker};
 use crate::composite::MAX_BLUR_REDUCTION;
 use crate::obs::calldata::CallDataRef;
 use crate::obs::data::{Data, DataRef};
 use crate::obs::filter::{Proc, VideoFilter};
 use crate::obs::graphics::{
-    clear, ortho, Blend, Effect, Format, Gfx, GraphicsGuard, Param, StageSurface, StateGuard,
-    TexRender, Texture, TextureRef,
+    self, clear, current_color_space, ortho, Blend, ColorSpace, Effect, Format, Gfx, GraphicsGuard,
+    Param, StageSurface, StateGuard, TexRender, Texture, TextureRef,
 };
 use crate::obs::module;
 use crate::obs::properties::Properties;
@@ -51,12 +58,23 @@ pub const STAGE_RING: usize = 3;
 /// Largest background image side accepted (larger images are refused with a log line):
 /// 8192 pixels, the texture size every Direct3D 10-class GPU supports.
 pub const MAX_IMAGE_SIDE: u32 = 8192;
+/// Environment variable that enables the test hooks (`ai_background_inject_fault`).
+pub const TEST_HOOKS_ENV: &str = "AI_BACKGROUND_TEST_HOOKS";
 /// Ticks between lookups of a background source that does not exist (yet).
 const SOURCE_LOOKUP_TICKS: u64 = 60;
 /// Ticks after which a staged frame is dropped instead of segmented.
 const STALE_TICKS: u64 = 10;
 /// Ticks after which an active background video without a picture is reported.
 const VIDEO_EMPTY_TICKS: u64 = 150;
+/// Ticks between checks whether the background can be used (for the dialog's status line).
+const STATUS_TICKS: u64 = 15;
+/// Frames without a new async frame after which the source counts as paused (0.5 s at
+/// 30 fps: every webcam delivers faster), so its picture is checked for changes that came
+/// without a new frame (a paused media source that is seeked).
+const IDLE_FRAMES: u64 = 15;
+/// While the source is paused, its capture is checked every this many frames (0.1 s at
+/// 30 fps); only a capture whose checksum differs from the last segmented one is segmented.
+const IDLE_CHECK_FRAMES: u64 = 3;
 
 /// The effect's params (all required; a mismatch with the file is a load error).
 struct Params {
@@ -80,6 +98,9 @@ struct Params {
     sigma: Param,
     direction: Param,
     blur_enabled: Param,
+    linear_frame: Param,
+    out_mode: Param,
+    out_multiplier: Param,
 }
 
 /// Values of every effect param for one draw. libobs clears all param values when a
@@ -106,7 +127,49 @@ struct Uniforms<'a> {
     sigma: f32,
     direction: [f32; 2],
     blur_enabled: f32,
+    /// 1 when the frame texture holds linear values (any colour space but 8-bit sRGB).
+    linear_frame: f32,
+    /// Conversion of the composite into the render target's space ([`OutputMapping`]).
+    out_mode: i32,
+    /// Factor on linear output (scRGB targets); only the final draw sets it.
+    out_multiplier: f32,
 }
+
+/// The composite is made in the frame's own encoding (see `data/ai_background.effect`);
+/// this maps it into the render target's colour space, as OBS's own filters do
+/// (`plugins/obs-filters/*.c` of OBS 29: "DrawMultiply" for scRGB targets, decoding to linear
+/// for float targets): the effect's `out_mode` and `out_multiplier`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct OutputMapping {
+    /// 0: as is; 1: sRGB-encoded to linear; 2: linear to sRGB-encoded (clipped to 0..1).
+    mode: i32,
+    /// Factor on linear output: SDR white level / 80 nits for scRGB targets, else 1.
+    multiplier: f32,
+}
+
+impl OutputMapping {
+    fn new(frame: ColorSpace, target: ColorSpace) -> OutputMapping {
+        let multiplier = if target == ColorSpace::Rec709Scrgb {
+            graphics::sdr_white_level() / 80.0
+        } else {
+            1.0
+        };
+        let mode = match (frame.is_linear(), target.is_linear()) {
+            (false, true) => 1,
+            (true, false) => 2,
+            _ => 0,
+        };
+        OutputMapping { mode, multiplier }
+    }
+}
+
+/// The colour spaces the filter composites in (OBS's own filters offer the same three to
+/// their sources): a source in any of them is kept in it, float textures included.
+const FRAME_SPACES: [ColorSpace; 3] = [
+    ColorSpace::Srgb,
+    ColorSpace::Srgb16f,
+    ColorSpace::Rec709Extended,
+];
 
 /// The compiled effect and its params.
 struct Shader {
@@ -145,6 +208,9 @@ impl Shader {
             sigma: param("sigma")?,
             direction: param("direction")?,
             blur_enabled: param("blur_enabled")?,
+            linear_frame: param("linear_frame")?,
+            out_mode: param("out_mode")?,
+            out_multiplier: param("out_multiplier")?,
         };
         Ok(Shader { effect, p })
     }
@@ -172,6 +238,9 @@ impl Shader {
         e.set_float(p.sigma, u.sigma);
         e.set_vec2(p.direction, u.direction);
         e.set_float(p.blur_enabled, u.blur_enabled);
+        e.set_float(p.linear_frame, u.linear_frame);
+        e.set_int(p.out_mode, u.out_mode);
+        e.set_float(p.out_multiplier, u.out_multiplier);
         e.draw_sprite(gfx, technique, w, h)
     }
 
@@ -199,7 +268,8 @@ impl Shader {
 /// GPU objects of one instance, created in `create` (inside the graphics context).
 struct Gpu {
     shader: Shader,
-    /// The target at full size, straight alpha.
+    /// The target at full size, straight alpha, in the target's colour space (8-bit for
+    /// sRGB, 16-bit float for the others: see [`FRAME_SPACES`]).
     source: TexRender,
     /// The target at the capture size (BGRA) for the segmenter.
     capture: TexRender,
@@ -236,6 +306,18 @@ struct Slot {
     staged: Option<u64>,
     /// The video tick it was staged on.
     tick: u64,
+    /// Staged while the source was paused: segmented only if the picture changed.
+    check_only: bool,
+}
+
+/// What the worker last got: a capture is segmented again only if one of these differs.
+#[derive(Clone, PartialEq)]
+struct JobKey {
+    /// CRC-32 of the capture's pixels (rows without padding).
+    crc: u32,
+    size: (u32, u32),
+    model: ModelKey,
+    pipeline: crate::pipeline::PipelineSettings,
 }
 
 /// Render-thread state (only the video thread locks it, plus `destroy`).
@@ -244,10 +326,16 @@ struct RenderState {
     gpu: Option<Gpu>,
     /// The tick whose frame is in `gpu.source`.
     rendered_tick: Option<u64>,
+    /// The colour space of the frame in `gpu.source`.
+    space: Option<ColorSpace>,
     /// Frames rendered (one per tick in which the filter was drawn).
     frame: u64,
     /// Frames with new content (every frame of a sync source; new async frames).
     fresh_frames: u64,
+    /// The frame number of the last frame with new content.
+    last_fresh_frame: u64,
+    /// The last capture handed to the worker.
+    last_job: Option<JobKey>,
     ring: [Slot; STAGE_RING],
     mask: Option<Texture>,
     mask_serial: u64,
@@ -259,6 +347,9 @@ struct RenderState {
     render_time: Duration,
     captures: u64,
     submitted: u64,
+    /// Paused-source checks, and those that found the picture unchanged.
+    idle_checks: u64,
+    idle_unchanged: u64,
     uploads: u64,
     lag_last: u64,
     lag_max: u64,
@@ -294,6 +385,8 @@ struct BackgroundState {
     image_path: PathBuf,
     image_generation: u64,
     pending_image: Option<RgbaImage>,
+    /// The image file exists but could not be used (decoding failed, too large).
+    image_failed: bool,
     video: Option<VideoBackground>,
     source_name: String,
     source: Option<WeakSource>,
@@ -311,6 +404,8 @@ pub struct AiBackground {
     /// The mask currently in the mask texture (what the last frame was composited with).
     shown: Mutex<Option<Arc<MaskResult>>>,
     tick: AtomicU64,
+    /// The problem the status line last showed (checked every `STATUS_TICKS`).
+    status: Mutex<Option<Problem>>,
     /// Set by `filter_video` when an async parent delivered a new frame.
     new_async_frame: AtomicBool,
     poisoned: AtomicBool,
@@ -355,6 +450,7 @@ impl AiBackground {
         let mut retired = Vec::new();
         let mut bg = self.bg.lock();
         if let Some((path, image)) = image_change {
+            bg.image_failed = image.is_none() && !path.as_os_str().is_empty();
             bg.image_path = path;
             bg.pending_image = image;
             bg.image_generation += 1;
@@ -376,6 +472,52 @@ impl AiBackground {
             bg.source_missing_logged = false;
         }
         retired
+    }
+
+    /// Why the background of settings `s` cannot be used right now, if it cannot (the
+    /// background is blurred instead): what the settings show, else what the filter found
+    /// when it tried the same file.
+    fn problem_for(&self, s: &Settings) -> Option<Problem> {
+        let parent = self.ctx.parent().map(|p| p.name());
+        let sources = if s.mode == Mode::Source {
+            crate::obs::source::video_source_names()
+        } else {
+            Vec::new()
+        };
+        settings::settings_problem(s, parent.as_deref(), &sources).or_else(|| {
+            let bg = self.bg.lock();
+            match s.mode {
+                Mode::Image if bg.image_failed && bg.image_path == s.image_path => {
+                    Some(Problem::ImageUnreadable(s.image_path.clone()))
+                }
+                Mode::Video
+                    if bg
+                        .video
+                        .as_ref()
+                        .is_some_and(|v| v.empty_logged && v.path == s.video_path) =>
+                {
+                    Some(Problem::VideoNoPicture(s.video_path.clone()))
+                }
+                _ => None,
+            }
+        })
+    }
+
+    /// [`Self::problem_for`] the settings in use.
+    fn problem(&self) -> Option<Problem> {
+        let s = self.settings.lock().clone();
+        self.problem_for(&s)
+    }
+
+    /// Refreshes an open properties dialog when the status line would change.
+    fn refresh_status(&self) {
+        let problem = self.problem();
+        let mut shown = self.status.lock();
+        if *shown != problem {
+            *shown = problem;
+            drop(shown);
+            self.ctx.as_source().update_properties();
+        }
     }
 
     /// Per-tick background housekeeping: (de)activates the background video with the
@@ -450,7 +592,12 @@ impl AiBackground {
     /// this frame if it is due.
     ///
     /// `fresh` is false when the source is async and no new frame arrived since the last
-    /// capture (a 30 fps webcam on a 60 fps canvas): nothing new to segment.
+    /// capture (a 30 fps webcam on a 60 fps canvas): nothing new to segment. Once an async
+    /// source has delivered nothing for [`IDLE_FRAMES`] (paused), every [`IDLE_CHECK_FRAMES`]-th
+    /// frame is staged anyway and segmented only if its CRC-32 (or the model settings) differ
+    /// from the last capture the worker got: a seek while paused changes the picture without
+    /// a new async frame, while a still, paused picture costs one small read-back and a
+    /// checksum, no inference.
     fn capture(&self, gfx: &Gfx<'_>, rs: &mut RenderState, s: &Settings, tick: u64, fresh: bool) {
         let Some(worker) = self.worker.as_ref() else {
             return;
@@ -469,44 +616,66 @@ impl AiBackground {
             }
             // A frame staged before the filter was hidden is not worth segmenting.
             let stale = rs.ring[i].tick + STALE_TICKS < tick;
+            let check_only = rs.ring[i].check_only;
             if let Some(surface) = rs.ring[i].surface.as_ref().filter(|_| !stale) {
                 if let Some(map) = surface.map(gfx) {
                     let (w, h) = (surface.width() as usize, surface.height() as usize);
                     let row = w * 4;
-                    let mut pixels = worker.buffer();
-                    pixels.clear();
-                    for y in 0..h {
-                        pixels.extend_from_slice(
-                            &map.data()[y * map.linesize()..y * map.linesize() + row],
-                        );
-                    }
-                    drop(map);
-                    worker.submit(Job {
-                        pixels,
-                        width: w,
-                        height: h,
-                        stride: row,
-                        frame: staged,
+                    let rows = || {
+                        (0..h).map(|y| &map.data()[y * map.linesize()..y * map.linesize() + row])
+                    };
+                    let mut crc = crc32fast::Hasher::new();
+                    rows().for_each(|r| crc.update(r));
+                    let key = JobKey {
+                        crc: crc.finalize(),
+                        size: (w as u32, h as u32),
                         model: ModelKey {
                             preset: s.preset,
                             device: s.device,
                             weights: s.weights_path.clone(),
                         },
                         pipeline: s.pipeline(),
-                    });
-                    rs.submitted += 1;
+                    };
+                    if check_only {
+                        rs.idle_checks += 1;
+                    }
+                    if check_only && rs.last_job.as_ref() == Some(&key) {
+                        rs.idle_unchanged += 1;
+                    } else {
+                        let mut pixels = worker.buffer();
+                        pixels.clear();
+                        rows().for_each(|r| pixels.extend_from_slice(r));
+                        drop(map);
+                        worker.submit(Job {
+                            pixels,
+                            width: w,
+                            height: h,
+                            stride: row,
+                            frame: staged,
+                            model: key.model.clone(),
+                            pipeline: key.pipeline,
+                        });
+                        rs.last_job = Some(key);
+                        rs.submitted += 1;
+                    }
                 }
             }
         }
 
-        // 2. Stage this frame into a free surface, every N-th new frame.
-        if !fresh {
+        // 2. Stage this frame into a free surface: every N-th new frame, and while the
+        // source is paused every IDLE_CHECK_FRAMES-th frame for a change check.
+        let due = if fresh {
+            rs.last_fresh_frame = frame;
+            rs.fresh_frames += 1;
+            rs.fresh_frames % u64::from(s.every_n.max(1)) == 0
+        } else {
+            let idle = frame.saturating_sub(rs.last_fresh_frame);
+            idle >= IDLE_FRAMES && idle % IDLE_CHECK_FRAMES == 0
+        };
+        if !due {
             return;
         }
-        rs.fresh_frames += 1;
-        if rs.fresh_frames % u64::from(s.every_n.max(1)) != 0 {
-            return;
-        }
+        let linear = rs.space.is_some_and(ColorSpace::is_linear);
         let Some(gpu) = rs.gpu.as_mut() else { return };
         let (cw, ch) = s.capture_size();
         let Gpu {
@@ -515,8 +684,10 @@ impl AiBackground {
             capture,
             ..
         } = gpu;
+        // The segmenter takes sRGB-encoded 0..1 values: Capture encodes linear frames.
         let u = Uniforms {
             image: source.texture(),
+            linear_frame: if linear { 1.0 } else { 0.0 },
             ..Default::default()
         };
         if u.image.is_none() || !shader.draw_into(gfx, capture, &u, c"Capture", cw, ch) {
@@ -540,21 +711,19 @@ impl AiBackground {
             surface.stage(gfx, small);
             slot.staged = Some(frame);
             slot.tick = tick;
-            rs.captures += 1;
+            slot.check_only = !fresh;
+            if fresh {
+                rs.captures += 1;
+            }
         }
     }
 
     /// Uploads the newest published mask, if it is new.
     fn upload_mask(&self, gfx: &Gfx<'_>, rs: &mut RenderState) {
         let Some(latest) = self.worker.as_ref().and_then(|w| w.latest()) else {
-            if rs.mask.is_some()
-                && self
-                    .worker
-                    .as_ref()
-                    .is_some_and(|w| w.stats().error.is_some())
-            {
-                // The segmenter failed (e.g. a model switch to unreadable weights): pass through.
-                rs.mask = None;
+            // No mask, or the worker withdrew it (a fault, a model that cannot load): pass
+            // the video through rather than composite with a stale mask.
+            if rs.mask.take().is_some() {
                 *self.shown.lock() = None;
             }
             return;
@@ -630,13 +799,22 @@ impl AiBackground {
             return self.skip(gfx);
         };
 
-        // 1. The target at full size, once per frame (straight copy: blend ONE, ZERO).
+        // 1. The target at full size, once per frame (straight copy: blend ONE, ZERO), in
+        // its own colour space: values above 1.0 of an extended-range source survive.
         let tick = self.tick.load(Ordering::Relaxed);
-        if rs.rendered_tick != Some(tick) {
+        let space = target.color_space(&FRAME_SPACES);
+        if rs.rendered_tick != Some(tick) || rs.space != Some(space) {
             let direct =
                 target.same(parent) && target.output_flags() & (FLAG_CUSTOM_DRAW | FLAG_ASYNC) == 0;
+            if gpu.source.format() != space.format() {
+                match TexRender::new(gfx, space.format()) {
+                    Some(t) => gpu.source = t,
+                    None => return self.skip(gfx),
+                }
+            }
+            rs.space = Some(space);
             {
-                let Some(_scope) = gpu.source.render(gfx, w, h) else {
+                let Some(_scope) = gpu.source.render_in(gfx, w, h, space) else {
                     return self.skip(gfx);
                 };
                 let state = StateGuard::push(gfx);
@@ -706,9 +884,13 @@ impl AiBackground {
         else {
             return self.skip(gfx);
         };
+        let out = OutputMapping::new(space, current_color_space(gfx));
         let mut u = Uniforms {
             image: source.texture(),
             frame_size: [w as f32, h as f32],
+            linear_frame: if space.is_linear() { 1.0 } else { 0.0 },
+            out_mode: out.mode,
+            out_multiplier: out.multiplier,
             ..Default::default()
         };
         if u.image.is_none() {
@@ -804,12 +986,16 @@ impl AiBackground {
             Mode::Color => {
                 let c = s.color;
                 let a = c[3] as f32 / 255.0;
-                u.bg_color = [
-                    c[0] as f32 / 255.0 * a,
-                    c[1] as f32 / 255.0 * a,
-                    c[2] as f32 / 255.0 * a,
-                    a,
-                ];
+                // In the frame's encoding: linear for float frames.
+                let channel = |v: u8| {
+                    let v = v as f32 / 255.0;
+                    if u.linear_frame > 0.5 {
+                        graphics::srgb_to_linear(v)
+                    } else {
+                        v
+                    }
+                };
+                u.bg_color = [channel(c[0]) * a, channel(c[1]) * a, channel(c[2]) * a, a];
                 return c"Color";
             }
             Mode::Transparent => return c"Transparent",
@@ -843,9 +1029,48 @@ impl AiBackground {
         }
     }
 
+    /// Proc `ai_background_inject_fault` (a test hook): the next `count` frames the worker
+    /// processes fail with `kind` (`panic`, `error` or `nan`), as real faults would. Acts
+    /// only in a process whose environment has [`TEST_HOOKS_ENV`] set (the headless tests);
+    /// elsewhere it answers `ok = false` and changes nothing.
+    fn proc_inject_fault(&self, cd: &mut CallDataRef<'_>) {
+        if std::env::var_os(TEST_HOOKS_ENV).is_none_or(|v| v.is_empty() || v == "0") {
+            cd.set_bool("ok", false);
+            return;
+        }
+        let kind = cd.get_string("kind").unwrap_or_default();
+        let count = cd
+            .get_int("count")
+            .unwrap_or(1)
+            .clamp(0, i64::from(u32::MAX)) as u32;
+        match (kind.parse::<Fault>(), self.worker.as_ref()) {
+            (Ok(fault), Some(w)) => {
+                w.inject_faults(fault, count);
+                cd.set_bool("ok", true);
+            }
+            (Err(e), _) => {
+                log::warn!("ai_background_inject_fault: {e}");
+                cd.set_bool("ok", false);
+            }
+            (_, None) => cd.set_bool("ok", false),
+        }
+    }
+
     /// Proc `ai_background_stats`: counters as JSON.
     fn proc_stats(&self, cd: &mut CallDataRef<'_>) {
-        let (frames, calls, time, captures, submitted, uploads, lag_last, lag_max, lag_sum, gpu_ok) = {
+        let (
+            frames,
+            calls,
+            time,
+            captures,
+            submitted,
+            idle,
+            uploads,
+            lag_last,
+            lag_max,
+            lag_sum,
+            gpu_ok,
+        ) = {
             let rs = self.render.lock();
             (
                 rs.frame,
@@ -853,6 +1078,7 @@ impl AiBackground {
                 rs.render_time,
                 rs.captures,
                 rs.submitted,
+                (rs.idle_checks, rs.idle_unchanged),
                 rs.uploads,
                 rs.lag_last,
                 rs.lag_max,
@@ -881,6 +1107,8 @@ impl AiBackground {
             "render_ms_avg": per(time, calls),
             "captures": captures,
             "submitted": submitted,
+            "idle_checks": idle.0,
+            "idle_unchanged": idle.1,
             "replaced": w.replaced,
             "uploads": uploads,
             "mask_lag_last": lag_last,
@@ -894,6 +1122,8 @@ impl AiBackground {
             "model": w.model,
             "model_id": w.model_id,
             "error": w.error,
+            "faults": w.faults,
+            "backoff_skipped": w.backoff_skipped,
             "effect_loaded": gpu_ok,
             "poisoned": self.poisoned.load(Ordering::Relaxed),
             "background_video": video,
@@ -903,27 +1133,45 @@ impl AiBackground {
 }
 
 /// Decodes a background image; logs and returns `None` when it cannot be used.
+///
+/// The size is read from the file's header first (`image::ImageReader::into_dimensions`), so
+/// an image larger than [`MAX_IMAGE_SIDE`] per side is refused before it is decoded (a
+/// 30000 x 30000 PNG would take 3.6 GB).
 fn load_image(path: &Path) -> Option<RgbaImage> {
     if !path.exists() {
         log::warn!("background image {} not found; using blur", path.display());
         return None;
     }
-    match image::open(path) {
-        Ok(img) if img.width() > MAX_IMAGE_SIDE || img.height() > MAX_IMAGE_SIDE => {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        log::warn!(
+            "cannot read background image {}: {e}; using blur",
+            path.display()
+        );
+    };
+    // The format from the content (the extension only as a fallback).
+    let open = || {
+        image::ImageReader::open(path)
+            .and_then(|r| r.with_guessed_format())
+            .map_err(image::ImageError::from)
+    };
+    match open().and_then(|r| r.into_dimensions()) {
+        Ok((w, h)) if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE => {
             log::warn!(
-                "background image {} is {}x{}, larger than {MAX_IMAGE_SIDE} pixels per side; using blur",
-                path.display(),
-                img.width(),
-                img.height()
-            );
-            None
-        }
-        Ok(img) => Some(img.to_rgba8()),
-        Err(e) => {
-            log::warn!(
-                "cannot read background image {}: {e}; using blur",
+                "background image {} is {w}x{h}, larger than {MAX_IMAGE_SIDE} pixels per side; using blur",
                 path.display()
             );
+            return None;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            unreadable(&e);
+            return None;
+        }
+    }
+    match open().and_then(|r| r.decode()) {
+        Ok(img) => Some(img.to_rgba8()),
+        Err(e) => {
+            unreadable(&e);
             None
         }
     }
@@ -1054,6 +1302,7 @@ impl VideoFilter for AiBackground {
             bg: Mutex::new(BackgroundState::default()),
             shown: Mutex::new(None),
             tick: AtomicU64::new(0),
+            status: Mutex::new(None),
             new_async_frame: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
         };
@@ -1075,12 +1324,21 @@ impl VideoFilter for AiBackground {
 
     fn properties(filter: Option<&Self>) -> Properties {
         let parent = filter.and_then(|f| f.ctx.parent().map(|p| p.name()));
-        settings::properties(parent.as_deref())
+        // The settings the dialog shows, which may be newer than the ones in use (updates
+        // apply on the next video tick).
+        let problem = filter.and_then(|f| {
+            let data = f.ctx.as_source().settings();
+            f.problem_for(&Settings::from_data(data.as_ref()))
+        });
+        settings::properties(parent.as_deref(), problem.as_ref())
     }
 
     fn video_tick(&self, _seconds: f32) {
         let tick = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
         self.tick_background(tick);
+        if tick % STATUS_TICKS == 0 {
+            self.refresh_status();
+        }
     }
 
     fn video_render(&self, gfx: &Gfx<'_>) {
@@ -1093,6 +1351,20 @@ impl VideoFilter for AiBackground {
 
     fn context(&self) -> FilterContext {
         self.ctx
+    }
+
+    /// The target's colour space when the caller takes it, else the caller's last choice
+    /// (what OBS 29's own filters answer); the composite is mapped into whatever space the
+    /// render target then has ([`OutputMapping`]).
+    fn color_space(&self, preferred: &[ColorSpace]) -> ColorSpace {
+        let source = self
+            .ctx
+            .target()
+            .map_or(ColorSpace::Srgb, |t| t.color_space(&FRAME_SPACES));
+        match preferred.last() {
+            Some(&last) if !preferred.contains(&source) => last,
+            _ => source,
+        }
     }
 
     fn async_frame(&self) {
@@ -1113,6 +1385,10 @@ impl VideoFilter for AiBackground {
             Proc {
                 decl: "void ai_background_stats(out string json)",
                 call: AiBackground::proc_stats,
+            },
+            Proc {
+                decl: "void ai_background_inject_fault(in string kind, in int count, out bool ok)",
+                call: AiBackground::proc_inject_fault,
             },
         ]
     }

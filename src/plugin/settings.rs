@@ -27,6 +27,12 @@ pub const S_SOURCE: &str = "source";
 pub const S_FIT: &str = "fit";
 pub const S_COLOR: &str = "color";
 pub const S_SHOW_MASK: &str = "show_mask";
+/// An info text in the dialog, never stored: why the chosen background cannot be used.
+pub const S_STATUS: &str = "background_status";
+/// An info text in the dialog, never stored: how to tune the mask.
+pub const S_MASK_HELP: &str = "mask_help";
+/// An info text in the dialog, never stored: how to save CPU.
+pub const S_SPEED_HELP: &str = "speed_help";
 /// Not in the dialog: a `.safetensors` file with the weights of the chosen model (same keys
 /// as `models/*.safetensors`); empty = the embedded weights.
 pub const S_WEIGHTS: &str = "weights_path";
@@ -85,6 +91,18 @@ pub const T_FIT_STRETCH: &str = "Fit.Stretch";
 pub const T_COLOR: &str = "Color";
 pub const T_SHOW_MASK: &str = "ShowMask";
 pub const T_SHOW_MASK_HINT: &str = "ShowMask.Hint";
+pub const T_MASK_HELP: &str = "MaskHelp";
+pub const T_SPEED_HELP: &str = "SpeedHelp";
+pub const T_STATUS_NO_IMAGE: &str = "Status.NoImage";
+pub const T_STATUS_IMAGE_MISSING: &str = "Status.ImageMissing";
+pub const T_STATUS_IMAGE_UNREADABLE: &str = "Status.ImageUnreadable";
+pub const T_STATUS_NO_VIDEO: &str = "Status.NoVideo";
+pub const T_STATUS_VIDEO_MISSING: &str = "Status.VideoMissing";
+pub const T_STATUS_VIDEO_NO_PICTURE: &str = "Status.VideoNoPicture";
+pub const T_STATUS_NO_SOURCE: &str = "Status.NoSource";
+pub const T_STATUS_NO_SOURCES: &str = "Status.NoSources";
+pub const T_STATUS_SOURCE_MISSING: &str = "Status.SourceMissing";
+pub const T_STATUS_SOURCE_IS_SELF: &str = "Status.SourceIsSelf";
 
 /// Every locale key the filter uses (each `locale/*.ini` must define exactly these).
 #[cfg(test)]
@@ -129,6 +147,18 @@ pub const ALL_TEXT_KEYS: &[&str] = &[
     T_COLOR,
     T_SHOW_MASK,
     T_SHOW_MASK_HINT,
+    T_MASK_HELP,
+    T_SPEED_HELP,
+    T_STATUS_NO_IMAGE,
+    T_STATUS_IMAGE_MISSING,
+    T_STATUS_IMAGE_UNREADABLE,
+    T_STATUS_NO_VIDEO,
+    T_STATUS_VIDEO_MISSING,
+    T_STATUS_VIDEO_NO_PICTURE,
+    T_STATUS_NO_SOURCE,
+    T_STATUS_NO_SOURCES,
+    T_STATUS_SOURCE_MISSING,
+    T_STATUS_SOURCE_IS_SELF,
 ];
 
 /// The locales shipped in `locale/` (installed to `data/locale/`).
@@ -139,9 +169,11 @@ pub const LOCALES: &[&str] = &[
 
 // ---- defaults and ranges -----------------------------------------------------------------
 /// Default blur strength: Gaussian sigma in output pixels (16 px blurs a 720p room well).
-pub const DEFAULT_BLUR: f64 = 16.0;
-/// Blur strength range in output pixels; 0 = no blur.
-pub const BLUR_RANGE: (f64, f64) = (0.0, 100.0);
+pub const DEFAULT_BLUR: i64 = 16;
+/// Blur strength range in whole output pixels (an integer slider); 0 = no blur. Scene
+/// collections from before it was an integer store a double: OBS reads either type with
+/// `obs_data_get_int` (truncating, as the dialog shows it).
+pub const BLUR_RANGE: (i32, i32) = (0, 100);
 /// Default temporal smoothing (the engine's `pipeline::DEFAULT_SMOOTHING`).
 pub const DEFAULT_SMOOTHING_F64: f64 = DEFAULT_SMOOTHING as f64;
 /// Default edge refinement (guided filter on a 2x capture): on. On the annotated development
@@ -270,14 +302,11 @@ impl Settings {
     /// its range; unknown list values fall back to the defaults.
     pub fn from_data(d: DataRef<'_>) -> Settings {
         let device = d.get_string(S_DEVICE);
-        let sigma = d.get_double(S_BLUR);
         Settings {
             mode: Mode::parse(&d.get_string(S_MODE)),
-            blur_sigma: if sigma.is_finite() {
-                sigma.clamp(BLUR_RANGE.0, BLUR_RANGE.1) as f32
-            } else {
-                DEFAULT_BLUR as f32
-            },
+            blur_sigma: d
+                .get_int(S_BLUR)
+                .clamp(BLUR_RANGE.0 as i64, BLUR_RANGE.1 as i64) as f32,
             threshold: unit(d.get_double(S_THRESHOLD)),
             feather: unit(d.get_double(S_FEATHER)),
             smoothing: unit(d.get_double(S_SMOOTHING)),
@@ -328,7 +357,7 @@ impl Settings {
 /// Writes the defaults.
 pub fn defaults(d: DataRef<'_>) {
     d.set_default_string(S_MODE, MODE_BLUR);
-    d.set_default_double(S_BLUR, DEFAULT_BLUR);
+    d.set_default_int(S_BLUR, DEFAULT_BLUR);
     d.set_default_double(S_THRESHOLD, DEFAULT_THRESHOLD as f64);
     d.set_default_double(S_FEATHER, DEFAULT_FEATHER as f64);
     d.set_default_double(S_SMOOTHING, DEFAULT_SMOOTHING_F64);
@@ -342,7 +371,106 @@ pub fn defaults(d: DataRef<'_>) {
     d.set_default_bool(S_SHOW_MASK, false);
 }
 
-/// Shows the settings that belong to the selected mode.
+/// Why the chosen background cannot be used (the filter then blurs the background). Shown
+/// in the dialog's status line; the filter also writes a log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// Image mode without a file.
+    NoImage,
+    /// The image file does not exist.
+    ImageMissing(PathBuf),
+    /// The image file exists but cannot be decoded (or is too large).
+    ImageUnreadable(PathBuf),
+    /// Video mode without a file.
+    NoVideo,
+    /// The video file does not exist.
+    VideoMissing(PathBuf),
+    /// The media source shows no picture (an unreadable file).
+    VideoNoPicture(PathBuf),
+    /// Source mode without a source picked.
+    NoSource,
+    /// Source mode, and there is no other video source to pick.
+    NoSources,
+    /// The picked source does not exist (renamed or removed).
+    SourceMissing(String),
+    /// The picked source is the one the filter is on.
+    SourceIsSelf(String),
+}
+
+impl Problem {
+    /// The status text in the user's language (`{path}` / `{name}` filled in).
+    pub fn text(&self) -> String {
+        let with = |key: &str, what: &str, value: &str| text(key).replace(what, value);
+        match self {
+            Problem::NoImage => text(T_STATUS_NO_IMAGE),
+            Problem::ImageMissing(p) => {
+                with(T_STATUS_IMAGE_MISSING, "{path}", &p.to_string_lossy())
+            }
+            Problem::ImageUnreadable(p) => {
+                with(T_STATUS_IMAGE_UNREADABLE, "{path}", &p.to_string_lossy())
+            }
+            Problem::NoVideo => text(T_STATUS_NO_VIDEO),
+            Problem::VideoMissing(p) => {
+                with(T_STATUS_VIDEO_MISSING, "{path}", &p.to_string_lossy())
+            }
+            Problem::VideoNoPicture(p) => {
+                with(T_STATUS_VIDEO_NO_PICTURE, "{path}", &p.to_string_lossy())
+            }
+            Problem::NoSource => text(T_STATUS_NO_SOURCE),
+            Problem::NoSources => text(T_STATUS_NO_SOURCES),
+            Problem::SourceMissing(n) => with(T_STATUS_SOURCE_MISSING, "{name}", n),
+            Problem::SourceIsSelf(n) => with(T_STATUS_SOURCE_IS_SELF, "{name}", n),
+        }
+    }
+}
+
+/// What can be told from the settings alone: no file picked, a file that does not exist, no
+/// source picked or none to pick, a source that does not exist or is the filter's own
+/// (`parent`). `sources` are the names of the video sources that exist (the parent included).
+/// Problems only the running filter sees (an unreadable image or video) are its own.
+pub fn settings_problem(s: &Settings, parent: Option<&str>, sources: &[String]) -> Option<Problem> {
+    match s.mode {
+        Mode::Image if s.image_path.as_os_str().is_empty() => Some(Problem::NoImage),
+        Mode::Image if !s.image_path.is_file() => Some(Problem::ImageMissing(s.image_path.clone())),
+        Mode::Video if s.video_path.as_os_str().is_empty() => Some(Problem::NoVideo),
+        Mode::Video if !s.video_path.is_file() => Some(Problem::VideoMissing(s.video_path.clone())),
+        Mode::Source => {
+            let name = s.source_name.as_str();
+            let others = sources
+                .iter()
+                .filter(|n| Some(n.as_str()) != parent)
+                .count();
+            if name.is_empty() {
+                Some(if others == 0 {
+                    Problem::NoSources
+                } else {
+                    Problem::NoSource
+                })
+            } else if Some(name) == parent {
+                Some(Problem::SourceIsSelf(name.to_string()))
+            } else if !sources.iter().any(|n| n == name) {
+                Some(Problem::SourceMissing(name.to_string()))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Shows `problem` in the status line, or hides the line.
+pub fn show_problem(props: PropertiesRef<'_>, problem: Option<&Problem>) {
+    if let Some(p) = props.get(S_STATUS) {
+        p.set_visible(problem.is_some());
+        if let Some(problem) = problem {
+            p.set_description(&problem.text());
+        }
+    }
+}
+
+/// Shows the settings that belong to the selected mode, and the status line for the new
+/// settings (the filter also refreshes the dialog when a problem appears or goes away
+/// while it runs).
 fn mode_changed(props: PropertiesRef<'_>, d: DataRef<'_>) -> bool {
     let mode = Mode::parse(&d.get_string(S_MODE));
     let show = |key: &str, visible: bool| {
@@ -360,12 +488,38 @@ fn mode_changed(props: PropertiesRef<'_>, d: DataRef<'_>) -> bool {
         matches!(mode, Mode::Image | Mode::Video | Mode::Source),
     );
     show(S_COLOR, mode == Mode::Color);
+    // A problem seen in the settings shows at once. Without one, a background mode keeps
+    // what the filter reported (an unreadable file) until the filter refreshes the dialog.
+    // The dialog's source list leaves out the filter's own source (which this callback
+    // cannot name): a picked source missing from the list but existing is that one.
+    let sources = props
+        .get(S_SOURCE)
+        .map(|p| p.list_strings())
+        .unwrap_or_default();
+    let problem = match settings_problem(&Settings::from_data(d), None, &sources) {
+        Some(Problem::SourceMissing(name))
+            if crate::obs::source::Source::by_name(&name).is_some() =>
+        {
+            Some(Problem::SourceIsSelf(name))
+        }
+        p => p,
+    };
+    if problem.is_some() || !matches!(mode, Mode::Image | Mode::Video | Mode::Source) {
+        show_problem(props, problem.as_ref());
+    }
     true
 }
 
 /// Builds the dialog. `parent_name` is left out of the background source list (a source
-/// cannot be its own background).
-pub fn properties(parent_name: Option<&str>) -> Properties {
+/// cannot be its own background); `problem` fills the status line under the background
+/// settings.
+///
+/// Layout (OBS 29 shows a tooltip only when hovering a slider's number box, and a "?" only
+/// next to check boxes, so advice a streamer needs is an info text where it is seen):
+/// background mode and its settings, the status line (only when the background cannot be
+/// used), "Show mask" next to Threshold and Edge softness with how to tune them, then
+/// smoothing, refinement, model, device, every N frames and how to save CPU.
+pub fn properties(parent_name: Option<&str>, problem: Option<&Problem>) -> Properties {
     let props = Properties::new();
     let mode = props.add_string_list(S_MODE, &text(T_MODE), false);
     for (value, key) in [
@@ -380,28 +534,41 @@ pub fn properties(parent_name: Option<&str>) -> Properties {
     }
     mode.set_modified_callback(mode_changed);
 
-    let blur = props.add_float_slider(S_BLUR, &text(T_BLUR), BLUR_RANGE.0, BLUR_RANGE.1, 1.0);
-    blur.set_float_suffix(" px");
+    props
+        .add_int_slider(S_BLUR, &text(T_BLUR), BLUR_RANGE.0, BLUR_RANGE.1, 1)
+        .set_int_suffix(" px");
 
-    props.add_path(
-        S_IMAGE,
-        &text(T_IMAGE),
-        PathKind::File,
-        &text(T_IMAGE_FILTER),
-    );
-    props.add_path(
-        S_VIDEO,
-        &text(T_VIDEO),
-        PathKind::File,
-        &text(T_VIDEO_FILTER),
-    );
+    props
+        .add_path(
+            S_IMAGE,
+            &text(T_IMAGE),
+            PathKind::File,
+            &text(T_IMAGE_FILTER),
+        )
+        .set_modified_callback(mode_changed);
+    props
+        .add_path(
+            S_VIDEO,
+            &text(T_VIDEO),
+            PathKind::File,
+            &text(T_VIDEO_FILTER),
+        )
+        .set_modified_callback(mode_changed);
     props.add_bool(S_VIDEO_LOOP, &text(T_VIDEO_LOOP));
     let source = props.add_string_list(S_SOURCE, &text(T_SOURCE), false);
+    // A picked source that is gone (or is the filter's own) stays the list's value (greyed
+    // out, the status line says why): OBS's dialog would otherwise show, and store, the
+    // first source of the list.
+    if let Some(Problem::SourceMissing(name) | Problem::SourceIsSelf(name)) = problem {
+        let i = source.list_add_string(&format!("\u{26a0} {name}"), name);
+        source.list_item_disable(i);
+    }
     for name in crate::obs::source::video_source_names() {
         if Some(name.as_str()) != parent_name {
             source.list_add_string(&name, &name);
         }
     }
+    source.set_modified_callback(mode_changed);
     let fit = props.add_string_list(S_FIT, &text(T_FIT), false);
     for (value, key) in [
         (FIT_COVER, T_FIT_COVER),
@@ -411,13 +578,21 @@ pub fn properties(parent_name: Option<&str>) -> Properties {
         fit.list_add_string(&text(key), value);
     }
     props.add_color_alpha(S_COLOR, &text(T_COLOR));
+    let status = props.add_info(S_STATUS, " ");
+    status.set_info_warning();
+    show_problem(props.as_ref(), problem);
 
+    props
+        .add_bool(S_SHOW_MASK, &text(T_SHOW_MASK))
+        .set_long_description(&text(T_SHOW_MASK_HINT));
     props
         .add_float_slider(S_THRESHOLD, &text(T_THRESHOLD), 0.0, 1.0, 0.01)
         .set_long_description(&text(T_THRESHOLD_HINT));
     props
         .add_float_slider(S_FEATHER, &text(T_FEATHER), 0.0, 1.0, 0.01)
         .set_long_description(&text(T_FEATHER_HINT));
+    props.add_info(S_MASK_HELP, &text(T_MASK_HELP));
+
     props
         .add_float_slider(S_SMOOTHING, &text(T_SMOOTHING), 0.0, 1.0, 0.01)
         .set_long_description(&text(T_SMOOTHING_HINT));
@@ -449,9 +624,7 @@ pub fn properties(parent_name: Option<&str>) -> Properties {
             1,
         )
         .set_long_description(&text(T_EVERY_N_HINT));
-    props
-        .add_bool(S_SHOW_MASK, &text(T_SHOW_MASK))
-        .set_long_description(&text(T_SHOW_MASK_HINT));
+    props.add_info(S_SPEED_HELP, &text(T_SPEED_HELP));
     props
 }
 
@@ -516,6 +689,85 @@ mod tests {
                 assert!(same <= 6, "{locale}: {same} texts identical to en-US");
             }
         }
+    }
+
+    #[test]
+    fn status_texts_keep_their_placeholders() {
+        let english: std::collections::HashMap<String, String> =
+            read_locale("en-US").into_iter().collect();
+        for locale in LOCALES {
+            for (key, value) in read_locale(locale) {
+                let en = &english[&key];
+                for placeholder in ["{path}", "{name}"] {
+                    assert_eq!(
+                        value.contains(placeholder),
+                        en.contains(placeholder),
+                        "{locale}: {key} and en-US differ in {placeholder}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn problems_seen_in_the_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bg.png");
+        std::fs::write(&file, b"x").unwrap();
+        let missing = dir.path().join("nope.png");
+        let sources = ["Cam".to_string(), "Browser".to_string()];
+        let with = |mode, path: &std::path::Path, source: &str| Settings {
+            mode,
+            image_path: path.to_path_buf(),
+            video_path: path.to_path_buf(),
+            source_name: source.to_string(),
+            ..Settings::default()
+        };
+        let check = |s: &Settings, sources: &[String]| settings_problem(s, Some("Cam"), sources);
+        let none = std::path::Path::new("");
+        assert_eq!(check(&with(Mode::Blur, none, ""), &sources), None);
+        assert_eq!(check(&with(Mode::Color, &missing, "x"), &sources), None);
+        assert_eq!(
+            check(&with(Mode::Image, none, ""), &sources),
+            Some(Problem::NoImage)
+        );
+        assert_eq!(
+            check(&with(Mode::Image, &missing, ""), &sources),
+            Some(Problem::ImageMissing(missing.clone()))
+        );
+        // A folder is not an image.
+        assert_eq!(
+            check(&with(Mode::Image, dir.path(), ""), &sources),
+            Some(Problem::ImageMissing(dir.path().to_path_buf()))
+        );
+        assert_eq!(check(&with(Mode::Image, &file, ""), &sources), None);
+        assert_eq!(
+            check(&with(Mode::Video, none, ""), &sources),
+            Some(Problem::NoVideo)
+        );
+        assert_eq!(
+            check(&with(Mode::Video, &missing, ""), &sources),
+            Some(Problem::VideoMissing(missing.clone()))
+        );
+        assert_eq!(check(&with(Mode::Video, &file, ""), &sources), None);
+        assert_eq!(
+            check(&with(Mode::Source, none, ""), &sources),
+            Some(Problem::NoSource)
+        );
+        assert_eq!(
+            check(&with(Mode::Source, none, ""), &sources[..1]),
+            Some(Problem::NoSources),
+            "only the filter's own source exists"
+        );
+        assert_eq!(
+            check(&with(Mode::Source, none, "Gone"), &sources),
+            Some(Problem::SourceMissing("Gone".into()))
+        );
+        assert_eq!(
+            check(&with(Mode::Source, none, "Cam"), &sources),
+            Some(Problem::SourceIsSelf("Cam".into()))
+        );
+        assert_eq!(check(&with(Mode::Source, none, "Browser"), &sources), None);
     }
 
     #[test]

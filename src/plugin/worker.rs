@@ -7,6 +7,14 @@
 //! loaded here, never on the render thread. The newest mask is published for
 //! [`Worker::latest`]; nothing the render thread calls waits for inference (the locks it
 //! takes are only held for pointer swaps).
+//!
+//! Faults: when a frame cannot give a mask (a caught panic, an inference error, a mask with
+//! NaN or infinite values) the worker withdraws the published mask (the filter then passes
+//! the video through instead of freezing an old mask), logs once, and skips frames for a
+//! back-off ([`RETRY_FIRST`], doubling up to [`RETRY_MAX`]) before it tries again; the first
+//! mask after a fault is logged once more. [`Worker::inject_faults`] makes the next frames
+//! fail on purpose (the headless tests use it through the filter's
+//! `ai_background_inject_fault` proc).
 
 use crate::device::DeviceChoice;
 use crate::frame::{FrameRef, PixelFormat};
@@ -20,6 +28,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// Wait after the first failed frame before the worker tries again (100 ms: three frames at
+/// 30 fps, short enough that a one-off fault costs no visible time).
+pub const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Longest wait between two attempts while frames keep failing (the wait doubles per failure
+/// up to this: a persistent fault costs one failed frame per 5 s).
+pub const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Worker threads running in this process (all filter instances).
 static LIVE_WORKERS: AtomicUsize = AtomicUsize::new(0);
@@ -38,6 +53,30 @@ pub struct ModelKey {
     pub device: DeviceChoice,
     /// Custom weights file, empty for the embedded weights.
     pub weights: PathBuf,
+}
+
+/// A fault [`Worker::inject_faults`] makes the worker act out, as the real ones would show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// A panic inside the pipeline (caught by the worker).
+    Panic,
+    /// An inference error returned by the segmenter.
+    Error,
+    /// A mask holding NaN (as NaN weights or a broken device give).
+    NonFinite,
+}
+
+impl std::str::FromStr for Fault {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "panic" => Ok(Fault::Panic),
+            "error" => Ok(Fault::Error),
+            "nan" => Ok(Fault::NonFinite),
+            _ => Err(format!("unknown fault '{s}' (panic, error, nan)")),
+        }
+    }
 }
 
 /// One frame for the worker: tightly or loosely packed BGRA rows.
@@ -89,6 +128,10 @@ pub struct WorkerStats {
     pub model_id: usize,
     /// The last error, if the worker cannot produce masks.
     pub error: Option<String>,
+    /// Frames that failed (panic, inference error, non-finite mask) since the start.
+    pub faults: u64,
+    /// Frames skipped while waiting to retry after a fault.
+    pub backoff_skipped: u64,
 }
 
 #[derive(Default)]
@@ -103,6 +146,8 @@ struct Shared {
     latest: Mutex<Option<Arc<MaskResult>>>,
     spare: Mutex<Vec<Vec<u8>>>,
     stats: Mutex<WorkerStats>,
+    /// Injected faults still to act out: (kind, frames).
+    injected: Mutex<Option<(Fault, u32)>>,
 }
 
 /// Handle to a worker thread; stops and joins it on drop.
@@ -123,6 +168,7 @@ impl Worker {
             latest: Mutex::new(None),
             spare: Mutex::new(Vec::new()),
             stats: Mutex::new(WorkerStats::default()),
+            injected: Mutex::new(None),
         });
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -165,6 +211,12 @@ impl Worker {
     pub fn stats(&self) -> WorkerStats {
         self.shared.stats.lock().clone()
     }
+
+    /// Makes the next `frames` frames the worker processes fail with `fault` (a test hook:
+    /// the fault goes through the same path as a real one).
+    pub fn inject_faults(&self, fault: Fault, frames: u32) {
+        *self.shared.injected.lock() = (frames > 0).then_some((fault, frames));
+    }
 }
 
 impl Drop for Worker {
@@ -206,13 +258,68 @@ fn load(key: &ModelKey) -> Result<Arc<Segmenter>, String> {
                 .map_err(|e| e.to_string())
         }
     };
-    match open(key.device) {
-        Ok(s) => Ok(s),
+    let seg = match open(key.device) {
+        Ok(s) => s,
         Err(e) if !matches!(key.device, DeviceChoice::Auto | DeviceChoice::Cpu) => {
             log::warn!("{e}; falling back to the CPU");
-            open(DeviceChoice::Cpu)
+            open(DeviceChoice::Cpu)?
         }
-        Err(e) => Err(e),
+        Err(e) => return Err(e),
+    };
+    probe(seg.as_ref()).map_err(|e| {
+        if key.weights.as_os_str().is_empty() {
+            e
+        } else {
+            format!("{}: {e}", key.weights.display())
+        }
+    })?;
+    Ok(seg)
+}
+
+/// Runs the network once on a mid-grey input (0.5 in every channel, the model's input size)
+/// and refuses a segmenter whose output is not finite: weights holding NaN or infinities, or
+/// a device computing garbage, are reported at load instead of compositing a NaN mask. Costs
+/// one inference (2-5 ms on the CPU) per model load.
+fn probe(seg: &dyn SegmentationBackend) -> Result<(), String> {
+    let (w, h) = seg.input_size();
+    let input = vec![0.5f32; 3 * w * h];
+    let mut output = vec![0f32; w * h];
+    seg.segment(&input, &mut output)
+        .map_err(|e| format!("{}: test inference failed: {e}", seg.describe()))?;
+    match output.iter().find(|v| !v.is_finite()) {
+        Some(bad) => Err(format!(
+            "{} gives non-finite probabilities ({bad}) on a grey test frame: \
+             do the weights hold NaN or infinite values?",
+            seg.describe()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// What became of one frame.
+enum Outcome {
+    /// A mask was published.
+    Published,
+    /// Nothing to do (no segmenter, a bad capture): not a fault.
+    Skipped,
+    /// The frame could not give a mask.
+    Failed(String),
+}
+
+/// Failures in a row and when to try again.
+#[derive(Default)]
+struct Health {
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+impl Health {
+    /// Wait after the `n`-th failure in a row: [`RETRY_FIRST`] doubled per failure, at most
+    /// [`RETRY_MAX`].
+    fn backoff(n: u32) -> Duration {
+        RETRY_FIRST
+            .saturating_mul(1u32 << n.saturating_sub(1).min(16))
+            .min(RETRY_MAX)
     }
 }
 
@@ -222,6 +329,7 @@ fn run(shared: &Shared) {
     let mut failed: Option<ModelKey> = None;
     let mut serial = 0u64;
     let mut spare: Option<Arc<MaskResult>> = None;
+    let mut health = Health::default();
     loop {
         let job = {
             let mut inbox = shared.inbox.lock();
@@ -235,6 +343,13 @@ fn run(shared: &Shared) {
                 shared.wake.wait(&mut inbox);
             }
         };
+        // In back-off, frames wait; a different model selection is tried at once.
+        let same_model = loaded.as_ref().is_some_and(|l| l.key == job.model);
+        if same_model && health.retry_at.is_some_and(|t| Instant::now() < t) {
+            shared.stats.lock().backoff_skipped += 1;
+            recycle(shared, job.pixels);
+            continue;
+        }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             process(
                 shared,
@@ -244,13 +359,50 @@ fn run(shared: &Shared) {
                 &mut serial,
                 &mut spare,
             )
-        }));
-        if let Err(e) = outcome {
-            crate::obs::filter::log_panic("the worker thread", &e);
-            loaded = None; // rebuild the pipeline from scratch on the next frame
+        }))
+        .unwrap_or_else(|e| Outcome::Failed(format!("panic: {}", panic_message(&e))));
+        match outcome {
+            Outcome::Published => {
+                if health.failures > 0 {
+                    log::info!(
+                        "masks are back after {} failed attempt(s); compositing again",
+                        health.failures
+                    );
+                }
+                health = Health::default();
+            }
+            Outcome::Skipped => {}
+            Outcome::Failed(msg) => {
+                health.failures += 1;
+                let wait = Health::backoff(health.failures);
+                health.retry_at = Some(Instant::now() + wait);
+                // Never composite with an old mask: the render thread passes through.
+                *shared.latest.lock() = None;
+                if let Some(l) = loaded.as_mut() {
+                    l.pipeline.reset();
+                }
+                if health.failures == 1 {
+                    log::error!(
+                        "cannot produce masks ({msg}); passing the video through, retrying in {} ms",
+                        wait.as_millis()
+                    );
+                }
+                let mut stats = shared.stats.lock();
+                stats.faults += 1;
+                stats.error = Some(msg);
+            }
         }
         recycle(shared, job.pixels);
     }
+}
+
+/// The message of a caught panic.
+fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
 }
 
 fn process(
@@ -260,10 +412,10 @@ fn process(
     failed: &mut Option<ModelKey>,
     serial: &mut u64,
     spare: &mut Option<Arc<MaskResult>>,
-) {
+) -> Outcome {
     if loaded.as_ref().is_none_or(|l| l.key != job.model) {
         if failed.as_ref() == Some(&job.model) {
-            return;
+            return Outcome::Skipped;
         }
         *loaded = None;
         let t = Instant::now();
@@ -291,11 +443,13 @@ fn process(
                 shared.stats.lock().error = Some(e);
                 *failed = Some(job.model.clone());
                 *shared.latest.lock() = None;
-                return;
+                return Outcome::Skipped;
             }
         }
     }
-    let Some(l) = loaded.as_mut() else { return };
+    let Some(l) = loaded.as_mut() else {
+        return Outcome::Skipped;
+    };
     let frame = match FrameRef::new(
         &job.pixels,
         job.width,
@@ -306,24 +460,27 @@ fn process(
         Ok(f) => f,
         Err(e) => {
             log::warn!("skipping a captured frame: {e}");
-            return;
+            return Outcome::Skipped;
         }
+    };
+    let injected = {
+        let mut slot = shared.injected.lock();
+        let fault = slot.map(|(f, _)| f);
+        *slot = slot.and_then(|(f, n)| (n > 1).then_some((f, n - 1)));
+        fault
     };
     let (t0, c0) = (Instant::now(), thread_cpu_time());
+    if injected == Some(Fault::Panic) {
+        panic!("injected test fault");
+    }
     let mask = match l.pipeline.process(&frame, &job.pipeline) {
-        Ok(m) => m,
-        Err(e) => {
-            let msg = e.to_string();
-            let mut stats = shared.stats.lock();
-            if stats.error.as_deref() != Some(msg.as_str()) {
-                log::error!("segmentation failed: {msg}");
-                stats.error = Some(msg);
-            }
-            return;
+        Ok(_) if injected == Some(Fault::Error) => {
+            return Outcome::Failed("inference error: injected test fault".into())
         }
+        Ok(m) => m,
+        Err(e) => return Outcome::Failed(format!("inference error: {e}")),
     };
     let (wall, cpu) = (t0.elapsed(), thread_cpu_time().saturating_sub(c0));
-    *serial += 1;
     // Double buffering: fill the result published two masks ago if the render thread has
     // let go of it, then swap it in (the lock is held for a pointer swap only).
     let mut next = spare
@@ -336,11 +493,25 @@ fn process(
                 serial: 0,
             })
         });
-    if let Some(r) = Arc::get_mut(&mut next) {
-        r.mask.clone_from(mask);
-        r.frame = job.frame;
-        r.serial = *serial;
+    let Some(r) = Arc::get_mut(&mut next) else {
+        return Outcome::Skipped;
+    };
+    r.mask.clone_from(mask);
+    if injected == Some(Fault::NonFinite) {
+        if let Some(v) = r.mask.data.first_mut() {
+            *v = f32::NAN;
+        }
     }
+    // A NaN or infinite probability would composite as garbage (NaN weights, a faulty
+    // device): never publish one.
+    if let Some(bad) = r.mask.data.iter().find(|v| !v.is_finite()) {
+        let msg = format!("the segmenter gave a non-finite probability ({bad})");
+        *spare = Some(next);
+        return Outcome::Failed(msg);
+    }
+    *serial += 1;
+    r.frame = job.frame;
+    r.serial = *serial;
     *spare = shared.latest.lock().replace(next);
     let inference = l.pipeline.timings().inference;
     let mut stats = shared.stats.lock();
@@ -349,4 +520,70 @@ fn process(
     stats.cpu += cpu;
     stats.inference += inference;
     stats.error = None;
+    Outcome::Published
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_100_ms_to_5_s() {
+        let ms: Vec<u128> = (1..=9).map(|n| Health::backoff(n).as_millis()).collect();
+        assert_eq!(ms, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        assert_eq!(Health::backoff(u32::MAX), RETRY_MAX);
+    }
+
+    /// A backend that answers every pixel with `value`.
+    struct Constant(f32);
+
+    impl SegmentationBackend for Constant {
+        fn input_size(&self) -> (usize, usize) {
+            (16, 9)
+        }
+
+        fn segment(&self, _input: &[f32], output: &mut [f32]) -> crate::error::Result<()> {
+            output.fill(self.0);
+            Ok(())
+        }
+
+        fn describe(&self) -> String {
+            format!("constant {}", self.0)
+        }
+    }
+
+    #[test]
+    fn probe_refuses_non_finite_output() {
+        assert!(probe(&Constant(0.3)).is_ok());
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let e = probe(&Constant(bad)).unwrap_err();
+            assert!(e.contains("non-finite"), "{e}");
+        }
+    }
+
+    #[test]
+    fn probe_refuses_nan_weights_of_the_real_network() {
+        use crate::model::Preset;
+        let mut bytes = Preset::Landscape.embedded_weights().to_vec();
+        // Every float16 value of the data section (after the 8-byte length and the JSON
+        // header) becomes NaN (0x7E00).
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        for v in bytes[8 + n..].chunks_exact_mut(2) {
+            v.copy_from_slice(&[0x00, 0x7E]);
+        }
+        let device = candle_core::Device::Cpu;
+        match Segmenter::from_bytes(&bytes, Preset::Landscape, &device, "nan weights") {
+            // The engine may refuse them itself; if it loads them the probe must.
+            Err(_) => {}
+            Ok(seg) => assert!(probe(&seg).is_err()),
+        }
+    }
+
+    #[test]
+    fn fault_names() {
+        assert_eq!("panic".parse::<Fault>(), Ok(Fault::Panic));
+        assert_eq!("error".parse::<Fault>(), Ok(Fault::Error));
+        assert_eq!("nan".parse::<Fault>(), Ok(Fault::NonFinite));
+        assert!("oops".parse::<Fault>().is_err());
+    }
 }
