@@ -3,8 +3,9 @@
 
 use crate::files::load_image;
 use crate::frame::{FrameRef, PixelFormat};
-use crate::metrics::{score, ImageScore};
+use crate::metrics::{iou, score, ImageScore, TemporalMeter, TemporalScore};
 use crate::pipeline::{MaskPipeline, PipelineSettings};
+use crate::video::{Decoder, VideoError};
 use std::path::{Path, PathBuf};
 
 /// Image extensions an evaluation folder may hold.
@@ -44,6 +45,19 @@ pub enum EvalError {
     /// The engine failed.
     #[error(transparent)]
     Engine(#[from] crate::EngineError),
+    /// A video could not be decoded.
+    #[error(transparent)]
+    Video(#[from] VideoError),
+    /// A keyed mask folder whose count of masks differs from the clip's frames.
+    #[error("{folder} holds {masks} masks (.png) but the clip has {frames} frames")]
+    KeyCount {
+        /// The mask folder.
+        folder: PathBuf,
+        /// PNG files in it.
+        masks: usize,
+        /// Frames of the clip.
+        frames: usize,
+    },
 }
 
 /// One image and its ground-truth mask.
@@ -134,4 +148,124 @@ pub fn evaluate_pair(
     let pred: Vec<bool> = prob.data.iter().map(|&p| p >= threshold).collect();
     let truth: Vec<bool> = gt.pixels().map(|p| p[0] >= 128).collect();
     Ok(score(&pair.id, &pred, &truth, w, h))
+}
+
+/// Scores of one clip from [`evaluate_clip`].
+#[derive(Clone, Debug, serde::Serialize, PartialEq)]
+pub struct ClipScore {
+    /// The pipeline at the settings asked for.
+    pub smoothed: TemporalScore,
+    /// The raw model (smoothing 0) on the same frames, when asked for.
+    pub raw: Option<TemporalScore>,
+    /// Lowest IoU over the frames between the hard mask at the settings and the raw one of the
+    /// same frame (how closely smoothing follows motion), when the raw model ran.
+    pub worst_iou_vs_raw: Option<f64>,
+}
+
+/// Runs every frame of the video `clip` through `pipeline` (as `ai-background apply` does) and
+/// measures the temporal stability of the hard mask at `threshold` ([`TemporalMeter`]).
+///
+/// With `raw`, a second pipeline on the same segmenter runs the same frames at smoothing 0, for
+/// the ratio of the two flicker rates from one run. With `key`, a folder of one PNG per frame
+/// (sorted by name; the alpha channel, or the grey value of images without one, `>= 128` =
+/// person) gives the mean IoU.
+///
+/// # Errors
+/// [`EvalError::Video`] for an unreadable clip, [`EvalError::Folder`] /
+/// [`EvalError::KeyCount`] / [`EvalError::SizeMismatch`] / [`EvalError::Engine`] (an
+/// unreadable mask: [`crate::EngineError::Image`]) for a bad key folder.
+pub fn evaluate_clip(
+    pipeline: &mut MaskPipeline,
+    clip: &Path,
+    settings: &PipelineSettings,
+    threshold: f32,
+    raw: bool,
+    key: Option<&Path>,
+) -> Result<ClipScore, EvalError> {
+    let info = crate::video::probe(clip)?;
+    let (w, h) = (info.width, info.height);
+    let keys = key.map(list_pngs).transpose()?;
+    let mut decoder = Decoder::open(clip, &info)?;
+    let mut raw_pipeline = raw.then(|| MaskPipeline::new(pipeline.backend().clone()));
+    let raw_settings = PipelineSettings {
+        smoothing: 0.0,
+        ..*settings
+    };
+    pipeline.reset();
+    let (mut meter, mut raw_meter) = (TemporalMeter::new(threshold), TemporalMeter::new(threshold));
+    let mut worst = 1.0f64;
+    let mut buf = Vec::new();
+    let mut frames = 0usize;
+    while decoder.next_frame(&mut buf)? {
+        let truth = match &keys {
+            // Too few masks: count the rest of the frames for the error message.
+            Some(paths) if frames >= paths.len() => {
+                frames += 1;
+                continue;
+            }
+            Some(paths) => Some(read_key(&paths[frames], w, h)?),
+            None => None,
+        };
+        let frame = FrameRef::packed(&buf, w, h, PixelFormat::Rgba)?;
+        let prob = pipeline.process(&frame, settings)?;
+        meter.push(&buf, &prob.data, w, h, truth.as_deref());
+        if let Some(rp) = raw_pipeline.as_mut() {
+            let raw_prob = rp.process(&frame, &raw_settings)?;
+            raw_meter.push(&buf, &raw_prob.data, w, h, truth.as_deref());
+            let a: Vec<bool> = prob.data.iter().map(|&p| p >= threshold).collect();
+            let b: Vec<bool> = raw_prob.data.iter().map(|&p| p >= threshold).collect();
+            worst = worst.min(iou(&a, &b));
+        }
+        frames += 1;
+    }
+    decoder.finish()?;
+    if let (Some(paths), Some(folder)) = (&keys, key) {
+        if paths.len() != frames {
+            return Err(EvalError::KeyCount {
+                folder: folder.to_path_buf(),
+                masks: paths.len(),
+                frames,
+            });
+        }
+    }
+    Ok(ClipScore {
+        smoothed: meter.finish(),
+        raw: raw.then(|| raw_meter.finish()),
+        worst_iou_vs_raw: raw.then_some(worst),
+    })
+}
+
+/// The `.png` files of `folder`, sorted by name.
+fn list_pngs(folder: &Path) -> Result<Vec<PathBuf>, EvalError> {
+    let entries = std::fs::read_dir(folder)
+        .map_err(|e| EvalError::Folder(folder.to_path_buf(), e.to_string()))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+        })
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
+/// A keyed mask: the alpha channel (or the grey value without one) `>= 128`, `w` x `h`.
+fn read_key(path: &Path, w: usize, h: usize) -> Result<Vec<bool>, EvalError> {
+    let img = load_image(path)?;
+    if (img.width() as usize, img.height() as usize) != (w, h) {
+        return Err(EvalError::SizeMismatch {
+            mask: path.to_path_buf(),
+            mask_w: img.width(),
+            mask_h: img.height(),
+            image_w: w as u32,
+            image_h: h as u32,
+        });
+    }
+    Ok(if img.color().has_alpha() {
+        img.to_rgba8().pixels().map(|p| p[3] >= 128).collect()
+    } else {
+        img.to_luma8().pixels().map(|p| p[0] >= 128).collect()
+    })
 }

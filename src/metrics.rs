@@ -222,6 +222,129 @@ impl Summary {
     }
 }
 
+/// Luma change (0..1, after a 3x3 mean) below which a pixel counts as still in
+/// [`TemporalMeter`]: 3/255, a step of compression noise on a locked-off camera.
+pub const STILL_LUMA_CHANGE: f32 = 3.0 / 255.0;
+
+/// Temporal stability of a video's hard mask, from [`TemporalMeter::finish`].
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct TemporalScore {
+    /// Frames seen.
+    pub frames: usize,
+    /// Mean over the steps (frame pairs) of the share (0..1) of pixels whose label
+    /// (person / background at the threshold) changed.
+    pub flicker_rate: f64,
+    /// The same over the still pixels only (luma change below [`STILL_LUMA_CHANGE`] after a
+    /// 3x3 mean, in that step), pooled: label changes in still pixels over still pixels, all
+    /// steps together.
+    pub still_flicker_rate: f64,
+    /// Share (0..1) of pixel-steps that were still.
+    pub still_share: f64,
+    /// Mean absolute change of the probability (0..1) between consecutive frames.
+    pub mean_abs_dp: f64,
+    /// Mean IoU against the keyed alpha masks, when given.
+    pub mean_iou: Option<f64>,
+}
+
+/// Accumulates [`TemporalScore`] over the frames of a video: feed every frame's RGBA8 pixels
+/// and person probability (both at frame size) with [`TemporalMeter::push`].
+#[derive(Clone, Debug, Default)]
+pub struct TemporalMeter {
+    threshold: f32,
+    size: (usize, usize),
+    luma: Vec<f32>,
+    prev_luma: Vec<f32>,
+    change: Vec<f32>,
+    change3: Vec<f32>,
+    prev_prob: Vec<f32>,
+    boxf: crate::postprocess::BoxFilter,
+    frames: usize,
+    flicker_sum: f64,
+    still_flips: u64,
+    still_pixels: u64,
+    dp_sum: f64,
+    iou_sum: f64,
+    iou_count: usize,
+}
+
+impl TemporalMeter {
+    /// A meter labelling pixels as person where the probability is `>= threshold`.
+    pub fn new(threshold: f32) -> Self {
+        Self {
+            threshold,
+            ..Self::default()
+        }
+    }
+
+    /// Adds one frame: `rgba` (`w * h * 4` bytes), its person probability `prob`
+    /// (`w * h`, 0..1), and optionally the true person mask (`w * h`) for the IoU.
+    ///
+    /// # Panics
+    /// When the sizes do not match `w` x `h` or change between frames (callers check).
+    pub fn push(&mut self, rgba: &[u8], prob: &[f32], w: usize, h: usize, truth: Option<&[bool]>) {
+        assert_eq!(rgba.len(), w * h * 4);
+        assert_eq!(prob.len(), w * h);
+        if self.frames > 0 {
+            assert_eq!(self.size, (w, h), "frame size changed");
+        }
+        self.size = (w, h);
+        self.luma.clear();
+        self.luma.extend(rgba.chunks_exact(4).map(|p| {
+            (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32) * (1.0 / 255.0)
+        }));
+        let t = self.threshold;
+        if self.frames > 0 {
+            self.change.clear();
+            self.change.extend(
+                self.luma
+                    .iter()
+                    .zip(&self.prev_luma)
+                    .map(|(a, b)| (a - b).abs()),
+            );
+            self.change3.resize(w * h, 0.0);
+            self.boxf.apply(&self.change, &mut self.change3, w, h, 1);
+            let (mut flips, mut still_flips, mut still, mut dp) = (0u64, 0u64, 0u64, 0.0f64);
+            for ((&p, &q), &c) in prob.iter().zip(&self.prev_prob).zip(&self.change3) {
+                let flip = (p >= t) != (q >= t);
+                flips += flip as u64;
+                dp += (p - q).abs() as f64;
+                if c < STILL_LUMA_CHANGE {
+                    still += 1;
+                    still_flips += flip as u64;
+                }
+            }
+            let n = (w * h) as f64;
+            self.flicker_sum += flips as f64 / n;
+            self.dp_sum += dp / n;
+            self.still_flips += still_flips;
+            self.still_pixels += still;
+        }
+        if let Some(truth) = truth {
+            let pred: Vec<bool> = prob.iter().map(|&p| p >= t).collect();
+            self.iou_sum += iou(&pred, truth);
+            self.iou_count += 1;
+        }
+        std::mem::swap(&mut self.luma, &mut self.prev_luma);
+        self.prev_prob.clear();
+        self.prev_prob.extend_from_slice(prob);
+        self.frames += 1;
+    }
+
+    /// The scores so far (rates 0 with fewer than two frames).
+    pub fn finish(&self) -> TemporalScore {
+        let steps = self.frames.saturating_sub(1).max(1) as f64;
+        let (w, h) = self.size;
+        TemporalScore {
+            frames: self.frames,
+            flicker_rate: self.flicker_sum / steps,
+            still_flicker_rate: self.still_flips as f64 / self.still_pixels.max(1) as f64,
+            still_share: self.still_pixels as f64 / (steps * (w * h).max(1) as f64),
+            mean_abs_dp: self.dp_sum / steps,
+            mean_iou: (self.iou_count > 0).then(|| self.iou_sum / self.iou_count as f64),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,5 +402,34 @@ mod tests {
             boundary_f(&vec![false; w * h], &vec![false; w * h], w, h),
             1.0
         );
+    }
+
+    #[test]
+    fn temporal_meter_counts_flips_in_still_and_moving_pixels() {
+        let (w, h) = (8, 4);
+        let grey = vec![100u8; w * h * 4];
+        // Second frame: the right half changes luma strongly (motion).
+        let mut moved = grey.clone();
+        for y in 0..h {
+            for x in w / 2..w {
+                moved[(y * w + x) * 4..(y * w + x) * 4 + 3].fill(200);
+            }
+        }
+        let p0 = vec![0.4f32; w * h];
+        // Column 0 (still) and column 7 (moving) flip to person.
+        let p1: Vec<f32> = (0..w * h)
+            .map(|i| if i % w == 0 || i % w == 7 { 0.6 } else { 0.4 })
+            .collect();
+        let mut m = TemporalMeter::new(0.5);
+        m.push(&grey, &p0, w, h, None);
+        m.push(&moved, &p1, w, h, Some(&vec![true; w * h]));
+        let s = m.finish();
+        assert_eq!(s.frames, 2);
+        assert!((s.flicker_rate - 2.0 / 8.0).abs() < 1e-9, "{s:?}");
+        // Still: columns 0..=2 (column 3's 3x3 mean sees the change); one of them flipped.
+        assert!((s.still_share - 3.0 / 8.0).abs() < 1e-9, "{s:?}");
+        assert!((s.still_flicker_rate - 1.0 / 3.0).abs() < 1e-9, "{s:?}");
+        assert!((s.mean_abs_dp - 0.2 * 2.0 / 8.0).abs() < 1e-6, "{s:?}");
+        assert!((s.mean_iou.unwrap() - 2.0 / 8.0).abs() < 1e-9, "{s:?}");
     }
 }

@@ -119,7 +119,7 @@ impl MaskPipeline {
         self.backend.segment(input, &mut self.probability)?;
         let t2 = Instant::now();
         self.smoother
-            .apply(&mut self.probability, settings.smoothing);
+            .apply_gated(&mut self.probability, input, mw, mh, settings.smoothing);
         self.mask.set_size(fw, fh);
         self.resizer
             .resize(&self.probability, (mw, mh), &mut self.mask.data, (fw, fh));

@@ -49,57 +49,205 @@ pub fn apply_threshold_feather(
     );
 }
 
-/// Largest weight the previous state gets in [`TemporalSmoother`] (at strength 1 and no
-/// change), so that even full smoothing follows the image within a few frames.
+/// Largest weight the previous state gets in [`TemporalSmoother`] where the picture moved (at
+/// strength 1 and no change of probability), so that even full smoothing follows motion within
+/// a few frames.
 pub const MAX_SMOOTHING_WEIGHT: f32 = 0.9;
 
-/// Per-pixel change of probability (0..1) at which the smoother stops smoothing and follows
-/// the new frame at once: changes this large are motion, not flicker.
+/// Per-pixel change of probability (0..1) at which the smoother stops smoothing moving pixels
+/// and follows the new frame at once: changes this large are motion, not flicker.
 pub const MOTION_CHANGE: f32 = 0.7;
 
-/// Motion-adaptive exponential moving average of the person probability.
+/// Change of the model input's luma (0..1, mean absolute change over a 3x3 window at the model
+/// resolution) since the previous frame up to which a pixel of [`TemporalSmoother`] counts as
+/// fully still.
+pub const STILL_CHANGE: f32 = 1.5 / 255.0;
+
+/// Luma change since the previous frame (0..1, as [`STILL_CHANGE`]) from which a pixel counts
+/// as fully moving; in between the still gate falls off as a smoothstep.
+pub const MOVING_CHANGE: f32 = 6.0 / 255.0;
+
+/// Change of a held pixel's luma since the picture its state was made from (0..1, 3x3 mean)
+/// from which the hold starts to let go: a slow drift of the picture (a slow lean, light)
+/// adds up until it counts as motion.
+pub const DRIFT_STILL: f32 = 8.0 / 255.0;
+
+/// Drift (as [`DRIFT_STILL`]) at which the hold is fully released.
+pub const DRIFT_MOVING: f32 = 20.0 / 255.0;
+
+/// Weight of the previous value in the short average of the raw probability (about 2.5
+/// frames) that [`TemporalSmoother`] compares with its state to tell a lasting change of the
+/// network's mind from flicker.
+pub const TREND_WEIGHT: f32 = 0.6;
+
+/// Distance between that short average and the state (probability units) from which a held
+/// pixel starts to follow the network ...
+pub const RELEASE_LO: f32 = 0.15;
+
+/// ... and at which it follows it as a moving pixel does (hysteresis around the state).
+pub const RELEASE_HI: f32 = 0.3;
+
+/// Weight of the previous state on a fully still pixel at strength 1.
+pub const MAX_STILL_WEIGHT: f32 = 0.99;
+
+/// Weight of the previous state on a fully still pixel at smoothing strength `strength`
+/// (0..1): `MAX_STILL_WEIGHT * (1 - (1 - s)^6)`: 0 at strength 0, 0.81 at 0.25, 0.97 at the
+/// default 0.5 (an average over about 30 frames), 0.99 at 1.
+pub fn still_weight(strength: f32) -> f32 {
+    let s = strength.clamp(0.0, 1.0);
+    MAX_STILL_WEIGHT * (1.0 - (1.0 - s).powi(6))
+}
+
+/// Motion-gated exponential moving average of the person probability at the model
+/// resolution.
 ///
-/// For each pixel, with `d = |p_new - p_prev|`:
-/// `w = MAX_SMOOTHING_WEIGHT * strength * max(0, 1 - (d / MOTION_CHANGE)^2)` and
-/// `p = w * p_prev + (1 - w) * p_new`. Small frame-to-frame changes (flicker on a still scene)
-/// are averaged over several frames; large changes (the person moving) pass almost at once, so
-/// smoothing adds little lag to motion. Strength 0 turns it off.
+/// Flicker of a segmentation mask on a webcam is mostly the network changing its mind about
+/// pixels whose picture did not change (its receptive field spans the frame, so a moving hand
+/// shifts a still shoulder's edge). So each pixel's weight on the previous state depends on
+/// how much its own picture changed, measured on the model input (NCHW RGB, Rec. 601 luma),
+/// each change as a mean absolute difference over a 3x3 window:
 ///
-/// At strength 1 on the clips of `tests/fixtures/clips` (`cargo test --test engine smoothing --
-/// --nocapture` prints both): the still desk clip's frame-to-frame change of the mask drops to
-/// about 0.6 of the raw one, while on the fast thumbs-up clip every smoothed mask keeps
-/// IoU >= 0.97 with the unsmoothed mask of the same frame. The quadratic fall-off was chosen over
-/// a linear one and over a plain EMA because it damps more at the same lag.
+/// - still gate `g = (1 - smoothstep(STILL_CHANGE, MOVING_CHANGE, c))
+///   * (1 - smoothstep(DRIFT_STILL, DRIFT_MOVING, c_ref))`, with `c` the change since the
+///   previous frame and `c_ref` the change since the picture the held state was made from;
+/// - hysteresis: a short average `t` of the raw probability (weight [`TREND_WEIGHT`]); the
+///   hold lets go as `|t - p_prev|` grows from [`RELEASE_LO`] to [`RELEASE_HI`], so a lasting
+///   change of the network's mind is followed within a few frames, flicker is not;
+/// - `hold = g * (1 - smoothstep(RELEASE_LO, RELEASE_HI, |t - p_prev|)) * still_weight(s)`;
+/// - moving pixels keep the earlier motion-adaptive rule, with `d = |p_new - p_prev|`:
+///   `w_m = MAX_SMOOTHING_WEIGHT * s * max(0, 1 - (d / MOTION_CHANGE)^2)`;
+/// - `w = max(w_m, hold)`, `p = w * p_prev + (1 - w) * p_new`.
+///
+/// This follows MediaPipe's `SegmentationSmoothingCalculator` (mix the new mask with the
+/// previous one where the new one is not to be trusted), with the frame's own change as the
+/// measure of trust rather than the new value's entropy. Without an input
+/// ([`TemporalSmoother::apply`]) every pixel counts as moving (the earlier rule alone).
+///
+/// Measured with `ai-background eval-video CLIP --raw` (table and command in
+/// `docs/obs-plugin.md`, "Temporal stability").
 ///
 /// The state resets when the size changes and on [`TemporalSmoother::reset`] (scene cuts).
 #[derive(Clone, Debug, Default)]
 pub struct TemporalSmoother {
     state: Vec<f32>,
+    luma: Vec<f32>,
+    prev_luma: Vec<f32>,
+    ref_luma: Vec<f32>,
+    trend: Vec<f32>,
+    drift: Vec<f32>,
+    change: Vec<f32>,
+    gate: Vec<f32>,
+    boxf: BoxFilter,
 }
 
 impl TemporalSmoother {
     /// Forgets the previous frames.
     pub fn reset(&mut self) {
         self.state.clear();
+        self.prev_luma.clear();
+        self.ref_luma.clear();
+        self.trend.clear();
     }
 
-    /// Smooths `probability` in place against the previous frames and remembers the result.
-    /// `strength` is in 0..1.
+    /// Smooths `probability` in place against the previous frames and remembers the result,
+    /// treating every pixel as moving (no picture to gate by). `strength` is in 0..1.
     pub fn apply(&mut self, probability: &mut [f32], strength: f32) {
+        self.gate.clear();
+        self.gate.resize(probability.len(), 0.0);
+        self.blend(probability, strength, 0.0);
+    }
+
+    /// Smooths `probability` (`w` x `h`, 0..1) in place, gated by the change of `input`, the
+    /// model input it was computed from (NCHW `[1, 3, h, w]` RGB 0..1), and remembers both.
+    /// `strength` is in 0..1.
+    ///
+    /// # Panics
+    /// When `probability` is not `w * h` or `input` not `3 * w * h` long.
+    pub fn apply_gated(
+        &mut self,
+        probability: &mut [f32],
+        input: &[f32],
+        w: usize,
+        h: usize,
+        strength: f32,
+    ) {
+        let n = w * h;
+        assert_eq!(probability.len(), n);
+        assert_eq!(input.len(), 3 * n);
+        self.luma.clear();
+        self.luma.extend(
+            (0..n).map(|i| 0.299 * input[i] + 0.587 * input[n + i] + 0.114 * input[2 * n + i]),
+        );
+        self.gate.clear();
+        self.gate.resize(n, 0.0);
+        if self.prev_luma.len() == n && self.ref_luma.len() == n && self.state.len() == n {
+            abs_diff(&self.luma, &self.prev_luma, &mut self.change);
+            self.boxf.apply(&self.change, &mut self.gate, w, h, 1);
+            abs_diff(&self.luma, &self.ref_luma, &mut self.change);
+            self.drift.resize(n, 0.0);
+            self.boxf.apply(&self.change, &mut self.drift, w, h, 1);
+            for (g, &d) in self.gate.iter_mut().zip(&self.drift) {
+                *g = (1.0 - smoothstep(STILL_CHANGE, MOVING_CHANGE, *g))
+                    * (1.0 - smoothstep(DRIFT_STILL, DRIFT_MOVING, d));
+            }
+        } else {
+            self.ref_luma.clear();
+            self.ref_luma.extend_from_slice(&self.luma);
+        }
+        std::mem::swap(&mut self.prev_luma, &mut self.luma);
+        self.blend(probability, strength, still_weight(strength));
+        // A held pixel keeps the picture its state was made from; a pixel that follows the
+        // new frame takes the new picture.
+        for ((r, &l), &hold) in self
+            .ref_luma
+            .iter_mut()
+            .zip(&self.prev_luma)
+            .zip(&self.gate)
+        {
+            *r = hold * *r + (1.0 - hold) * l;
+        }
+    }
+
+    /// Blends `probability` with the state by the still gate in `self.gate` (0..1 per pixel,
+    /// replaced by each pixel's hold weight) and `still` (the hold weight of a fully still
+    /// pixel).
+    fn blend(&mut self, probability: &mut [f32], strength: f32, still: f32) {
         let strength = strength.clamp(0.0, 1.0);
         if self.state.len() != probability.len() || strength == 0.0 {
             self.state.clear();
             self.state.extend_from_slice(probability);
+            self.trend.clear();
+            self.trend.extend_from_slice(probability);
+            self.gate.fill(0.0);
             return;
         }
+        if self.trend.len() != probability.len() {
+            self.trend.clear();
+            self.trend.extend_from_slice(&self.state);
+        }
         let k = MAX_SMOOTHING_WEIGHT * strength;
-        for (p, s) in probability.iter_mut().zip(self.state.iter_mut()) {
+        for (((p, s), g), t) in probability
+            .iter_mut()
+            .zip(self.state.iter_mut())
+            .zip(self.gate.iter_mut())
+            .zip(self.trend.iter_mut())
+        {
+            *t = TREND_WEIGHT * *t + (1.0 - TREND_WEIGHT) * *p;
+            let release = smoothstep(RELEASE_LO, RELEASE_HI, (*t - *s).abs());
+            let hold = *g * (1.0 - release) * still;
             let d = (*p - *s) * (1.0 / MOTION_CHANGE);
-            let w = k * (1.0 - d * d).max(0.0);
+            let w = (k * (1.0 - d * d).max(0.0)).max(hold);
             *p = w * *s + (1.0 - w) * *p;
             *s = *p;
+            *g = hold;
         }
     }
+}
+
+/// `out[i] = |a[i] - b[i]|`.
+fn abs_diff(a: &[f32], b: &[f32], out: &mut Vec<f32>) {
+    out.clear();
+    out.extend(a.iter().zip(b).map(|(x, y)| (x - y).abs()));
 }
 
 /// Mean absolute change (0..1) of a coarse luma thumbnail above which a frame is a scene cut
@@ -447,6 +595,8 @@ pub fn downsample_box(src: &[f32], w: usize, h: usize, s: usize, dst: &mut Vec<f
 mod tests {
     use super::*;
 
+    const DEFAULT_STRENGTH: f32 = crate::pipeline::DEFAULT_SMOOTHING;
+
     #[test]
     fn threshold_feather_is_smoothstep_around_threshold() {
         assert_eq!(threshold_feather(0.49, 0.5, 0.0), 0.0);
@@ -492,6 +642,43 @@ mod tests {
         let mut frame = vec![0.9, 0.0];
         s.apply(&mut frame, 0.0);
         assert_eq!(frame, vec![0.9, 0.0]);
+    }
+
+    #[test]
+    fn gated_smoother_holds_still_pixels_and_follows_moving_ones() {
+        let (w, h) = (8, 4);
+        let n = w * h;
+        let grey = vec![0.5f32; 3 * n];
+        // Second picture: the right half brightens (motion); the left half is unchanged.
+        let mut moved = grey.clone();
+        for c in 0..3 {
+            for i in 0..n {
+                if i % w >= w / 2 {
+                    moved[c * n + i] = 0.9;
+                }
+            }
+        }
+        let mut s = TemporalSmoother::default();
+        let mut p = vec![0.45f32; n];
+        s.apply_gated(&mut p, &grey, w, h, DEFAULT_STRENGTH);
+        // The network flips every pixel to 0.55 (just across the threshold).
+        let mut p = vec![0.55f32; n];
+        s.apply_gated(&mut p, &moved, w, h, DEFAULT_STRENGTH);
+        // A still pixel (column 0) keeps its side of the threshold ...
+        assert!(p[0] < 0.46, "{}", p[0]);
+        // ... a moving one (column 7) follows at once (the earlier rule: d = 0.1 is averaged
+        // with weight 0.45 * (1 - (0.1 / 0.7)^2)).
+        assert!(p[7] > 0.5, "{}", p[7]);
+        // A lasting change of the network's mind on a still pixel is followed within frames.
+        let mut frames = 0;
+        let mut p0 = 0.45;
+        while p0 < 0.5 && frames < 20 {
+            let mut p = vec![0.9f32; n];
+            s.apply_gated(&mut p, &moved, w, h, DEFAULT_STRENGTH);
+            p0 = p[0];
+            frames += 1;
+        }
+        assert!(frames <= 4, "followed after {frames} frames");
     }
 
     #[test]

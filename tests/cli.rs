@@ -637,6 +637,45 @@ fn bench_path_prints_operation_counts() {
     );
 }
 
+/// `eval-video` on a real clip: every frame counted, the smoothed mask flickers less than the
+/// raw model's in the still area, and both rates are shares (0..1).
+#[test]
+fn eval_video_prints_json_with_raw_comparison() {
+    let clip = repo("tests/fixtures/clips/streamer-desk-360p-2s.mp4");
+    let out = run(&["eval-video", s(&clip), "--raw", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (smooth, raw) = (&v["smoothed"], &v["raw"]);
+    assert_eq!(smooth["frames"], 60, "{v}");
+    assert_eq!(raw["frames"], 60, "{v}");
+    let f = |o: &serde_json::Value, k: &str| o[k].as_f64().unwrap();
+    assert!(
+        f(raw, "flicker_rate") > 0.0 && f(raw, "flicker_rate") < 0.05,
+        "{v}"
+    );
+    assert!(
+        f(smooth, "still_flicker_rate") < f(raw, "still_flicker_rate"),
+        "{v}"
+    );
+    // A locked-off camera: most of the picture is still.
+    assert!(f(smooth, "still_share") > 0.5, "{v}");
+    let worst = v["worst_iou_vs_raw"].as_f64().unwrap();
+    assert!(worst > 0.9 && worst <= 1.0, "{v}");
+    assert!(smooth["mean_iou"].is_null(), "{v}");
+}
+
+/// A keyed mask folder must hold one mask per frame.
+#[test]
+fn eval_video_key_count_mismatch_is_one_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    image::GrayImage::from_pixel(640, 360, image::Luma([255]))
+        .save(dir.path().join("0001.png"))
+        .unwrap();
+    let clip = repo("tests/fixtures/clips/thumbs-up-360p-2s.mp4");
+    let out = run(&["eval-video", s(&clip), "--key", s(dir.path())]);
+    assert_one_error_line(&out, "holds 1 masks (.png) but the clip has 50 frames");
+}
+
 /// The embedded landscape weights with one value of the first float16 tensor (by name) set to
 /// `bits` (0x7E00 NaN, 0x7C00 +infinity).
 fn weights_with(bits: u16) -> Vec<u8> {

@@ -42,7 +42,8 @@ const WEBCAM_CLIP: &str = "webcam-livingroom-2s5.mp4";
 /// A small clip used as a background video.
 const BACKGROUND_CLIP: &str = "background-desk-480p-2s.mp4";
 /// Frames rendered before a static scene is considered settled (mask computed, temporal
-/// smoothing converged: the smoother's weight is at most 0.45 at the default strength).
+/// smoothing converged: on a still picture the network's output repeats, so the smoothed mask
+/// is the raw one from the first frame on).
 const SETTLE_FRAMES: usize = 12;
 /// The video thread's rate.
 const FPS: u32 = 30;
@@ -569,6 +570,7 @@ fn check_properties(env: &Env) -> CheckResult {
         "feather",
         "mask_help",
         "smoothing",
+        "match_video",
         "refine",
         "model",
         "device",
@@ -591,7 +593,7 @@ fn check_properties(env: &Env) -> CheckResult {
         blur.kind,
         blur.suffix
     );
-    for check_box in ["show_mask", "refine"] {
+    for check_box in ["show_mask", "refine", "match_video"] {
         let p = prop(check_box).ok_or("missing check box")?;
         ensure!(
             p.kind == "bool" && !p.long_description.is_empty(),
@@ -1764,6 +1766,143 @@ fn check_color_spaces(env: &Env) -> CheckResult {
     ))
 }
 
+/// "Match video to mask": a numbered source (seven copies of a photo shifted by 1/8 of its width,
+/// one per video tick) in transparent mode, smoothing 0. Each output frame's picture (its
+/// colour where it is opaque) and mask (its alpha) are identified among the seven by comparison
+/// with the pictures and with the CPU engine's alpha of each. With the setting on, the two are
+/// the same picture on every frame once running; off (the lowest latency), the mask trails.
+fn check_match_video(env: &Env) -> CheckResult {
+    // Seven pictures: frames 3 to 5 ticks apart, and masks up to 2 frames behind, never land
+    // on the same picture again.
+    const K: u32 = 7;
+    let photo = photo_path(env, PHOTOS[0]);
+    let img = image::open(&photo).map_err(|e| e.to_string())?.to_rgba8();
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let shift = img.width() / 8;
+    let pictures: Vec<RgbaImage> = (0..K)
+        .map(|k| {
+            let mut p = img.clone();
+            for (x, y, px) in p.enumerate_pixels_mut() {
+                *px = *img.get_pixel(
+                    (x + img.width() - (k * shift) % img.width()) % img.width(),
+                    y,
+                );
+            }
+            p
+        })
+        .collect();
+    let fs =
+        json!({ "mode": "transparent", "smoothing": 0.0, "refine": false, "match_video": true });
+    let segmenter = obs_ai_background::Segmenter::new(
+        obs_ai_background::Preset::Landscape,
+        &candle_core::Device::Cpu,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut pipe = obs_ai_background::MaskPipeline::new(std::sync::Arc::new(segmenter));
+    let settings0 = obs_ai_background::PipelineSettings {
+        smoothing: 0.0,
+        ..Default::default()
+    };
+    let alphas: Vec<Vec<f32>> = pictures
+        .iter()
+        .map(|p| {
+            pipe.reset();
+            let frame = FrameRef::packed(p.as_raw(), w, h, PixelFormat::Rgba).expect("frame");
+            let m = pipe.process(&frame, &settings0).expect("mask").clone();
+            person_alpha(&m, w, h, alpha_of(&fs))
+        })
+        .collect();
+    let settings =
+        json!({ "file": photo.to_string_lossy(), "space": 0, "frames": K, "shift": shift });
+    let src = Source::create(
+        host::FLOAT_IMAGE_SOURCE,
+        "numbered",
+        Some(&data_from(&settings)),
+    )
+    .ok_or("cannot create the numbered source")?;
+    let rig = Rig::new(src, &fs);
+    rig.settle(env, 4)?;
+    // (picture, mask) of an output frame.
+    let identify = |out: &Image| -> (usize, usize) {
+        let argmin = |f: &dyn Fn(usize) -> f64| {
+            (0..K as usize)
+                .min_by(|&a, &b| f(a).total_cmp(&f(b)))
+                .unwrap_or(0)
+        };
+        let mask = argmin(&|k| {
+            out.rgba
+                .chunks_exact(4)
+                .zip(&alphas[k])
+                .map(|(p, &a)| (f64::from(p[3]) / 255.0 - f64::from(a)).abs())
+                .sum::<f64>()
+        });
+        let picture = argmin(&|k| {
+            out.rgba
+                .chunks_exact(4)
+                .zip(pictures[k].as_raw().chunks_exact(4))
+                .filter(|(p, _)| p[3] == 255)
+                .map(|(p, q)| {
+                    (0..3)
+                        .map(|c| (i32::from(p[c]) - i32::from(q[c])).abs() as f64)
+                        .sum::<f64>()
+                })
+                .sum::<f64>()
+        });
+        (picture, mask)
+    };
+    // Frames four ticks apart (133 ms): on this shared 2-core VM the worker can take 70 ms
+    // and more per mask, and the ring covers a mask at most two rendered frames behind. The
+    // first frames at this pace let the mask catch up with the frames.
+    let run = |n: usize| -> Result<Vec<(usize, usize, Value)>, String> {
+        (0..n)
+            .map(|_| {
+                env.host.wait_ticks(3, Duration::from_secs(2));
+                let out = rig.frame(env).ok_or("no frame")?;
+                let (p, m) = identify(&out);
+                Ok((p, m, stats(&rig.filter)))
+            })
+            .collect()
+    };
+    run(4)?;
+    let on = run(30)?;
+    let bad: Vec<String> = on
+        .iter()
+        .enumerate()
+        .filter(|(_, (p, m, _))| p != m)
+        .map(|(i, (p, m, st))| {
+            format!(
+                "frame {i}: picture {p}, mask {m} (lag {}, video {} mask {})",
+                st["mask_lag_last"], st["composited_video_frame"], st["composited_mask_frame"]
+            )
+        })
+        .collect();
+    ensure!(bad.is_empty(), "match video on: {}", bad.join("; "));
+    // The frames were not all the same picture (the source moves on every tick).
+    let distinct = on
+        .iter()
+        .map(|t| t.0)
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    ensure!(
+        distinct >= 3,
+        "only {distinct} distinct pictures in 30 frames"
+    );
+    update(
+        &rig.filter,
+        &json!({ "mode": "transparent", "smoothing": 0.0, "refine": false, "match_video": false }),
+    );
+    run(4)?;
+    let off = run(30)?;
+    let trailing = off.iter().filter(|(p, m, _)| p != m).count();
+    ensure!(
+        trailing >= 25,
+        "match video off: mask of another picture on only {trailing} of 30 frames"
+    );
+    Ok(format!(
+        "on: picture = mask on 30 of 30 frames ({distinct} pictures); off: the mask trails on {trailing} of 30"
+    ))
+}
+
 /// Switching the filter off stops the work; two instances share one model with a worker each.
 fn check_instances_and_visibility(env: &Env) -> CheckResult {
     env.host.wait_for_destroy_queue();
@@ -1898,6 +2037,7 @@ fn main() {
         ("bad_input", check_bad_input),
         ("worker_faults", check_worker_faults),
         ("color_spaces", check_color_spaces),
+        ("match_video", check_match_video),
         ("instances_visibility", check_instances_and_visibility),
         ("create_destroy_100", check_create_destroy),
     ];

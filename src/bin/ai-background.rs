@@ -5,6 +5,7 @@
 //! ai-background apply photo.jpg -o out.png --mode blur --blur 12
 //! ai-background apply clip.mp4 -o out.mp4 --mode image --image beach.jpg
 //! ai-background eval --images DIR --masks DIR --preset landscape --json
+//! ai-background eval-video clip.mp4 --raw --json
 //! ai-background bench --size 1920x1080
 //! ```
 //!
@@ -21,7 +22,7 @@ use image::RgbaImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use obs_ai_background::composite::{AlphaSettings, Background, Compositor, Fit};
 use obs_ai_background::device::DeviceChoice;
-use obs_ai_background::eval::{evaluate_pair, find_pairs};
+use obs_ai_background::eval::{evaluate_clip, evaluate_pair, find_pairs};
 use obs_ai_background::files::{load_image, refuse_same_file, AtomicOutput};
 use obs_ai_background::metrics::Summary;
 use obs_ai_background::model::{Preset, SegmentationBackend, Segmenter};
@@ -83,6 +84,9 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Measure the temporal stability of the hard mask on a video: flicker rate, still-area
+    /// flicker rate, mean probability change, and mean IoU against keyed alpha masks.
+    EvalVideo(EvalVideoArgs),
     /// Time each stage of the frame path (pre-processing, inference, post-processing,
     /// compositing) on a real photo scaled to a frame size.
     Bench {
@@ -187,6 +191,31 @@ struct ApplyArgs {
     /// Temporal smoothing strength for videos (0..1).
     #[arg(long, default_value_t = obs_ai_background::pipeline::DEFAULT_SMOOTHING, value_parser = parse_unit, allow_negative_numbers = true)]
     smoothing: f32,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+#[derive(Args)]
+struct EvalVideoArgs {
+    /// Input video.
+    clip: PathBuf,
+    /// Folder of keyed alpha masks, one PNG per frame in name order (alpha, or grey without
+    /// alpha, >= 128 = person): adds the mean IoU.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Also run the raw model (smoothing 0) on the same frames: its flicker, the ratios and
+    /// the worst per-frame IoU between the two masks.
+    #[arg(long)]
+    raw: bool,
+    /// Probability at which a pixel counts as person (0..1).
+    #[arg(long, default_value_t = obs_ai_background::composite::DEFAULT_THRESHOLD)]
+    threshold: f32,
+    /// Temporal smoothing strength (0..1).
+    #[arg(long, default_value_t = obs_ai_background::pipeline::DEFAULT_SMOOTHING)]
+    smoothing: f32,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     model: ModelArgs,
 }
@@ -396,6 +425,7 @@ fn main() {
             csv,
             model,
         } => eval(&images, &masks, threshold, json, csv.as_deref(), &model),
+        Command::EvalVideo(args) => eval_video(&args),
         Command::Bench {
             frames,
             image,
@@ -668,6 +698,70 @@ fn eval(
         println!("mean IoU    {:.4}", summary.mean_iou);
         println!("pooled IoU  {:.4}", summary.pooled_iou);
         println!("boundary F  {:.4}  (3 px)", summary.boundary_f);
+    }
+    Ok(())
+}
+
+fn eval_video(args: &EvalVideoArgs) -> Result<()> {
+    let mut pipeline = MaskPipeline::new(args.model.backend()?);
+    let settings = args.model.pipeline_settings(args.smoothing);
+    let score = evaluate_clip(
+        &mut pipeline,
+        &args.clip,
+        &settings,
+        args.threshold,
+        args.raw,
+        args.key.as_deref(),
+    )?;
+    if args.json {
+        let mut v = serde_json::to_value(&score)?;
+        v["clip"] = args.clip.display().to_string().into();
+        v["smoothing"] = args.smoothing.into();
+        v["preset"] = args.model.preset.name().into();
+        v["refine"] = args.model.refine.into();
+        println!("{v}");
+        return Ok(());
+    }
+    let s = &score.smoothed;
+    println!("clip                {}", args.clip.display());
+    println!("frames              {}", s.frames);
+    println!("smoothing           {}", args.smoothing);
+    let ratio = |a: f64, b: f64| {
+        if b > 0.0 {
+            format!("  ({:.2}x raw)", a / b)
+        } else {
+            String::new()
+        }
+    };
+    let raw = score.raw.clone().unwrap_or_default();
+    let with_raw = |a: f64, b: f64| {
+        if score.raw.is_some() {
+            ratio(a, b)
+        } else {
+            String::new()
+        }
+    };
+    println!(
+        "flicker rate        {:.6}{}",
+        s.flicker_rate,
+        with_raw(s.flicker_rate, raw.flicker_rate)
+    );
+    println!(
+        "still flicker rate  {:.6}{}  (still: {:.1} % of pixel steps)",
+        s.still_flicker_rate,
+        with_raw(s.still_flicker_rate, raw.still_flicker_rate),
+        100.0 * s.still_share
+    );
+    println!(
+        "mean |dp|           {:.6}{}",
+        s.mean_abs_dp,
+        with_raw(s.mean_abs_dp, raw.mean_abs_dp)
+    );
+    if let Some(iou) = s.mean_iou {
+        println!("mean IoU            {iou:.4}");
+    }
+    if let Some(worst) = score.worst_iou_vs_raw {
+        println!("worst IoU vs raw    {worst:.4}");
     }
     Ok(())
 }

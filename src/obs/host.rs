@@ -447,7 +447,11 @@ impl Host {
     /// `file` (path), `space` (`enum gs_color_space`: 0 sRGB, 1 sRGB 16F, 2 Rec. 709
     /// extended, 3 scRGB; values are decoded to linear for all but 0), `gain` with
     /// `gain_x`, `gain_y`, `gain_w`, `gain_h`: a rectangle whose RGB values are multiplied
-    /// by `gain` (above 1.0: extended range). Call once, before creating such sources.
+    /// by `gain` (above 1.0: extended range); `frames` (default 1) with `shift` (pixels): a
+    /// numbered sequence of `frames` pictures, picture `k` the image shifted right by
+    /// `k * shift` pixels (wrapping round), showing picture `tick % frames` on each video
+    /// tick, so that a rendered frame tells which tick it is from. Call once, before
+    /// creating such sources.
     pub fn register_float_image_source(&self) {
         let info = sys::obs_source_info {
             id: super::module::leak_cstring(FLOAT_IMAGE_SOURCE).as_ptr(),
@@ -459,6 +463,7 @@ impl Host {
             get_width: Some(fis_width),
             get_height: Some(fis_height),
             video_render: Some(fis_render),
+            video_tick: Some(fis_tick),
             video_get_color_space: Some(fis_color_space),
             ..Default::default()
         };
@@ -618,7 +623,10 @@ impl Host {
 
 /// The test source behind [`FLOAT_IMAGE_SOURCE`]: an image file as a float texture.
 struct FloatImageSource {
-    texture: Option<Texture>,
+    /// One texture per picture of the sequence (one for a still image).
+    textures: Vec<Texture>,
+    /// Video ticks seen.
+    ticks: AtomicU64,
     width: u32,
     height: u32,
     space: ColorSpace,
@@ -631,12 +639,43 @@ fn float_image_source(settings: DataRef<'_>) -> FloatImageSource {
     let rect = ["gain_x", "gain_y", "gain_w", "gain_h"].map(|k| settings.get_int(k).max(0) as u32);
     let Ok(img) = image::open(settings.get_string("file")).map(|i| i.to_rgba8()) else {
         return FloatImageSource {
-            texture: None,
+            textures: Vec::new(),
+            ticks: AtomicU64::new(0),
             width: 0,
             height: 0,
             space,
         };
     };
+    let (w, h) = img.dimensions();
+    let frames = settings.get_int("frames").clamp(1, 16) as u32;
+    let shift = settings.get_int("shift").max(0) as u32;
+    let guard = GraphicsGuard::enter();
+    let textures = (0..frames)
+        .filter_map(|k| {
+            let mut shifted = img.clone();
+            for (x, y, p) in shifted.enumerate_pixels_mut() {
+                *p = *img.get_pixel((x + w - (k * shift) % w) % w, y);
+            }
+            float_texture(&guard, &shifted, space, gain, rect)
+        })
+        .collect();
+    FloatImageSource {
+        textures,
+        ticks: AtomicU64::new(0),
+        width: w,
+        height: h,
+        space,
+    }
+}
+
+/// `img` as an RGBA32F texture in `space`, RGB times `gain` inside `rect` (x, y, w, h).
+fn float_texture(
+    guard: &GraphicsGuard,
+    img: &image::RgbaImage,
+    space: ColorSpace,
+    gain: f32,
+    rect: [u32; 4],
+) -> Option<Texture> {
     let (w, h) = img.dimensions();
     let mut values = Vec::with_capacity(w as usize * h as usize * 4);
     for (x, y, p) in img.enumerate_pixels() {
@@ -652,20 +691,20 @@ fn float_image_source(settings: DataRef<'_>) -> FloatImageSource {
         }
         values.push(f32::from(p[3]) / 255.0);
     }
-    let guard = GraphicsGuard::enter();
-    let texture = Texture::new(
+    Texture::new(
         &guard.gfx(),
         w,
         h,
         Format::Rgba32f,
         false,
         Some(bytemuck::cast_slice(&values)),
-    );
-    FloatImageSource {
-        texture,
-        width: w,
-        height: h,
-        space,
+    )
+}
+
+unsafe extern "C" fn fis_tick(data: *mut c_void, _seconds: f32) {
+    // SAFETY: instance contract.
+    if let Some(s) = unsafe { fis(data) } {
+        s.ticks.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -716,7 +755,11 @@ unsafe extern "C" fn fis_render(data: *mut c_void, effect: *mut sys::gs_effect_t
     let Some(s) = (unsafe { fis(data) }) else {
         return;
     };
-    let Some(tex) = s.texture.as_ref() else {
+    let n = s.textures.len().max(1) as u64;
+    let Some(tex) = s
+        .textures
+        .get((s.ticks.load(Ordering::Relaxed) % n) as usize)
+    else {
         return;
     };
     // SAFETY: libobs calls video_render inside the graphics context with its default

@@ -17,7 +17,9 @@
 //!
 //! Nothing here waits on inference: the mask is at most two frames behind its frame when the
 //! worker keeps up (staged on frame n, mapped and sent on n + 1, shown on n + 2 at the
-//! latest), and simply older when it does not. Until the first mask exists, and whenever
+//! latest), and simply older when it does not. With "Match video to mask" each frame is rendered into the
+//! next of a ring of [`FRAME_RING`] texrenders and the composite uses the frame the shown mask
+//! was computed from (the video is then delayed by up to two frames). Until the first mask exists, and whenever
 //! something is wrong (no effect, no segmenter, zero-size source, a caught panic, a worker
 //! that cannot produce masks: [`super::worker`] withdraws its mask), the video passes through
 //! untouched.
@@ -55,6 +57,13 @@ pub const EFFECT_FILE: &str = "ai_background.effect";
 pub const WORKER_THREAD: &str = "ai-bg-worker";
 /// Number of stage surfaces in the read-back ring.
 pub const STAGE_RING: usize = 3;
+/// Full-size frame textures kept for "Match video to mask": the current frame and the two
+/// before it, enough for a mask two frames behind its frame (the latency of a worker that
+/// keeps up). Each is a texrender at the source size, so at 1920x1080 the two extra ones take
+/// 2 x 8.3 MB (8-bit) or 2 x 16.6 MB (16-bit float sources) of GPU memory, allocated on the
+/// first frames with the setting on (OBS re-creates a texrender's texture only when the size
+/// changes).
+pub const FRAME_RING: usize = 3;
 /// Largest background image side accepted (larger images are refused with a log line):
 /// 8192 pixels, the texture size every Direct3D 10-class GPU supports.
 pub const MAX_IMAGE_SIDE: u32 = 8192;
@@ -269,8 +278,13 @@ impl Shader {
 struct Gpu {
     shader: Shader,
     /// The target at full size, straight alpha, in the target's colour space (8-bit for
-    /// sRGB, 16-bit float for the others: see [`FRAME_SPACES`]).
-    source: TexRender,
+    /// sRGB, 16-bit float for the others: see [`FRAME_SPACES`]): a ring of [`FRAME_RING`]
+    /// frames; `sources[current]` holds this tick's frame, the others (with "Match video to
+    /// mask" on) the frames before it.
+    sources: [TexRender; FRAME_RING],
+    /// The frame number (`RenderState::frame`) in each of `sources` (0: none).
+    source_frame: [u64; FRAME_RING],
+    current: usize,
     /// The target at the capture size (BGRA) for the segmenter.
     capture: TexRender,
     /// Blur planes at reduced size (RGBA32F): box-reduced, then after each Gaussian pass.
@@ -282,6 +296,27 @@ struct Gpu {
 }
 
 impl Gpu {
+    /// The ring slot to composite: with `match_video` and a mask of frame `mask_frame`, the
+    /// slot holding that frame, else the oldest one kept of the same size and format (the
+    /// nearest to the mask); otherwise the current frame.
+    fn composite_slot(&self, match_video: bool, mask_frame: Option<u64>) -> usize {
+        let (Some(mask_frame), true) = (mask_frame, match_video) else {
+            return self.current;
+        };
+        let cur = &self.sources[self.current];
+        let size = |t: &TexRender| t.texture().map(|t| (t.width(), t.height()));
+        (0..FRAME_RING)
+            .filter(|&i| {
+                let f = self.source_frame[i];
+                f != 0
+                    && f >= mask_frame
+                    && self.sources[i].format() == cur.format()
+                    && size(&self.sources[i]) == size(cur)
+            })
+            .min_by_key(|&i| self.source_frame[i])
+            .unwrap_or(self.current)
+    }
+
     fn new(gfx: &Gfx<'_>) -> Result<Gpu, String> {
         let shader = Shader::load(gfx)?;
         let tr = |f: Format| {
@@ -289,7 +324,9 @@ impl Gpu {
         };
         Ok(Gpu {
             shader,
-            source: tr(Format::Rgba)?,
+            sources: [tr(Format::Rgba)?, tr(Format::Rgba)?, tr(Format::Rgba)?],
+            source_frame: [0; FRAME_RING],
+            current: 0,
             capture: tr(Format::Bgra)?,
             reduce: tr(Format::Rgba32f)?,
             blur_h: tr(Format::Rgba32f)?,
@@ -324,9 +361,9 @@ struct JobKey {
 #[derive(Default)]
 struct RenderState {
     gpu: Option<Gpu>,
-    /// The tick whose frame is in `gpu.source`.
+    /// The tick whose frame is in `gpu.sources[gpu.current]`.
     rendered_tick: Option<u64>,
-    /// The colour space of the frame in `gpu.source`.
+    /// The colour space of the frame in `gpu.sources[gpu.current]`.
     space: Option<ColorSpace>,
     /// Frames rendered (one per tick in which the filter was drawn).
     frame: u64,
@@ -339,6 +376,10 @@ struct RenderState {
     ring: [Slot; STAGE_RING],
     mask: Option<Texture>,
     mask_serial: u64,
+    /// The frame number the mask in `mask` was computed from.
+    mask_frame: Option<u64>,
+    /// Frame numbers of the video and of the mask in the last composite (0: none).
+    composited: (u64, u64),
     image: Option<Texture>,
     image_generation: u64,
     zero_size_logged: bool,
@@ -680,13 +721,14 @@ impl AiBackground {
         let (cw, ch) = s.capture_size();
         let Gpu {
             shader,
-            source,
+            sources,
+            current,
             capture,
             ..
         } = gpu;
         // The segmenter takes sRGB-encoded 0..1 values: Capture encodes linear frames.
         let u = Uniforms {
-            image: source.texture(),
+            image: sources[*current].texture(),
             linear_frame: if linear { 1.0 } else { 0.0 },
             ..Default::default()
         };
@@ -745,6 +787,7 @@ impl AiBackground {
             return;
         }
         rs.mask_serial = latest.serial;
+        rs.mask_frame = Some(latest.frame);
         rs.uploads += 1;
         let lag = rs.frame.saturating_sub(latest.frame);
         rs.lag_last = lag;
@@ -806,15 +849,26 @@ impl AiBackground {
         if rs.rendered_tick != Some(tick) || rs.space != Some(space) {
             let direct =
                 target.same(parent) && target.output_flags() & (FLAG_CUSTOM_DRAW | FLAG_ASYNC) == 0;
-            if gpu.source.format() != space.format() {
+            // A new tick moves on to the next slot of the frame ring when the video is
+            // delayed; otherwise every frame goes to slot 0.
+            if rs.rendered_tick != Some(tick) {
+                gpu.current = if s.match_video {
+                    (gpu.current + 1) % FRAME_RING
+                } else {
+                    0
+                };
+            }
+            let cur = gpu.current;
+            gpu.source_frame[cur] = 0;
+            if gpu.sources[cur].format() != space.format() {
                 match TexRender::new(gfx, space.format()) {
-                    Some(t) => gpu.source = t,
+                    Some(t) => gpu.sources[cur] = t,
                     None => return self.skip(gfx),
                 }
             }
             rs.space = Some(space);
             {
-                let Some(_scope) = gpu.source.render_in(gfx, w, h, space) else {
+                let Some(_scope) = gpu.sources[cur].render_in(gfx, w, h, space) else {
                     return self.skip(gfx);
                 };
                 let state = StateGuard::push(gfx);
@@ -829,6 +883,7 @@ impl AiBackground {
             }
             rs.rendered_tick = Some(tick);
             rs.frame += 1;
+            gpu.source_frame[cur] = rs.frame;
             // 2. Read-back ring and the worker's mailbox. Async sources report new frames
             // through filter_video while the target renders (just above).
             let async_parent = parent.output_flags() & FLAG_ASYNC != 0;
@@ -868,13 +923,21 @@ impl AiBackground {
             });
         }
 
-        // 4. Composite.
+        // 4. Composite, with "Match video to mask" the frame the mask was computed from.
+        let mask_frame = rs.mask.as_ref().and(rs.mask_frame);
+        let slot = rs
+            .gpu
+            .as_ref()
+            .map_or(0, |g| g.composite_slot(s.match_video, mask_frame));
+        if let Some(g) = rs.gpu.as_ref() {
+            rs.composited = (g.source_frame[slot], mask_frame.unwrap_or(0));
+        }
         let RenderState {
             gpu, mask, image, ..
         } = rs;
         let Some(Gpu {
             shader,
-            source,
+            sources,
             reduce,
             blur_h,
             blur_v,
@@ -886,7 +949,7 @@ impl AiBackground {
         };
         let out = OutputMapping::new(space, current_color_space(gfx));
         let mut u = Uniforms {
-            image: source.texture(),
+            image: sources[slot].texture(),
             frame_size: [w as f32, h as f32],
             linear_frame: if space.is_linear() { 1.0 } else { 0.0 },
             out_mode: out.mode,
@@ -1059,6 +1122,7 @@ impl AiBackground {
     /// Proc `ai_background_stats`: counters as JSON.
     fn proc_stats(&self, cd: &mut CallDataRef<'_>) {
         let (
+            composited,
             frames,
             calls,
             time,
@@ -1073,6 +1137,7 @@ impl AiBackground {
         ) = {
             let rs = self.render.lock();
             (
+                rs.composited,
                 rs.frame,
                 rs.render_calls,
                 rs.render_time,
@@ -1102,6 +1167,8 @@ impl AiBackground {
         };
         let json = serde_json::json!({
             "frames": frames,
+            "composited_video_frame": composited.0,
+            "composited_mask_frame": composited.1,
             "render_calls": calls,
             "render_ms_total": time.as_secs_f64() * 1e3,
             "render_ms_avg": per(time, calls),

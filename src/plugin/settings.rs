@@ -27,6 +27,7 @@ pub const S_SOURCE: &str = "source";
 pub const S_FIT: &str = "fit";
 pub const S_COLOR: &str = "color";
 pub const S_SHOW_MASK: &str = "show_mask";
+pub const S_MATCH_VIDEO: &str = "match_video";
 /// An info text in the dialog, never stored: why the chosen background cannot be used.
 pub const S_STATUS: &str = "background_status";
 /// An info text in the dialog, never stored: how to tune the mask.
@@ -91,6 +92,8 @@ pub const T_FIT_STRETCH: &str = "Fit.Stretch";
 pub const T_COLOR: &str = "Color";
 pub const T_SHOW_MASK: &str = "ShowMask";
 pub const T_SHOW_MASK_HINT: &str = "ShowMask.Hint";
+pub const T_MATCH_VIDEO: &str = "MatchVideo";
+pub const T_MATCH_VIDEO_HINT: &str = "MatchVideo.Hint";
 pub const T_MASK_HELP: &str = "MaskHelp";
 pub const T_SPEED_HELP: &str = "SpeedHelp";
 pub const T_STATUS_NO_IMAGE: &str = "Status.NoImage";
@@ -147,6 +150,8 @@ pub const ALL_TEXT_KEYS: &[&str] = &[
     T_COLOR,
     T_SHOW_MASK,
     T_SHOW_MASK_HINT,
+    T_MATCH_VIDEO,
+    T_MATCH_VIDEO_HINT,
     T_MASK_HELP,
     T_SPEED_HELP,
     T_STATUS_NO_IMAGE,
@@ -255,6 +260,9 @@ pub struct Settings {
     pub color: [u8; 4],
     /// Show the person alpha as grey instead of the composite.
     pub show_mask: bool,
+    /// Delay the video by the mask's latency (up to [`super::filter::FRAME_RING`] - 1 frames)
+    /// so that each frame is composited with the mask computed from it.
+    pub match_video: bool,
     /// Custom weights file (hidden setting), empty for the embedded weights.
     pub weights_path: PathBuf,
 }
@@ -278,6 +286,7 @@ impl Default for Settings {
             fit: Fit::Cover,
             color: color_from_obs(DEFAULT_COLOR),
             show_mask: false,
+            match_video: false,
             weights_path: PathBuf::new(),
         }
     }
@@ -332,6 +341,7 @@ impl Settings {
             fit: d.get_string(S_FIT).parse().unwrap_or_default(),
             color: color_from_obs(d.get_int(S_COLOR)),
             show_mask: d.get_bool(S_SHOW_MASK),
+            match_video: d.get_bool(S_MATCH_VIDEO),
             weights_path: PathBuf::from(d.get_string(S_WEIGHTS)),
         }
     }
@@ -369,6 +379,7 @@ pub fn defaults(d: DataRef<'_>) {
     d.set_default_string(S_FIT, FIT_COVER);
     d.set_default_int(S_COLOR, DEFAULT_COLOR);
     d.set_default_bool(S_SHOW_MASK, false);
+    d.set_default_bool(S_MATCH_VIDEO, false);
 }
 
 /// Why the chosen background cannot be used (the filter then blurs the background). Shown
@@ -596,6 +607,9 @@ pub fn properties(parent_name: Option<&str>, problem: Option<&Problem>) -> Prope
     props
         .add_float_slider(S_SMOOTHING, &text(T_SMOOTHING), 0.0, 1.0, 0.01)
         .set_long_description(&text(T_SMOOTHING_HINT));
+    props
+        .add_bool(S_MATCH_VIDEO, &text(T_MATCH_VIDEO))
+        .set_long_description(&text(T_MATCH_VIDEO_HINT));
     props
         .add_bool(S_REFINE, &text(T_REFINE))
         .set_long_description(&text(T_REFINE_HINT));
