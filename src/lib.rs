@@ -30,6 +30,7 @@ pub mod pipeline;
 pub mod postprocess;
 pub mod preprocess;
 pub mod simd;
+pub mod train;
 pub mod video;
 
 #[cfg(feature = "obs")]

@@ -109,6 +109,9 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Fine-tune the segmenter on images with masks and write the weights (.safetensors)
+    /// for --weights and the OBS filter's "Custom weights".
+    Train(TrainArgs),
 }
 
 /// Implementations of the network (`bench --path`).
@@ -431,7 +434,7 @@ fn main() {
             model,
             path: Some(path),
             ..
-        } => bench_network(path, frames, image.as_deref(), &model),
+        } => bench_network(path, frames as usize, image.as_deref(), &model),
         Command::Bench {
             size,
             frames,
@@ -440,6 +443,7 @@ fn main() {
             model,
             path: None,
         } => bench(size, frames, mode, image.as_deref(), &model),
+        Command::Train(args) => train(&args),
     };
     if let Err(e) = result {
         if let Some(sig) = received_signal() {
@@ -882,5 +886,212 @@ fn bench_network(
     println!("median ms                    {:.3}", ms(t[0]));
     println!("fused CPU median ms          {:.3}", ms(t[1]));
     println!("ratio                        {:.2}x", ms(t[0]) / ms(t[1]));
+    Ok(())
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Folder with images/<id>.jpg and masks/<id>.png (255 = person); repeat for more.
+    #[arg(long, required = true)]
+    data: Vec<PathBuf>,
+    /// Output weights (.safetensors); written atomically, never over an input.
+    #[arg(long)]
+    out: PathBuf,
+    /// Model preset to train: landscape (256x144) or square (256x256).
+    #[arg(long, default_value = "landscape", value_parser = parse_preset)]
+    preset: Preset,
+    /// Budget: minutes of training (the schedule follows the clock).
+    #[arg(long, required_unless_present = "steps")]
+    minutes: Option<f64>,
+    /// Budget: steps of one batch each.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Validation folder (images/, masks/): scored every --val-every steps, the best kept.
+    #[arg(long)]
+    val: Option<PathBuf>,
+    /// Start from these weights instead of the embedded ones.
+    #[arg(long)]
+    from: Option<PathBuf>,
+    /// Unlabelled frames to stay close to the original model on: a folder of images or a
+    /// video (default: the demo photo in assets/demo).
+    #[arg(long)]
+    keep: Option<PathBuf>,
+    /// Do not distil on unlabelled frames.
+    #[arg(long, conflicts_with = "keep")]
+    no_keep: bool,
+    /// Weight of the distillation loss.
+    #[arg(long, default_value_t = 1.0)]
+    keep_weight: f32,
+    /// Weight of the L2 pull towards the starting weights (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    l2: f64,
+    /// Labelled images per step.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Peak learning rate (AdamW, warm-up then cosine decay).
+    #[arg(long, default_value_t = 5e-5)]
+    lr: f64,
+    /// Steps of linear learning-rate warm-up.
+    #[arg(long, default_value_t = 100)]
+    warmup: usize,
+    /// Validate every this many steps.
+    #[arg(long, default_value_t = 200)]
+    val_every: usize,
+    /// Random seed (sampling, augmentation).
+    #[arg(long, default_value_t = 0x5eed)]
+    seed: u64,
+    /// Compute device: auto, cpu, cuda[:N], metal[:N].
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: DeviceChoice,
+    /// After training, report the agreement of the written weights with the starting ones on
+    /// frames of these videos or image folders, where the starting ones are confident.
+    #[arg(long)]
+    agree: Vec<PathBuf>,
+    /// Print one JSON summary at the end instead of the progress bar and table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn train(args: &TrainArgs) -> Result<()> {
+    use obs_ai_background::train::{self, KeepSource, TrainConfig};
+    let mut cfg = TrainConfig::new(args.data.clone(), args.out.clone(), args.preset);
+    cfg.val = args.val.clone();
+    cfg.from = args.from.clone();
+    cfg.steps = args.steps;
+    cfg.minutes = args.minutes;
+    cfg.batch = args.batch;
+    cfg.lr = args.lr;
+    cfg.val_every = args.val_every;
+    cfg.warmup = args.warmup;
+    cfg.keep_weight = args.keep_weight;
+    cfg.l2 = args.l2;
+    cfg.seed = args.seed;
+    cfg.keep = match (&args.keep, args.no_keep) {
+        (_, true) => KeepSource::None,
+        (Some(p), _) => KeepSource::Path(p.clone()),
+        (None, _) => KeepSource::Demo,
+    };
+    let device = args.device.resolve()?;
+    let bar = if args.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(1000)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {percent:>3}% {msg}").expect("valid template"),
+    );
+    let mut on_step = |p: &train::Progress| {
+        bar.set_position((p.fraction * 1000.0) as u64);
+        let left = if p.fraction > 0.0 {
+            p.elapsed.as_secs_f64() * (1.0 - p.fraction) / p.fraction
+        } else {
+            0.0
+        };
+        let val = p.val.as_ref().map_or(String::from("-"), |v| {
+            format!("IoU {:.4} BF {:.4}", v.mean_iou, v.boundary_f)
+        });
+        bar.set_message(format!(
+            "step {} loss {:.4} val {val} left {:.0}:{:02.0}",
+            p.step,
+            p.loss,
+            (left / 60.0).floor(),
+            left % 60.0
+        ));
+    };
+    // One thread: on the 2-core reference machine candle's multi-threaded matmuls spent half
+    // of the CPU time spinning at their barrier during training (see docs/training.md).
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+    let report = train::train(&cfg, &device, &|| received_signal().is_some(), &mut on_step)?;
+    bar.finish_and_clear();
+    let start_bytes = match &args.from {
+        Some(f) => std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
+        None => args.preset.embedded_weights().to_vec(),
+    };
+    let written = std::fs::read(&args.out)?;
+    let mut agreements = Vec::new();
+    for source in &args.agree {
+        let frames = train::keep_frames(&KeepSource::Path(source.clone()))?;
+        let (agree, confident) = train::agreement(&start_bytes, &written, args.preset, &frames)?;
+        agreements.push(serde_json::json!({
+            "source": source, "frames": frames.len(), "agreement": agree, "confident": confident
+        }));
+    }
+    let first =
+        report.losses.iter().take(10).sum::<f32>() / report.losses.len().clamp(1, 10) as f32;
+    let last =
+        report.losses.iter().rev().take(10).sum::<f32>() / report.losses.len().clamp(1, 10) as f32;
+    let t = &report.times;
+    if args.json {
+        let v = serde_json::json!({
+            "out": args.out,
+            "steps": report.steps,
+            "interrupted": report.interrupted,
+            "loss_first10": first,
+            "loss_last10": last,
+            "losses": report.losses,
+            "fit_before": report.fit_before,
+            "fit_after": report.fit_after,
+            "keep_losses": report.keep_losses,
+            "start": report.start,
+            "best_step": report.best.as_ref().map(|b| b.0),
+            "best": report.best.as_ref().map(|b| &b.1),
+            "history": report.history.iter().map(|(s, v)| serde_json::json!({"step": s, "val": v})).collect::<Vec<_>>(),
+            "seconds_per_image": report.seconds_per_image(),
+            "agreement": agreements,
+            "batch": report.batch,
+            "keep_batch": report.keep_batch,
+            "seconds": {
+                "data": t.data.as_secs_f64(),
+                "forward": t.forward.as_secs_f64(),
+                "backward": t.backward.as_secs_f64(),
+                "update": t.update.as_secs_f64(),
+                "validation": t.validation.as_secs_f64(),
+            },
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    if report.interrupted {
+        println!("stopped      at step {} (Ctrl-C)", report.steps);
+    }
+    println!("steps        {}", report.steps);
+    println!(
+        "fit          {:.4} -> {:.4} (loss on the first 8 training pairs, whole images)",
+        report.fit_before, report.fit_after
+    );
+    println!("loss         {first:.4} (first 10 steps) -> {last:.4} (last 10)");
+    if let (Some(s), Some((step, b))) = (&report.start, &report.best) {
+        println!(
+            "val start    mean IoU {:.4}  boundary F {:.4}",
+            s.mean_iou, s.boundary_f
+        );
+        println!(
+            "val best     mean IoU {:.4}  boundary F {:.4}  (step {step})",
+            b.mean_iou, b.boundary_f
+        );
+    }
+    println!(
+        "time         {:.3} s per image forward+backward+update (batch {} + {} keep frames); data {:.0} s, forward {:.0} s, backward {:.0} s, update {:.0} s, validation {:.0} s",
+        report.seconds_per_image(),
+        report.batch,
+        report.keep_batch,
+        t.data.as_secs_f64(),
+        t.forward.as_secs_f64(),
+        t.backward.as_secs_f64(),
+        t.update.as_secs_f64(),
+        t.validation.as_secs_f64()
+    );
+    for a in &agreements {
+        println!(
+            "agreement    {:.4} with the start where it is confident ({:.1} % of pixels), {} frames of {}",
+            a["agreement"].as_f64().unwrap_or(0.0),
+            100.0 * a["confident"].as_f64().unwrap_or(0.0),
+            a["frames"],
+            a["source"]
+        );
+    }
+    println!("wrote        {}", args.out.display());
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod kernels;
 pub mod net;
 pub mod ops;
 pub mod portable;
+pub mod trainable;
 
 use crate::device::DeviceChoice;
 use crate::{EngineError, Result};

@@ -230,7 +230,7 @@ fn tap_weights(w: &Tensor, s: usize) -> Result<Tensor> {
 /// centres and edge clamping (TFLite `RESIZE_BILINEAR`, `half_pixel_centers = true`): output
 /// `2i` is `0.75 x[i] + 0.25 x[i-1]`, output `2i+1` is `0.75 x[i] + 0.25 x[i+1]`, indices
 /// clamped to `0..n`.
-fn upsample_matrix(n: usize) -> Vec<f32> {
+pub(crate) fn upsample_matrix(n: usize) -> Vec<f32> {
     let mut m = vec![0f32; 2 * n * n];
     for i in 0..n {
         m[2 * i * n + i] += 0.75;
