@@ -434,7 +434,7 @@ fn main() {
             model,
             path: Some(path),
             ..
-        } => bench_network(path, frames as usize, image.as_deref(), &model),
+        } => bench_network(path, frames, image.as_deref(), &model),
         Command::Bench {
             size,
             frames,
