@@ -40,6 +40,8 @@ use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
 /// Canvas and screenshot size (the clip is 1080x720, fitted into it).
+/// The filter's log line once the Quality (square) model is loaded.
+const SQUARE_READY: &str = "segmenter ready: candle square";
 const WIDTH: u32 = 540;
 const HEIGHT: u32 = 360;
 const CLIP: &str = "tests/fixtures/obs/webcam-livingroom-2s5.mp4";
@@ -665,14 +667,29 @@ fn run() -> Result<Vec<String>, String> {
                 Err(_) => {}
             }
         }
+        // The Quality step's picture can pass on its edge softness before the worker has
+        // loaded the square model (slow on a loaded machine); wait for that load before the
+        // next step switches back to Fast, or the model would never be used.
+        if step.settings["model"] == "quality" {
+            let t = Instant::now();
+            while !obs.log().contains(SQUARE_READY) && t.elapsed() < Duration::from_secs(20) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
     }
     drop(client);
     obs.stop();
 
     let output = obs.output();
     let log = obs.log();
-    if !log.contains("segmenter ready: candle square") {
-        failures.push("the Quality (square) model was never loaded".into());
+    if !log.contains(SQUARE_READY) {
+        let ours: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("[obs-ai-background]"))
+            .collect();
+        failures.push(format!(
+            "the Quality (square) model was never loaded; the filter's log lines: {ours:?}"
+        ));
     }
     if !log.contains("[obs-ai-background] version") {
         failures.push(format!(
