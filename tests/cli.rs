@@ -631,6 +631,9 @@ fn unreadable_weights_are_one_error_line() {
 /// raw model's in the still area, and both rates are shares (0..1).
 #[test]
 fn eval_video_prints_json_with_raw_comparison() {
+    if no_ffmpeg_on_windows() {
+        return;
+    }
     let clip = repo("tests/fixtures/clips/streamer-desk-360p-2s.mp4");
     let out = run(&["eval-video", s(&clip), "--raw", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -657,6 +660,9 @@ fn eval_video_prints_json_with_raw_comparison() {
 /// A keyed mask folder must hold one mask per frame.
 #[test]
 fn eval_video_key_count_mismatch_is_one_error_line() {
+    if no_ffmpeg_on_windows() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     image::GrayImage::from_pixel(640, 360, image::Luma([255]))
         .save(dir.path().join("0001.png"))

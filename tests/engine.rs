@@ -229,6 +229,9 @@ fn smoothing_does_not_lag_behind_motion() {
 /// raw one of the same frame. Both from one run each, raw and smoothed side by side.
 #[test]
 fn default_smoothing_calms_still_pixels_and_follows_motion() {
+    if cfg!(windows) && !obs_ai_background::video::ffprobe_available() {
+        return eprintln!("skipped: no FFmpeg (Windows build under Wine)");
+    }
     let backend = pipeline(Preset::Landscape).backend().clone();
     let run = |name: &str| {
         let mut pipe = MaskPipeline::new(backend.clone());
