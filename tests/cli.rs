@@ -916,14 +916,12 @@ fn is_running(pid: u32) -> bool {
 #[cfg(unix)]
 #[test]
 fn interrupted_apply_leaves_no_partial_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let long = dir.path().join("long.mp4");
     // 8 s: long enough that the signal lands mid-way.
-    ffmpeg(&format!(
-        "-stream_loop 3 -i {} -c copy {}",
-        s(&clip()),
-        s(&long)
-    ));
+    let (dir, long) = make_clip(
+        "long.mp4",
+        &format!("-stream_loop 3 -i {} -c copy", s(&clip())),
+    )
+    .expect("ffmpeg on Unix");
     for (signal, code, existing) in [("INT", 130, false), ("TERM", 143, true)] {
         let work = tempfile::tempdir_in(dir.path()).unwrap();
         let output = work.path().join("out.mp4");
@@ -1045,21 +1043,31 @@ fn rotated_video_comes_out_upright() {
     );
 }
 
+/// A clip made by the `ffmpeg` program for a video test: `ffmpeg <args> <path>` with `path`
+/// the file `name` in a new temporary folder (kept alive by the returned handle). `None`
+/// under Wine, where there is no ffmpeg: the test then returns without checking anything.
+fn make_clip(name: &str, args: &str) -> Option<(tempfile::TempDir, PathBuf)> {
+    if no_ffmpeg_on_windows() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    ffmpeg(&format!("{args} {}", s(&path)));
+    Some((dir, path))
+}
+
 /// A variable-frame-rate clip with audio (1 s at 30 fps, then 10 fps) keeps its duration
 /// within one output frame, and its audio; the frames are resampled to the average rate.
 #[test]
 fn variable_frame_rate_keeps_duration_and_audio() {
-    if no_ffmpeg_on_windows() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let vfr = dir.path().join("vfr.mp4");
-    ffmpeg(&format!(
+    let Some((dir, vfr)) = make_clip(
+        "vfr.mp4",
         "-f lavfi -i testsrc2=size=160x90:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
          -t 2.9 -vf setpts='if(lt(N,30),N/30,1+(N-30)/10)/TB' -fps_mode vfr -c:v libx264 \
-         -pix_fmt yuv420p -c:a aac {}",
-        s(&vfr)
-    ));
+         -pix_fmt yuv420p -c:a aac",
+    ) else {
+        return;
+    };
     let output = dir.path().join("out.mp4");
     let out = run(&["apply", s(&vfr), "-o", s(&output), "--mode", "color"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -1119,15 +1127,12 @@ fn audio_of_another_length_is_kept() {
 /// column/row repeated, logged; the picture itself is the input's.
 #[test]
 fn odd_frame_size_encodes() {
-    if no_ffmpeg_on_windows() {
+    let Some((dir, odd)) = make_clip(
+        "odd.mkv",
+        "-f lavfi -i testsrc2=size=640x480:rate=10 -t 0.5 -vf scale=641:479 -c:v ffv1",
+    ) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let odd = dir.path().join("odd.mkv");
-    ffmpeg(&format!(
-        "-f lavfi -i testsrc2=size=640x480:rate=10 -t 0.5 -vf scale=641:479 -c:v ffv1 {}",
-        s(&odd)
-    ));
+    };
     let output = dir.path().join("out.mp4");
     let out = run(&["apply", s(&odd), "-o", s(&output), "--blur", "0"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -1149,16 +1154,13 @@ fn odd_frame_size_encodes() {
 /// reports how many frames could not be decoded, with ffmpeg's first error line.
 #[test]
 fn damaged_video_reports_undecodable_frames() {
-    if no_ffmpeg_on_windows() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let clean = dir.path().join("clean.mp4");
-    ffmpeg(&format!(
+    let Some((dir, clean)) = make_clip(
+        "clean.mp4",
         "-f lavfi -i testsrc2=size=160x120:rate=30 -t 2 -c:v libx264 -g 10 -pix_fmt yuv420p \
-         -movflags +faststart {}",
-        s(&clean)
-    ));
+         -movflags +faststart",
+    ) else {
+        return;
+    };
     let bytes = std::fs::read(&clean).unwrap();
     let mut damaged = bytes.clone();
     // 3000 pseudo-random bytes (a fixed LCG) a third of the way in.
