@@ -152,6 +152,23 @@ fn no_ffmpeg_on_windows() -> bool {
     skip
 }
 
+/// A new temporary folder for a video test that makes its media with the `ffmpeg` program;
+/// `None` under Wine, where there is no ffmpeg: the test then returns without checking
+/// anything.
+fn video_test_dir() -> Option<tempfile::TempDir> {
+    (!no_ffmpeg_on_windows()).then(|| tempfile::tempdir().unwrap())
+}
+
+/// A clip made by the `ffmpeg` program for a video test: `ffmpeg <args> <path>` with `path`
+/// the file `name` in a [`video_test_dir`] (kept alive by the returned handle); `None` under
+/// Wine.
+fn make_clip(name: &str, args: &str) -> Option<(tempfile::TempDir, PathBuf)> {
+    let dir = video_test_dir()?;
+    let path = dir.path().join(name);
+    ffmpeg(&format!("{args} {}", s(&path)));
+    Some((dir, path))
+}
+
 #[test]
 fn segment_writes_a_mask_of_the_image_size() {
     let dir = tempfile::tempdir().unwrap();
@@ -1003,10 +1020,9 @@ fn assert_one_error_line_with_code(out: &Output, code: i32, needle: &str) {
 /// size: with `--blur 0` the output frame is the picture as displayed, not the stored one.
 #[test]
 fn rotated_video_comes_out_upright() {
-    if no_ffmpeg_on_windows() {
+    let Some(dir) = video_test_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let upright = image::open(photo()).unwrap().to_rgba8();
     // Even sizes, so H.264 keeps them exact.
     let upright = image::imageops::crop_imm(&upright, 0, 0, 320, 180).to_image();
@@ -1041,19 +1057,6 @@ fn rotated_video_comes_out_upright() {
         upright_diff < 4.0 && mean_abs_diff(&got, &other_way) > 4.0 * upright_diff,
         "output frame differs from the upright input by {upright_diff:.2}"
     );
-}
-
-/// A clip made by the `ffmpeg` program for a video test: `ffmpeg <args> <path>` with `path`
-/// the file `name` in a new temporary folder (kept alive by the returned handle). `None`
-/// under Wine, where there is no ffmpeg: the test then returns without checking anything.
-fn make_clip(name: &str, args: &str) -> Option<(tempfile::TempDir, PathBuf)> {
-    if no_ffmpeg_on_windows() {
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(name);
-    ffmpeg(&format!("{args} {}", s(&path)));
-    Some((dir, path))
 }
 
 /// A variable-frame-rate clip with audio (1 s at 30 fps, then 10 fps) keeps its duration
@@ -1101,10 +1104,9 @@ fn variable_frame_rate_keeps_duration_and_audio() {
 /// Audio shorter or longer than the video is kept as it is (no `-shortest` cut).
 #[test]
 fn audio_of_another_length_is_kept() {
-    if no_ffmpeg_on_windows() {
+    let Some(dir) = video_test_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     for (video_s, audio_s) in [("2", "1"), ("1", "2")] {
         let input = dir.path().join(format!("v{video_s}a{audio_s}.mkv"));
         ffmpeg(&format!(
