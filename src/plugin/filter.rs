@@ -583,7 +583,7 @@ impl AiBackground {
     fn model_problem_for(&self, s: &Settings) -> Option<ModelProblem> {
         settings::model_problem(s).or_else(|| {
             let (key, reason) = self.worker.as_ref()?.stats().weights_error?;
-            (key == model_key(s)).then(|| ModelProblem::WeightsUnusable(key.weights, reason))
+            (key == model_key(s)).then_some(ModelProblem::WeightsUnusable(key.weights, reason))
         })
     }
 
@@ -708,7 +708,7 @@ impl AiBackground {
                     let key = JobKey {
                         crc: crc.finalize(),
                         size: (w as u32, h as u32),
-                        model: model_key(&s),
+                        model: model_key(s),
                         pipeline: s.pipeline(),
                     };
                     if check_only {

@@ -4,7 +4,9 @@
 //! frame replaces one the worker has not started, so the worker always works on the newest
 //! frame and never queues up). The worker owns a [`MaskPipeline`]; settings travel with each
 //! frame, so changes apply on the next one. A model or device change swaps the segmenter,
-//! loaded here, never on the render thread. The newest mask is published for
+//! loaded here, never on the render thread. Custom weights that cannot be loaded keep the
+//! segmenter that was running (with none, the built-in weights of the same preset), with one
+//! log line per selection and [`WorkerStats::weights_error`] for the dialog's status line. The newest mask is published for
 //! [`Worker::latest`]; nothing the render thread calls waits for inference (the locks it
 //! takes are only held for pointer swaps).
 //!
