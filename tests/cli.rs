@@ -152,6 +152,23 @@ fn no_ffmpeg_on_windows() -> bool {
     skip
 }
 
+/// A new temporary folder for a video test that makes its media with the `ffmpeg` program;
+/// `None` under Wine, where there is no ffmpeg: the test then returns without checking
+/// anything.
+fn video_test_dir() -> Option<tempfile::TempDir> {
+    (!no_ffmpeg_on_windows()).then(|| tempfile::tempdir().unwrap())
+}
+
+/// A clip made by the `ffmpeg` program for a video test: `ffmpeg <args> <path>` with `path`
+/// the file `name` in a [`video_test_dir`] (kept alive by the returned handle); `None` under
+/// Wine.
+fn make_clip(name: &str, args: &str) -> Option<(tempfile::TempDir, PathBuf)> {
+    let dir = video_test_dir()?;
+    let path = dir.path().join(name);
+    ffmpeg(&format!("{args} {}", s(&path)));
+    Some((dir, path))
+}
+
 #[test]
 fn segment_writes_a_mask_of_the_image_size() {
     let dir = tempfile::tempdir().unwrap();
@@ -916,14 +933,12 @@ fn is_running(pid: u32) -> bool {
 #[cfg(unix)]
 #[test]
 fn interrupted_apply_leaves_no_partial_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let long = dir.path().join("long.mp4");
     // 8 s: long enough that the signal lands mid-way.
-    ffmpeg(&format!(
-        "-stream_loop 3 -i {} -c copy {}",
-        s(&clip()),
-        s(&long)
-    ));
+    let (dir, long) = make_clip(
+        "long.mp4",
+        &format!("-stream_loop 3 -i {} -c copy", s(&clip())),
+    )
+    .expect("ffmpeg on Unix");
     for (signal, code, existing) in [("INT", 130, false), ("TERM", 143, true)] {
         let work = tempfile::tempdir_in(dir.path()).unwrap();
         let output = work.path().join("out.mp4");
@@ -1005,10 +1020,9 @@ fn assert_one_error_line_with_code(out: &Output, code: i32, needle: &str) {
 /// size: with `--blur 0` the output frame is the picture as displayed, not the stored one.
 #[test]
 fn rotated_video_comes_out_upright() {
-    if no_ffmpeg_on_windows() {
+    let Some(dir) = video_test_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let upright = image::open(photo()).unwrap().to_rgba8();
     // Even sizes, so H.264 keeps them exact.
     let upright = image::imageops::crop_imm(&upright, 0, 0, 320, 180).to_image();
@@ -1049,17 +1063,14 @@ fn rotated_video_comes_out_upright() {
 /// within one output frame, and its audio; the frames are resampled to the average rate.
 #[test]
 fn variable_frame_rate_keeps_duration_and_audio() {
-    if no_ffmpeg_on_windows() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let vfr = dir.path().join("vfr.mp4");
-    ffmpeg(&format!(
+    let Some((dir, vfr)) = make_clip(
+        "vfr.mp4",
         "-f lavfi -i testsrc2=size=160x90:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
          -t 2.9 -vf setpts='if(lt(N,30),N/30,1+(N-30)/10)/TB' -fps_mode vfr -c:v libx264 \
-         -pix_fmt yuv420p -c:a aac {}",
-        s(&vfr)
-    ));
+         -pix_fmt yuv420p -c:a aac",
+    ) else {
+        return;
+    };
     let output = dir.path().join("out.mp4");
     let out = run(&["apply", s(&vfr), "-o", s(&output), "--mode", "color"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -1093,10 +1104,9 @@ fn variable_frame_rate_keeps_duration_and_audio() {
 /// Audio shorter or longer than the video is kept as it is (no `-shortest` cut).
 #[test]
 fn audio_of_another_length_is_kept() {
-    if no_ffmpeg_on_windows() {
+    let Some(dir) = video_test_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     for (video_s, audio_s) in [("2", "1"), ("1", "2")] {
         let input = dir.path().join(format!("v{video_s}a{audio_s}.mkv"));
         ffmpeg(&format!(
@@ -1119,15 +1129,12 @@ fn audio_of_another_length_is_kept() {
 /// column/row repeated, logged; the picture itself is the input's.
 #[test]
 fn odd_frame_size_encodes() {
-    if no_ffmpeg_on_windows() {
+    let Some((dir, odd)) = make_clip(
+        "odd.mkv",
+        "-f lavfi -i testsrc2=size=640x480:rate=10 -t 0.5 -vf scale=641:479 -c:v ffv1",
+    ) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let odd = dir.path().join("odd.mkv");
-    ffmpeg(&format!(
-        "-f lavfi -i testsrc2=size=640x480:rate=10 -t 0.5 -vf scale=641:479 -c:v ffv1 {}",
-        s(&odd)
-    ));
+    };
     let output = dir.path().join("out.mp4");
     let out = run(&["apply", s(&odd), "-o", s(&output), "--blur", "0"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -1149,16 +1156,13 @@ fn odd_frame_size_encodes() {
 /// reports how many frames could not be decoded, with ffmpeg's first error line.
 #[test]
 fn damaged_video_reports_undecodable_frames() {
-    if no_ffmpeg_on_windows() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let clean = dir.path().join("clean.mp4");
-    ffmpeg(&format!(
+    let Some((dir, clean)) = make_clip(
+        "clean.mp4",
         "-f lavfi -i testsrc2=size=160x120:rate=30 -t 2 -c:v libx264 -g 10 -pix_fmt yuv420p \
-         -movflags +faststart {}",
-        s(&clean)
-    ));
+         -movflags +faststart",
+    ) else {
+        return;
+    };
     let bytes = std::fs::read(&clean).unwrap();
     let mut damaged = bytes.clone();
     // 3000 pseudo-random bytes (a fixed LCG) a third of the way in.

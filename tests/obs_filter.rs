@@ -511,6 +511,33 @@ fn nan_weights(path: &Path) -> Result<(), String> {
     std::fs::write(path, bytes).map_err(|e| e.to_string())
 }
 
+/// The embedded landscape weights with `delta` added to the last layer's bias
+/// (`final.bias`, one value: a shift of every logit, so negative values shrink the person
+/// area), written as safetensors: a valid custom weights file whose masks differ visibly.
+fn shifted_weights(path: &Path, delta: f64) -> Result<(), String> {
+    use candle_core::{DType, Device};
+    let err = |e: candle_core::Error| e.to_string();
+    let mut tensors = candle_core::safetensors::load_buffer(
+        obs_ai_background::model::LANDSCAPE_WEIGHTS,
+        &Device::Cpu,
+    )
+    .map_err(err)?;
+    let bias = tensors.get("final.bias").ok_or("no final.bias")?;
+    let shifted = (bias.to_dtype(DType::F32).map_err(err)? + delta)
+        .and_then(|b| b.to_dtype(bias.dtype()))
+        .map_err(err)?;
+    tensors.insert("final.bias".into(), shifted);
+    candle_core::safetensors::save(&tensors, path).map_err(err)
+}
+
+/// A safetensors file that is not the network's: one tensor under another name.
+fn foreign_weights(path: &Path) -> Result<(), String> {
+    let t = candle_core::Tensor::zeros((4, 4), candle_core::DType::F32, &candle_core::Device::Cpu)
+        .map_err(|e| e.to_string())?;
+    let tensors = std::collections::HashMap::from([("encoder.weight".to_string(), t)]);
+    candle_core::safetensors::save(&tensors, path).map_err(|e| e.to_string())
+}
+
 /// A PNG file of a `width` x `height` RGBA image that ends after its header (signature,
 /// IHDR, an empty IDAT, IEND; PNG spec, ISO/IEC 15948, chunk CRC-32 over type and data).
 fn png_header_only(width: u32, height: u32) -> Vec<u8> {
@@ -613,6 +640,9 @@ fn check_properties(env: &Env) -> CheckResult {
         "match_video",
         "refine",
         "model",
+        "custom_weights",
+        "custom_model",
+        "model_status",
         "device",
         "every_n_frames",
         "speed_help",
@@ -621,7 +651,7 @@ fn check_properties(env: &Env) -> CheckResult {
     let unlabeled: Vec<&str> = props
         .iter()
         .filter(|p| p.description.trim().is_empty() || p.description == p.name)
-        .filter(|p| p.name != "background_status")
+        .filter(|p| !["background_status", "model_status"].contains(&p.name.as_str()))
         .map(|p| p.name.as_str())
         .collect();
     ensure!(unlabeled.is_empty(), "no locale text for {unlabeled:?}");
@@ -662,7 +692,10 @@ fn check_properties(env: &Env) -> CheckResult {
             && visible("light_wrap")
             && !visible("blur_strength")
             && !visible("video_path")
-            && !visible("background_status"),
+            && !visible("background_status")
+            && !visible("custom_weights")
+            && !visible("custom_model")
+            && !visible("model_status"),
         "image mode shows {:?}",
         props
             .iter()
@@ -1233,7 +1266,12 @@ fn check_webcam_clip(env: &Env) -> CheckResult {
 /// Person probability of `img` by the engine on the CPU (no smoothing), at image size.
 fn engine_mask(img: &Image) -> Result<Mask, String> {
     let seg = shared_segmenter(Preset::Landscape, DeviceChoice::Cpu).map_err(|e| e.to_string())?;
-    let backend: Arc<dyn SegmentationBackend> = seg;
+    engine_mask_with(img, seg)
+}
+
+/// The engine's person probability for `img` with `backend` (no smoothing, no refinement),
+/// at the image's size.
+fn engine_mask_with(img: &Image, backend: Arc<dyn SegmentationBackend>) -> Result<Mask, String> {
     let frame = FrameRef::packed(&img.rgba, img.width, img.height, PixelFormat::Rgba)
         .map_err(|e| e.to_string())?;
     let settings = PipelineSettings {
@@ -1518,7 +1556,7 @@ fn check_bad_input(env: &Env) -> CheckResult {
     let corrupt_weights = env.tmp.path().join("weights.safetensors");
     std::fs::write(&corrupt_weights, b"not safetensors").map_err(|e| e.to_string())?;
     let br = BlurRig::new(env, id, 3)?;
-    let (rig, input) = (&br.rig, &br.input);
+    let rig = &br.rig;
     let blurred_detail = |out: &Image| br.detail(out);
     let mut lines = Vec::new();
     let cases: Vec<(&str, Value, &str)> = vec![
@@ -1565,56 +1603,56 @@ fn check_bad_input(env: &Env) -> CheckResult {
         lines.push(format!("{name}: 1 log line, blur fallback"));
     }
 
-    // Unreadable weights: one log line, the video passes through untouched.
+    // Unreadable weights (the legacy hidden weights_path, as obs-websocket can still set
+    // it): one log line, the model in use keeps running, so the background stays blurred.
+    // `custom_weights` covers the dialog's "Custom weights".
     let mark = env.host.log_mark();
     update(
         &rig.filter,
         &json!({ "mode": "blur", "weights_path": corrupt_weights }),
     );
     let out = rig.frames(env, 8).ok_or("no frame")?;
-    let n = log_contains(env, mark, "cannot load the segmenter");
-    ensure!(n == 1, "unreadable weights: {n} log lines");
-    let (_, mean, _) = diff_stats(&out, input);
-    ensure!(
-        mean < 0.5,
-        "unreadable weights: the video is not passed through (diff {mean:.2})"
+    let n = log_contains(
+        env,
+        mark,
+        "cannot load the custom weights, keeping the model",
     );
-    lines.push("bad weights: 1 log line, pass-through".into());
+    ensure!(n == 1, "unreadable weights: {n} log lines");
+    let ratio = blurred_detail(&out);
+    ensure!(
+        ratio <= 0.5,
+        "unreadable weights: the previous model stopped (detail x{ratio:.2})"
+    );
+    lines.push("bad weights: 1 log line, previous model".into());
     update(&rig.filter, &json!({ "mode": "blur", "weights_path": "" }));
     rig.frames(env, 4);
     ensure!(
         stats(&rig.filter)["error"].is_null(),
-        "no recovery after fixing the weights"
+        "an error after clearing the weights"
     );
 
     // Weights that load but hold NaN: refused at load (never "segmenter ready" and a
-    // NaN mask), one log line, pass-through, and back to blur with the embedded weights.
+    // NaN mask), one log line, the previous model keeps blurring.
     let nan = env.tmp.path().join("nan.safetensors");
     nan_weights(&nan)?;
     let mark = env.host.log_mark();
     update(&rig.filter, &json!({ "mode": "blur", "weights_path": nan }));
     let out = rig.frames(env, 8).ok_or("no frame")?;
     let (n, ready) = (
-        log_contains(env, mark, "cannot load the segmenter"),
+        log_contains(env, mark, "cannot load the custom weights"),
         log_contains(env, mark, "segmenter ready"),
     );
     ensure!(
         n == 1 && ready == 0,
         "NaN weights: {n} 'cannot load' and {ready} 'segmenter ready' log lines, expected 1 and 0"
     );
-    let (_, mean, _) = diff_stats(&out, input);
-    ensure!(
-        mean < 0.5,
-        "NaN weights: the video is not passed through (diff {mean:.2})"
-    );
-    update(&rig.filter, &json!({ "mode": "blur", "weights_path": "" }));
-    let out = rig.frames(env, SETTLE_FRAMES).ok_or("no frame")?;
     let ratio = blurred_detail(&out);
     ensure!(
-        stats(&rig.filter)["error"].is_null() && ratio <= 0.5,
-        "no blur after replacing the NaN weights (detail x{ratio:.2})"
+        ratio <= 0.5,
+        "NaN weights: the previous model stopped (detail x{ratio:.2})"
     );
-    lines.push("NaN weights: 1 log line, pass-through".into());
+    update(&rig.filter, &json!({ "mode": "blur", "weights_path": "" }));
+    lines.push("NaN weights: 1 log line, previous model".into());
 
     // A source without a picture (an image source with no file) on the program output, so
     // OBS's video thread renders it: one log line, pass-through, no crash.
@@ -1632,6 +1670,211 @@ fn check_bad_input(env: &Env) -> CheckResult {
     let n = log_contains(env, mark, "has no picture yet");
     ensure!(n == 1, "0x0 source: {n} log lines, expected 1");
     lines.push("0x0 source: 1 log line, pass-through".into());
+    Ok(lines.join("; "))
+}
+
+/// Logit shift of the custom weights file in `custom_weights` (see [`shifted_weights`]).
+const CUSTOM_SHIFT: f64 = -4.0;
+
+/// The model status line: its text when shown.
+fn model_status(filter: &Source) -> Result<Option<String>, String> {
+    let props = filter.properties();
+    let p = props
+        .iter()
+        .find(|p| p.name == "model_status")
+        .ok_or("no model status line")?;
+    ensure!(p.kind == "info", "the model status line is a {}", p.kind);
+    Ok(p.visible.then(|| p.description.clone()))
+}
+
+/// "Custom weights": a valid file is loaded and its masks are used; files that cannot be
+/// used (missing, not safetensors, the wrong tensors, NaN) keep the previous model's masks
+/// coming with one log line and the model status line; a filter that starts with a broken
+/// file runs the built-in weights; an old scene collection's hidden `weights_path` moves
+/// into the dialog's settings and keeps its file.
+fn check_custom_weights(env: &Env) -> CheckResult {
+    let id = PHOTOS[1];
+    let base = json!({ "mode": "blur", "smoothing": 0.0, "refine": false });
+    let rig = Rig::new(image_source("custom", &photo_path(env, id)), &base);
+    rig.settle(env, 3)?;
+    let input = rig.input(env);
+    let shifted = env.tmp.path().join("shifted.safetensors");
+    shifted_weights(&shifted, CUSTOM_SHIFT)?;
+    let custom_seg = obs_ai_background::Segmenter::from_file(
+        &shifted,
+        Preset::Landscape,
+        &candle_core::Device::Cpu,
+    )
+    .map_err(|e| e.to_string())?;
+    let want_custom = engine_mask_with(&input, Arc::new(custom_seg))?;
+    let want_builtin = engine_mask(&input)?;
+    let apart = mask_iou(&want_custom, &want_builtin);
+    ensure!(
+        apart < 0.97,
+        "the shifted weights' mask is too close to the built-in one (IoU {apart:.3})"
+    );
+    // IoU of the shown mask with the custom and the built-in engine masks.
+    let ious = |filter: &Source| -> Result<(f64, f64), String> {
+        let m = mask_at_frame(&shown_mask(filter).ok_or("no mask")?, &input);
+        Ok((mask_iou(&m, &want_custom), mask_iou(&m, &want_builtin)))
+    };
+    let shown = || ious(&rig.filter);
+    let (c, b) = shown()?;
+    ensure!(
+        b > c + 0.01,
+        "built-in weights: shown mask IoU {b:.3} with the built-in, {c:.3} with the custom mask"
+    );
+    let mut lines = vec![format!(
+        "built-in IoU {b:.3} (custom {c:.3}; engine masks apart: IoU {apart:.3})"
+    )];
+
+    // The custom file, picked in the dialog.
+    let mark = env.host.log_mark();
+    update(
+        &rig.filter,
+        &json!({ "model": "custom", "custom_model": "fast", "custom_weights": shifted }),
+    );
+    let start = Instant::now();
+    let (c, b) = loop {
+        rig.frame(env);
+        let (c, b) = shown()?;
+        if c > b + 0.01 && c >= 0.95 {
+            break (c, b);
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(10),
+            "custom weights not in use after 10 s: shown mask IoU {c:.3} with the custom, \
+             {b:.3} with the built-in mask; {}",
+            stats(&rig.filter)
+        );
+    };
+    let ready = log_contains(env, mark, "segmenter ready");
+    ensure!(
+        ready == 1,
+        "custom weights: {ready} 'segmenter ready' lines"
+    );
+    ensure!(
+        model_status(&rig.filter)?.is_none(),
+        "status line shown for good weights"
+    );
+    let props = rig.filter.properties();
+    let prop = |name: &str| props.iter().find(|p| p.name == name);
+    ensure!(
+        prop("model").is_some_and(|p| p.items.contains(&("custom".to_string(), true)))
+            && prop("custom_weights").is_some_and(|p| p.kind == "path" && p.visible)
+            && prop("custom_model").is_some_and(|p| {
+                p.visible && p.items.len() == 2 && !p.long_description.is_empty()
+            }),
+        "the dialog does not show the custom weights settings: {:?}",
+        props
+            .iter()
+            .filter(|p| p.name.starts_with("custom") || p.name == "model")
+            .collect::<Vec<_>>()
+    );
+    lines.push(format!(
+        "custom file: shown IoU {c:.3} with its mask (built-in {b:.3})"
+    ));
+
+    // Files that cannot be used: the custom model keeps running.
+    let broken = env.tmp.path().join("broken.safetensors");
+    std::fs::write(&broken, b"not safetensors").map_err(|e| e.to_string())?;
+    let foreign = env.tmp.path().join("foreign.safetensors");
+    foreign_weights(&foreign)?;
+    let nan = env.tmp.path().join("nan-custom.safetensors");
+    nan_weights(&nan)?;
+    let missing = env.tmp.path().join("missing.safetensors");
+    let cases = [
+        ("missing", &missing, "not found"),
+        ("not safetensors", &broken, "Cannot use the weights"),
+        ("wrong tensors", &foreign, "Cannot use the weights"),
+        ("NaN", &nan, "Cannot use the weights"),
+    ];
+    for (name, file, want_status) in cases {
+        let mark = env.host.log_mark();
+        let before = stats(&rig.filter)["uploads"].as_u64().unwrap_or(0);
+        update(&rig.filter, &json!({ "custom_weights": file }));
+        rig.frames(env, 8);
+        let n = log_contains(
+            env,
+            mark,
+            "cannot load the custom weights, keeping the model",
+        );
+        let other = log_contains(env, mark, "cannot load") - n;
+        let ready = log_contains(env, mark, "segmenter ready");
+        ensure!(
+            n == 1 && other == 0 && ready == 0,
+            "{name}: {n} 'keeping the model' lines, {other} other 'cannot load' lines, \
+             {ready} 'segmenter ready' lines; expected 1, 0, 0"
+        );
+        let after = stats(&rig.filter)["uploads"].as_u64().unwrap_or(0);
+        let (c, b) = shown()?;
+        ensure!(
+            after > before && c >= 0.95 && c > b,
+            "{name}: masks {before} -> {after}, shown IoU {c:.3} with the custom mask \
+             (built-in {b:.3}): the previous model did not keep running"
+        );
+        let status = model_status(&rig.filter)?.unwrap_or_default();
+        ensure!(
+            status.contains(want_status),
+            "{name}: model status {status:?}, expected {want_status:?}"
+        );
+        lines.push(format!("{name}: 1 log line, custom masks go on, status ok"));
+    }
+    // Back to a good file: no status line, no error.
+    update(&rig.filter, &json!({ "custom_weights": shifted }));
+    rig.frames(env, 4);
+    ensure!(
+        model_status(&rig.filter)?.is_none() && stats(&rig.filter)["error"].is_null(),
+        "status after picking good weights again: {:?}",
+        model_status(&rig.filter)?
+    );
+    drop(rig);
+
+    // A filter that starts with a broken file runs the built-in weights.
+    let mark = env.host.log_mark();
+    let rig = Rig::new(
+        image_source("custom-start", &photo_path(env, id)),
+        &json!({ "mode": "blur", "smoothing": 0.0, "refine": false, "model": "custom",
+                 "custom_weights": broken }),
+    );
+    rig.settle(env, 3)?;
+    let n = log_contains(
+        env,
+        mark,
+        "cannot load the custom weights, using the built-in",
+    );
+    let (c, b) = ious(&rig.filter)?;
+    ensure!(
+        n == 1 && b > c + 0.01,
+        "started with a broken file: {n} log lines, shown IoU {b:.3} with the built-in mask \
+         ({c:.3} custom)"
+    );
+    drop(rig);
+    lines.push("started broken: built-in weights, 1 log line".into());
+
+    // An old scene collection: the hidden weights_path with Fast.
+    let rig = Rig::new(
+        image_source("custom-legacy", &photo_path(env, id)),
+        &json!({ "mode": "blur", "smoothing": 0.0, "refine": false, "model": "fast",
+                 "weights_path": shifted }),
+    );
+    let settings = rig.filter.settings();
+    let d = settings.as_ref();
+    ensure!(
+        d.get_string("model") == "custom"
+            && d.get_string("custom_model") == "fast"
+            && Path::new(&d.get_string("custom_weights")) == shifted
+            && d.get_string("weights_path").is_empty(),
+        "legacy settings not migrated: {}",
+        d.json()
+    );
+    rig.settle(env, 3)?;
+    let (c, b) = ious(&rig.filter)?;
+    ensure!(
+        c >= 0.95 && c > b,
+        "legacy weights_path: shown IoU {c:.3} with the custom mask (built-in {b:.3})"
+    );
+    lines.push("legacy weights_path: migrated, custom masks".into());
     Ok(lines.join("; "))
 }
 
@@ -2147,6 +2390,7 @@ fn main() {
         ("live_settings", check_live_settings),
         ("source_resize", check_resize),
         ("bad_input", check_bad_input),
+        ("custom_weights", check_custom_weights),
         ("worker_faults", check_worker_faults),
         ("color_spaces", check_color_spaces),
         ("match_video", check_match_video),

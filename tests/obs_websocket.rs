@@ -39,9 +39,11 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
-/// Canvas and screenshot size (the clip is 1080x720, fitted into it).
+/// The weights file the scene collection names in the legacy hidden `weights_path`.
+const LEGACY_WEIGHTS: &str = "models/landscape.safetensors";
 /// The filter's log line once the Quality (square) model is loaded.
 const SQUARE_READY: &str = "segmenter ready: candle square";
+/// Canvas and screenshot size (the clip is 1080x720, fitted into it).
 const WIDTH: u32 = 540;
 const HEIGHT: u32 = 360;
 const CLIP: &str = "tests/fixtures/obs/webcam-livingroom-2s5.mp4";
@@ -265,10 +267,14 @@ fn config(repo: &Path, backdrop: &Path, with_plugin: bool, port: u16) -> common:
         "settings": { "is_local_file": true, "local_file": repo.join(CLIP), "looping": true },
     });
     if with_plugin {
+        // As a scene collection from before "Custom weights" stored custom weights: the
+        // hidden `weights_path` (here the shipped landscape weights, so the pictures are
+        // those of the built-in Fast model). The filter moves it into "Custom weights".
         webcam["filters"] = json!([{
             "id": common::FILTER_ID, "versioned_id": common::FILTER_ID,
             "name": FILTER, "enabled": true,
-            "settings": { "mode": "blur", "blur_strength": 16 }
+            "settings": { "mode": "blur", "blur_strength": 16, "model": "fast",
+                          "weights_path": repo.join(LEGACY_WEIGHTS) }
         }]);
     }
     let backdrop = json!({
@@ -346,6 +352,19 @@ fn run() -> Result<Vec<String>, String> {
     if filter["filterKind"] != common::FILTER_ID {
         return Err(format!("the scene's filter is {filter}"));
     }
+    // The old scene collection's hidden weights_path became the dialog's "Custom weights".
+    let fs = &filter["filterSettings"];
+    let legacy = repo.join(LEGACY_WEIGHTS);
+    if fs["model"] != "custom"
+        || fs["custom_model"] != "fast"
+        || fs["custom_weights"].as_str().map(Path::new) != Some(legacy.as_path())
+        || fs["weights_path"].as_str().is_some_and(|p| !p.is_empty())
+    {
+        return Err(format!(
+            "the legacy weights_path was not moved to Custom weights: {fs}"
+        ));
+    }
+    lines.push("legacy weights_path loaded as Custom weights (Fast)".into());
     // The filter works on the playing clip: wait for its first mask (a blurred background).
     let playing = {
         let t0 = Instant::now();

@@ -32,7 +32,7 @@
 //! spaces, see [`FRAME_SPACES`]), composited in its encoding and mapped into the render
 //! target's space ([`OutputMapping`]); `video_get_color_space` reports the source's space.
 
-use super::settings::{self, Mode, Problem, Settings};
+use super::settings::{self, Mode, ModelProblem, Problem, Settings};
 use super::worker::{Fault, Job, MaskResult, ModelKey, Worker};
 use crate::composite::{edge_sigma, MAX_BLUR_REDUCTION};
 use crate::obs::calldata::CallDataRef;
@@ -478,8 +478,9 @@ pub struct AiBackground {
     /// The mask currently in the mask texture (what the last frame was composited with).
     shown: Mutex<Option<Arc<MaskResult>>>,
     tick: AtomicU64,
-    /// The problem the status line last showed (checked every `STATUS_TICKS`).
-    status: Mutex<Option<Problem>>,
+    /// The problems the two status lines (background, model) last showed (checked every
+    /// `STATUS_TICKS`).
+    status: Mutex<(Option<Problem>, Option<ModelProblem>)>,
     /// Set by `filter_video` when an async parent delivered a new frame.
     new_async_frame: AtomicBool,
     poisoned: AtomicBool,
@@ -577,15 +578,19 @@ impl AiBackground {
         })
     }
 
-    /// [`Self::problem_for`] the settings in use.
-    fn problem(&self) -> Option<Problem> {
-        let s = self.settings.lock().clone();
-        self.problem_for(&s)
+    /// Why the weights of settings `s` are not the ones running, if they are not: what the
+    /// settings show, else the worker's refusal of the same file.
+    fn model_problem_for(&self, s: &Settings) -> Option<ModelProblem> {
+        settings::model_problem(s).or_else(|| {
+            let (key, reason) = self.worker.as_ref()?.stats().weights_error?;
+            (key == model_key(s)).then_some(ModelProblem::WeightsUnusable(key.weights, reason))
+        })
     }
 
-    /// Refreshes an open properties dialog when the status line would change.
+    /// Refreshes an open properties dialog when a status line would change.
     fn refresh_status(&self) {
-        let problem = self.problem();
+        let s = self.settings.lock().clone();
+        let problem = (self.problem_for(&s), self.model_problem_for(&s));
         let mut shown = self.status.lock();
         if *shown != problem {
             *shown = problem;
@@ -703,11 +708,7 @@ impl AiBackground {
                     let key = JobKey {
                         crc: crc.finalize(),
                         size: (w as u32, h as u32),
-                        model: ModelKey {
-                            preset: s.preset,
-                            device: s.device,
-                            weights: s.weights_path.clone(),
-                        },
+                        model: model_key(s),
                         pipeline: s.pipeline(),
                     };
                     if check_only {
@@ -1383,6 +1384,16 @@ fn load_image(path: &Path) -> Option<RgbaImage> {
 }
 
 /// Creates the private media source of a background video.
+/// The worker's model selection for settings `s`.
+fn model_key(s: &Settings) -> ModelKey {
+    ModelKey {
+        preset: s.preset,
+        device: s.device,
+        weights: s.weights_path.clone(),
+        weights_modified: s.weights_modified,
+    }
+}
+
 fn create_video(filter_name: &str, path: &Path, looping: bool) -> Option<VideoBackground> {
     if !path.exists() {
         log::warn!("background video {} not found; using blur", path.display());
@@ -1533,6 +1544,12 @@ impl VideoFilter for AiBackground {
     }
 
     fn create(data: DataRef<'_>, ctx: FilterContext) -> Self {
+        if settings::migrate(data) {
+            log::info!(
+                "'{}': the hidden weights_path setting moved to \"Custom weights\"",
+                ctx.name()
+            );
+        }
         let gpu = {
             let g = GraphicsGuard::enter();
             match Gpu::new(&g.gfx()) {
@@ -1564,7 +1581,7 @@ impl VideoFilter for AiBackground {
             bg: Mutex::new(BackgroundState::default()),
             shown: Mutex::new(None),
             tick: AtomicU64::new(0),
-            status: Mutex::new(None),
+            status: Mutex::new((None, None)),
             new_async_frame: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
         };
@@ -1588,11 +1605,14 @@ impl VideoFilter for AiBackground {
         let parent = filter.and_then(|f| f.ctx.parent().map(|p| p.name()));
         // The settings the dialog shows, which may be newer than the ones in use (updates
         // apply on the next video tick).
-        let problem = filter.and_then(|f| {
-            let data = f.ctx.as_source().settings();
-            f.problem_for(&Settings::from_data(data.as_ref()))
-        });
-        settings::properties(parent.as_deref(), problem.as_ref())
+        let (problem, model_problem) = filter
+            .map(|f| {
+                let data = f.ctx.as_source().settings();
+                let s = Settings::from_data(data.as_ref());
+                (f.problem_for(&s), f.model_problem_for(&s))
+            })
+            .unwrap_or_default();
+        settings::properties(parent.as_deref(), problem.as_ref(), model_problem.as_ref())
     }
 
     fn video_tick(&self, _seconds: f32) {

@@ -37,8 +37,21 @@ pub const S_STATUS: &str = "background_status";
 pub const S_MASK_HELP: &str = "mask_help";
 /// An info text in the dialog, never stored: how to save CPU.
 pub const S_SPEED_HELP: &str = "speed_help";
-/// Not in the dialog: a `.safetensors` file with the weights of the chosen model (same keys
-/// as `models/*.safetensors`); empty = the embedded weights.
+/// The "Custom weights" file picker (Model = [`MODEL_CUSTOM`]): a `.safetensors` file with
+/// the embedded weights' keys and shapes (`models/*.safetensors`, what `ai-background train`
+/// writes); empty = the built-in weights of [`S_CUSTOM_MODEL`].
+pub const S_CUSTOM_WEIGHTS: &str = "custom_weights";
+/// Which network a custom file is for: [`MODEL_FAST`] (landscape input `[1, 3, 144, 256]`,
+/// `ai-background train`'s default) or [`MODEL_QUALITY`] (square, `[1, 3, 256, 256]`,
+/// `train --preset square`). The file cannot say it: both presets have the same 110 tensors
+/// with the same shapes, and `train` writes no metadata.
+pub const S_CUSTOM_MODEL: &str = "custom_model";
+/// An info text in the dialog, never stored: why the custom weights cannot be used.
+pub const S_MODEL_STATUS: &str = "model_status";
+/// Legacy, not in the dialog: the hidden weights setting of scene collections from before
+/// "Custom weights" (a `.safetensors` file for the preset of [`S_MODEL`]). [`migrate`] moves
+/// it to [`S_CUSTOM_WEIGHTS`] when a filter is created; [`Settings::from_data`] still honours
+/// it when it arrives later (e.g. through obs-websocket's `SetSourceFilterSettings`).
 pub const S_WEIGHTS: &str = "weights_path";
 
 // ---- list values -------------------------------------------------------------------------
@@ -50,6 +63,7 @@ pub const MODE_COLOR: &str = "color";
 pub const MODE_TRANSPARENT: &str = "transparent";
 pub const MODEL_FAST: &str = "fast";
 pub const MODEL_QUALITY: &str = "quality";
+pub const MODEL_CUSTOM: &str = "custom";
 pub const FIT_COVER: &str = "cover";
 pub const FIT_CONTAIN: &str = "contain";
 pub const FIT_STRETCH: &str = "stretch";
@@ -75,6 +89,11 @@ pub const T_REFINE_HINT: &str = "Refine.Hint";
 pub const T_MODEL: &str = "Model";
 pub const T_MODEL_FAST: &str = "Model.Fast";
 pub const T_MODEL_QUALITY: &str = "Model.Quality";
+pub const T_MODEL_CUSTOM: &str = "Model.Custom";
+pub const T_CUSTOM_WEIGHTS: &str = "CustomWeights";
+pub const T_CUSTOM_WEIGHTS_FILTER: &str = "CustomWeights.Filter";
+pub const T_CUSTOM_MODEL: &str = "CustomModel";
+pub const T_CUSTOM_MODEL_HINT: &str = "CustomModel.Hint";
 pub const T_DEVICE: &str = "Device";
 pub const T_DEVICE_AUTO: &str = "Device.Auto";
 pub const T_DEVICE_CPU: &str = "Device.CPU";
@@ -113,6 +132,9 @@ pub const T_STATUS_NO_SOURCE: &str = "Status.NoSource";
 pub const T_STATUS_NO_SOURCES: &str = "Status.NoSources";
 pub const T_STATUS_SOURCE_MISSING: &str = "Status.SourceMissing";
 pub const T_STATUS_SOURCE_IS_SELF: &str = "Status.SourceIsSelf";
+pub const T_STATUS_NO_WEIGHTS: &str = "Status.NoWeights";
+pub const T_STATUS_WEIGHTS_MISSING: &str = "Status.WeightsMissing";
+pub const T_STATUS_WEIGHTS_UNUSABLE: &str = "Status.WeightsUnusable";
 
 /// Every locale key the filter uses (each `locale/*.ini` must define exactly these).
 #[cfg(test)]
@@ -137,6 +159,11 @@ pub const ALL_TEXT_KEYS: &[&str] = &[
     T_MODEL,
     T_MODEL_FAST,
     T_MODEL_QUALITY,
+    T_MODEL_CUSTOM,
+    T_CUSTOM_WEIGHTS,
+    T_CUSTOM_WEIGHTS_FILTER,
+    T_CUSTOM_MODEL,
+    T_CUSTOM_MODEL_HINT,
     T_DEVICE,
     T_DEVICE_AUTO,
     T_DEVICE_CPU,
@@ -175,6 +202,9 @@ pub const ALL_TEXT_KEYS: &[&str] = &[
     T_STATUS_NO_SOURCES,
     T_STATUS_SOURCE_MISSING,
     T_STATUS_SOURCE_IS_SELF,
+    T_STATUS_NO_WEIGHTS,
+    T_STATUS_WEIGHTS_MISSING,
+    T_STATUS_WEIGHTS_UNUSABLE,
 ];
 
 /// The locales shipped in `locale/` (installed to `data/locale/`).
@@ -255,8 +285,11 @@ pub struct Settings {
     pub smoothing: f32,
     /// Guided-filter edge refinement (captures at twice the model size).
     pub refine: bool,
-    /// Model preset (Fast = landscape 256x144, Quality = square 256x256).
+    /// Model preset (Fast = landscape 256x144, Quality = square 256x256); with custom
+    /// weights the one picked in [`S_CUSTOM_MODEL`].
     pub preset: Preset,
+    /// "Custom weights" is the chosen model.
+    pub custom: bool,
     /// Compute device.
     pub device: DeviceChoice,
     /// Run the segmenter on every N-th frame, `EVERY_N_RANGE`.
@@ -278,8 +311,13 @@ pub struct Settings {
     /// Delay the video by the mask's latency (up to [`super::filter::FRAME_RING`] - 1 frames)
     /// so that each frame is composited with the mask computed from it.
     pub match_video: bool,
-    /// Custom weights file (hidden setting), empty for the embedded weights.
+    /// The weights file to load: the "Custom weights" file (or the legacy hidden
+    /// [`S_WEIGHTS`]), empty for the embedded weights.
     pub weights_path: PathBuf,
+    /// Modification time of `weights_path` when the settings were read (`None`: no file,
+    /// or unreadable): a file rewritten in place (a new `ai-background train` run) is
+    /// loaded again on the next settings change.
+    pub weights_modified: Option<std::time::SystemTime>,
     /// Foreground colour estimation in the replace modes.
     pub estimate_foreground: bool,
     /// Light wrap strength, 0..1 (image, video, source and colour backgrounds).
@@ -296,6 +334,7 @@ impl Default for Settings {
             smoothing: DEFAULT_SMOOTHING,
             refine: DEFAULT_REFINE,
             preset: Preset::Landscape,
+            custom: false,
             device: DeviceChoice::Auto,
             every_n: DEFAULT_EVERY_N as u32,
             image_path: PathBuf::new(),
@@ -307,6 +346,7 @@ impl Default for Settings {
             show_mask: false,
             match_video: false,
             weights_path: PathBuf::new(),
+            weights_modified: None,
             estimate_foreground: DEFAULT_FOREGROUND,
             light_wrap: DEFAULT_LIGHT_WRAP,
         }
@@ -332,6 +372,23 @@ impl Settings {
     /// its range; unknown list values fall back to the defaults.
     pub fn from_data(d: DataRef<'_>) -> Settings {
         let device = d.get_string(S_DEVICE);
+        let model = d.get_string(S_MODEL);
+        let custom = model == MODEL_CUSTOM;
+        let (preset, weights_path) = if custom {
+            (
+                preset_of(&d.get_string(S_CUSTOM_MODEL)),
+                PathBuf::from(d.get_string(S_CUSTOM_WEIGHTS)),
+            )
+        } else {
+            (preset_of(&model), PathBuf::from(d.get_string(S_WEIGHTS)))
+        };
+        let weights_modified = (!weights_path.as_os_str().is_empty())
+            .then(|| {
+                std::fs::metadata(&weights_path)
+                    .and_then(|m| m.modified())
+                    .ok()
+            })
+            .flatten();
         Settings {
             mode: Mode::parse(&d.get_string(S_MODE)),
             blur_sigma: d
@@ -341,11 +398,8 @@ impl Settings {
             feather: unit(d.get_double(S_FEATHER)),
             smoothing: unit(d.get_double(S_SMOOTHING)),
             refine: d.get_bool(S_REFINE),
-            preset: if d.get_string(S_MODEL) == MODEL_QUALITY {
-                Preset::Square
-            } else {
-                Preset::Landscape
-            },
+            preset,
+            custom,
             device: device.parse().unwrap_or_else(|_| {
                 if !device.is_empty() {
                     log::warn!("unknown device '{device}' in the settings, using auto");
@@ -363,7 +417,8 @@ impl Settings {
             color: color_from_obs(d.get_int(S_COLOR)),
             show_mask: d.get_bool(S_SHOW_MASK),
             match_video: d.get_bool(S_MATCH_VIDEO),
-            weights_path: PathBuf::from(d.get_string(S_WEIGHTS)),
+            weights_path,
+            weights_modified,
             estimate_foreground: d.get_bool(S_FOREGROUND),
             light_wrap: unit(d.get_double(S_LIGHT_WRAP)),
         }
@@ -388,6 +443,40 @@ impl Settings {
     }
 }
 
+/// The preset of a Model list value: Quality is square, anything else Fast (landscape).
+fn preset_of(model: &str) -> Preset {
+    if model == MODEL_QUALITY {
+        Preset::Square
+    } else {
+        Preset::Landscape
+    }
+}
+
+/// Moves the legacy hidden [`S_WEIGHTS`] of an old scene collection into the dialog's
+/// "Custom weights": Model becomes [`MODEL_CUSTOM`], [`S_CUSTOM_MODEL`] the preset it was
+/// used with, [`S_CUSTOM_WEIGHTS`] the file, and [`S_WEIGHTS`] is emptied (so choosing Fast
+/// later really means the built-in weights). Returns whether anything changed. The filter
+/// calls it on its settings when it is created (scene collection load).
+pub fn migrate(d: DataRef<'_>) -> bool {
+    let legacy = d.get_string(S_WEIGHTS);
+    if legacy.is_empty() {
+        return false;
+    }
+    let model = d.get_string(S_MODEL);
+    if model != MODEL_CUSTOM {
+        let preset = if model == MODEL_QUALITY {
+            MODEL_QUALITY
+        } else {
+            MODEL_FAST
+        };
+        d.set_string(S_CUSTOM_MODEL, preset);
+        d.set_string(S_CUSTOM_WEIGHTS, &legacy);
+        d.set_string(S_MODEL, MODEL_CUSTOM);
+    }
+    d.set_string(S_WEIGHTS, "");
+    true
+}
+
 /// Writes the defaults.
 pub fn defaults(d: DataRef<'_>) {
     d.set_default_string(S_MODE, MODE_BLUR);
@@ -397,6 +486,7 @@ pub fn defaults(d: DataRef<'_>) {
     d.set_default_double(S_SMOOTHING, DEFAULT_SMOOTHING_F64);
     d.set_default_bool(S_REFINE, DEFAULT_REFINE);
     d.set_default_string(S_MODEL, MODEL_FAST);
+    d.set_default_string(S_CUSTOM_MODEL, MODEL_FAST);
     d.set_default_string(S_DEVICE, "auto");
     d.set_default_int(S_EVERY_N, DEFAULT_EVERY_N);
     d.set_default_bool(S_VIDEO_LOOP, true);
@@ -495,14 +585,78 @@ pub fn settings_problem(s: &Settings, parent: Option<&str>, sources: &[String]) 
     }
 }
 
-/// Shows `problem` in the status line, or hides the line.
-pub fn show_problem(props: PropertiesRef<'_>, problem: Option<&Problem>) {
-    if let Some(p) = props.get(S_STATUS) {
-        p.set_visible(problem.is_some());
-        if let Some(problem) = problem {
-            p.set_description(&problem.text());
+/// Why the chosen weights are not the ones running. The previous model keeps running (the
+/// built-in weights of the chosen preset when there was none): shown in the dialog's model
+/// status line; the worker also writes one log line per selection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelProblem {
+    /// "Custom weights" without a file: the built-in weights of the chosen preset run.
+    NoWeights,
+    /// The weights file does not exist.
+    WeightsMissing(PathBuf),
+    /// The worker could not load the file (not safetensors, wrong keys or shapes, NaN
+    /// output); the engine's reason, in English.
+    WeightsUnusable(PathBuf, String),
+}
+
+impl ModelProblem {
+    /// The status text in the user's language (`{path}` and `{reason}` filled in).
+    pub fn text(&self) -> String {
+        match self {
+            ModelProblem::NoWeights => text(T_STATUS_NO_WEIGHTS),
+            ModelProblem::WeightsMissing(p) => {
+                text(T_STATUS_WEIGHTS_MISSING).replace("{path}", &p.to_string_lossy())
+            }
+            ModelProblem::WeightsUnusable(p, reason) => text(T_STATUS_WEIGHTS_UNUSABLE)
+                .replace("{path}", &p.to_string_lossy())
+                .replace("{reason}", reason),
         }
     }
+}
+
+/// What can be told about the weights from the settings alone: "Custom weights" without a
+/// file, or a file that does not exist (also for the legacy hidden [`S_WEIGHTS`]).
+pub fn model_problem(s: &Settings) -> Option<ModelProblem> {
+    if s.weights_path.as_os_str().is_empty() {
+        s.custom.then_some(ModelProblem::NoWeights)
+    } else if !s.weights_path.is_file() {
+        Some(ModelProblem::WeightsMissing(s.weights_path.clone()))
+    } else {
+        None
+    }
+}
+
+/// Shows the file picker and the preset list when Model is "Custom weights", and the model
+/// status line for what the settings alone show (a file the worker refused stays reported
+/// until the filter refreshes the dialog).
+fn model_changed(props: PropertiesRef<'_>, d: DataRef<'_>) -> bool {
+    let s = Settings::from_data(d);
+    for key in [S_CUSTOM_WEIGHTS, S_CUSTOM_MODEL] {
+        if let Some(p) = props.get(key) {
+            p.set_visible(s.custom);
+        }
+    }
+    let problem = model_problem(&s);
+    if problem.is_some() || !s.custom {
+        show_status(props, S_MODEL_STATUS, problem.map(|p| p.text()));
+    }
+    true
+}
+
+/// Shows `text` in the status line `key` ([`S_STATUS`], [`S_MODEL_STATUS`]), or hides the
+/// line.
+fn show_status(props: PropertiesRef<'_>, key: &str, text: Option<String>) {
+    if let Some(p) = props.get(key) {
+        p.set_visible(text.is_some());
+        if let Some(text) = text {
+            p.set_description(&text);
+        }
+    }
+}
+
+/// Shows `problem` in the background status line, or hides the line.
+pub fn show_problem(props: PropertiesRef<'_>, problem: Option<&Problem>) {
+    show_status(props, S_STATUS, problem.map(Problem::text));
 }
 
 /// Shows the settings that belong to the selected mode, and the status line for the new
@@ -560,8 +714,13 @@ fn mode_changed(props: PropertiesRef<'_>, d: DataRef<'_>) -> bool {
 /// next to check boxes, so advice a streamer needs is an info text where it is seen):
 /// background mode and its settings, the status line (only when the background cannot be
 /// used), "Show mask" next to Threshold and Edge softness with how to tune them, then
-/// smoothing, refinement, model, device, every N frames and how to save CPU.
-pub fn properties(parent_name: Option<&str>, problem: Option<&Problem>) -> Properties {
+/// smoothing, refinement, model (with "Custom weights": the file, the preset it is for and
+/// the model status line `model_problem`), device, every N frames and how to save CPU.
+pub fn properties(
+    parent_name: Option<&str>,
+    problem: Option<&Problem>,
+    model_problem: Option<&ModelProblem>,
+) -> Properties {
     let props = Properties::new();
     let mode = props.add_string_list(S_MODE, &text(T_MODE), false);
     for (value, key) in [
@@ -654,6 +813,28 @@ pub fn properties(parent_name: Option<&str>, problem: Option<&Problem>) -> Prope
     let model = props.add_string_list(S_MODEL, &text(T_MODEL), false);
     model.list_add_string(&text(T_MODEL_FAST), MODEL_FAST);
     model.list_add_string(&text(T_MODEL_QUALITY), MODEL_QUALITY);
+    model.list_add_string(&text(T_MODEL_CUSTOM), MODEL_CUSTOM);
+    model.set_modified_callback(model_changed);
+    props
+        .add_path(
+            S_CUSTOM_WEIGHTS,
+            &text(T_CUSTOM_WEIGHTS),
+            PathKind::File,
+            &text(T_CUSTOM_WEIGHTS_FILTER),
+        )
+        .set_modified_callback(model_changed);
+    let custom = props.add_string_list(S_CUSTOM_MODEL, &text(T_CUSTOM_MODEL), false);
+    custom.list_add_string(&text(T_MODEL_FAST), MODEL_FAST);
+    custom.list_add_string(&text(T_MODEL_QUALITY), MODEL_QUALITY);
+    custom.set_long_description(&text(T_CUSTOM_MODEL_HINT));
+    custom.set_modified_callback(model_changed);
+    let model_status = props.add_info(S_MODEL_STATUS, " ");
+    model_status.set_info_warning();
+    show_status(
+        props.as_ref(),
+        S_MODEL_STATUS,
+        model_problem.map(ModelProblem::text),
+    );
 
     let device = props.add_string_list(S_DEVICE, &text(T_DEVICE), false);
     device.list_add_string(&text(T_DEVICE_AUTO), "auto");
@@ -749,7 +930,7 @@ mod tests {
         for locale in LOCALES {
             for (key, value) in read_locale(locale) {
                 let en = &english[&key];
-                for placeholder in ["{path}", "{name}"] {
+                for placeholder in ["{path}", "{name}", "{reason}"] {
                     assert_eq!(
                         value.contains(placeholder),
                         en.contains(placeholder),
@@ -819,6 +1000,73 @@ mod tests {
             Some(Problem::SourceIsSelf("Cam".into()))
         );
         assert_eq!(check(&with(Mode::Source, none, "Browser"), &sources), None);
+    }
+
+    #[test]
+    fn custom_weights_picker_filters_safetensors() {
+        for locale in LOCALES {
+            let entries: std::collections::HashMap<String, String> =
+                read_locale(locale).into_iter().collect();
+            assert!(
+                entries[T_CUSTOM_WEIGHTS_FILTER].contains("(*.safetensors)"),
+                "{locale}: {}",
+                entries[T_CUSTOM_WEIGHTS_FILTER]
+            );
+        }
+    }
+
+    #[test]
+    fn custom_weights_and_the_legacy_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mine.safetensors");
+        std::fs::write(&file, b"x").unwrap();
+        let file_str = file.to_str().unwrap();
+        let read = |json: &str| {
+            let d = crate::obs::data::Data::from_json(json).unwrap();
+            defaults(d.as_ref());
+            (Settings::from_data(d.as_ref()), d)
+        };
+        // The dialog's "Custom weights": the file and the preset it is for.
+        let (s, _) = read(&format!(
+            r#"{{"model": "custom", "custom_model": "quality", "custom_weights": "{file_str}"}}"#
+        ));
+        assert!(s.custom && s.preset == Preset::Square && s.weights_path == file);
+        assert!(s.weights_modified.is_some());
+        assert_eq!(model_problem(&s), None);
+        // Fast / Quality ignore the picker's file.
+        let (s, _) = read(&format!(
+            r#"{{"model": "quality", "custom_weights": "{file_str}"}}"#
+        ));
+        assert!(!s.custom && s.preset == Preset::Square && s.weights_path.as_os_str().is_empty());
+        assert_eq!(model_problem(&s), None);
+        // No file yet; a file that is not there.
+        let (s, _) = read(r#"{"model": "custom"}"#);
+        assert!(s.custom && s.preset == Preset::Landscape);
+        assert_eq!(model_problem(&s), Some(ModelProblem::NoWeights));
+        let missing = dir.path().join("gone.safetensors");
+        let (s, _) = read(&format!(
+            r#"{{"model": "custom", "custom_weights": "{}"}}"#,
+            missing.to_str().unwrap()
+        ));
+        assert_eq!(
+            model_problem(&s),
+            Some(ModelProblem::WeightsMissing(missing))
+        );
+        // An old scene collection: the hidden weights_path with Quality is used as it is,
+        // and `migrate` moves it into the dialog's settings.
+        let (old, d) = read(&format!(
+            r#"{{"model": "quality", "weights_path": "{file_str}"}}"#
+        ));
+        assert!(!old.custom && old.preset == Preset::Square && old.weights_path == file);
+        assert!(migrate(d.as_ref()));
+        assert!(!migrate(d.as_ref()), "migrates once");
+        let s = Settings::from_data(d.as_ref());
+        assert!(s.custom && s.preset == Preset::Square && s.weights_path == file);
+        assert_eq!(d.as_ref().get_string(S_WEIGHTS), "");
+        // Nothing to migrate without the legacy setting.
+        let (_, d) = read(r#"{"model": "fast"}"#);
+        assert!(!migrate(d.as_ref()));
+        assert_eq!(d.as_ref().get_string(S_MODEL), MODEL_FAST);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! frame replaces one the worker has not started, so the worker always works on the newest
 //! frame and never queues up). The worker owns a [`MaskPipeline`]; settings travel with each
 //! frame, so changes apply on the next one. A model or device change swaps the segmenter,
-//! loaded here, never on the render thread. The newest mask is published for
+//! loaded here, never on the render thread. Custom weights that cannot be loaded keep the
+//! segmenter that was running (with none, the built-in weights of the same preset), with one
+//! log line per selection and [`WorkerStats::weights_error`] for the dialog's status line. The newest mask is published for
 //! [`Worker::latest`]; nothing the render thread calls waits for inference (the locks it
 //! takes are only held for pointer swaps).
 //!
@@ -27,7 +29,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Wait after the first failed frame before the worker tries again (100 ms: three frames at
 /// 30 fps, short enough that a one-off fault costs no visible time).
@@ -53,6 +55,20 @@ pub struct ModelKey {
     pub device: DeviceChoice,
     /// Custom weights file, empty for the embedded weights.
     pub weights: PathBuf,
+    /// The file's modification time when the settings were read: a file rewritten in place
+    /// is a new selection (loaded again, or retried after a failure).
+    pub weights_modified: Option<SystemTime>,
+}
+
+impl ModelKey {
+    /// The same preset and device with the embedded weights.
+    fn built_in(&self) -> ModelKey {
+        ModelKey {
+            weights: PathBuf::new(),
+            weights_modified: None,
+            ..self.clone()
+        }
+    }
 }
 
 /// A fault [`Worker::inject_faults`] makes the worker act out, as the real ones would show.
@@ -134,6 +150,9 @@ pub struct WorkerStats {
     pub model_id: usize,
     /// The last error, if the worker cannot produce masks.
     pub error: Option<String>,
+    /// The custom weights selection the worker refused, and why (the previous model, or the
+    /// built-in weights, keep running). Cleared by the next successful load.
+    pub weights_error: Option<(ModelKey, String)>,
     /// Frames that failed (panic, inference error, non-finite mask) since the start.
     pub faults: u64,
     /// Frames skipped while waiting to retry after a fault.
@@ -350,7 +369,10 @@ fn run(shared: &Shared) {
             }
         };
         // In back-off, frames wait; a different model selection is tried at once.
-        let same_model = loaded.as_ref().is_some_and(|l| l.key == job.model);
+        // A refused custom file keeps the previous model: that one is in use for this job.
+        let same_model = loaded
+            .as_ref()
+            .is_some_and(|l| l.key == job.model || failed.as_ref() == Some(&job.model));
         if same_model && health.retry_at.is_some_and(|t| Instant::now() < t) {
             shared.stats.lock().backoff_skipped += 1;
             recycle(shared, job.pixels);
@@ -419,14 +441,41 @@ fn process(
     serial: &mut u64,
     spare: &mut Option<Arc<MaskResult>>,
 ) -> Outcome {
-    if loaded.as_ref().is_none_or(|l| l.key != job.model) {
-        if failed.as_ref() == Some(&job.model) {
-            return Outcome::Skipped;
-        }
-        *loaded = None;
+    if loaded.as_ref().is_none_or(|l| l.key != job.model) && failed.as_ref() != Some(&job.model) {
         let t = Instant::now();
-        match load(&job.model) {
-            Ok(seg) => {
+        let custom = !job.model.weights.as_os_str().is_empty();
+        let result = load(&job.model);
+        if let Err(e) = &result {
+            *failed = Some(job.model.clone());
+            if custom {
+                shared.stats.lock().weights_error = Some((job.model.clone(), e.clone()));
+            }
+        }
+        // A custom file that cannot be used keeps the previous model; with none running,
+        // the built-in weights of the same preset take its place.
+        let result = match result {
+            Err(e) if custom => match loaded.as_ref() {
+                Some(l) => {
+                    log::error!(
+                        "cannot load the custom weights, keeping the model in use ({}): {e}",
+                        l.pipeline.backend().describe()
+                    );
+                    None
+                }
+                None => {
+                    log::error!(
+                        "cannot load the custom weights, using the built-in {} weights: {e}",
+                        job.model.preset
+                    );
+                    let key = job.model.built_in();
+                    Some(load(&key).map(|seg| (key, seg)))
+                }
+            },
+            other => Some(other.map(|seg| (job.model.clone(), seg))),
+        };
+        match result {
+            None => {}
+            Some(Ok((key, seg))) => {
                 let describe = seg.describe();
                 log::info!(
                     "segmenter ready: {describe} ({} ms)",
@@ -436,18 +485,21 @@ fn process(
                 stats.model = describe;
                 stats.model_id = Arc::as_ptr(&seg) as usize;
                 stats.error = None;
+                if key == job.model {
+                    stats.weights_error = None;
+                    *failed = None;
+                }
                 drop(stats);
-                *failed = None;
                 let backend: Arc<dyn SegmentationBackend> = seg;
                 *loaded = Some(Loaded {
-                    key: job.model.clone(),
+                    key,
                     pipeline: MaskPipeline::new(backend),
                 });
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 log::error!("cannot load the segmenter, passing the video through: {e}");
                 shared.stats.lock().error = Some(e);
-                *failed = Some(job.model.clone());
+                *loaded = None;
                 *shared.latest.lock() = None;
                 return Outcome::Skipped;
             }
