@@ -61,18 +61,20 @@ pub const MOTION_CHANGE: f32 = 0.7;
 /// Change of the model input's luma (0..1, mean absolute change over a 3x3 window at the model
 /// resolution) since the previous frame up to which a pixel of [`TemporalSmoother`] counts as
 /// fully still.
-pub const STILL_CHANGE: f32 = 1.5 / 255.0;
+pub const STILL_CHANGE: f32 = 3.0 / 255.0;
 
 /// Luma change since the previous frame (0..1, as [`STILL_CHANGE`]) from which a pixel counts
 /// as fully moving; in between the still gate falls off as a smoothstep.
-pub const MOVING_CHANGE: f32 = 6.0 / 255.0;
+pub const MOVING_CHANGE: f32 = 12.0 / 255.0;
 
 /// Half-width (probability units) of the hysteresis band of a fully still pixel at smoothing
 /// strength 1: [`still_band`].
-pub const MAX_STILL_BAND: f32 = 0.6;
+pub const MAX_STILL_BAND: f32 = 0.9;
 
 /// Half-width (probability units) of the hysteresis band of a fully still pixel at smoothing
-/// strength `strength` (0..1): `MAX_STILL_BAND * strength`, 0.3 at the default 0.5.
+/// strength `strength` (0..1): `MAX_STILL_BAND * strength`, 0.45 at the default 0.5 (at 0.5 and above a
+/// still pixel's label can only change through the IoU bound or a swing of the network past
+/// the far side of the band).
 pub fn still_band(strength: f32) -> f32 {
     MAX_STILL_BAND * strength.clamp(0.0, 1.0)
 }
