@@ -188,13 +188,7 @@ impl TemporalSmoother {
         let band = still_band(strength);
         let warm = self.prev_luma.len() == n && self.state.len() == n;
         if warm && band > 0.0 {
-            self.change.clear();
-            self.change.extend(
-                self.luma
-                    .iter()
-                    .zip(&self.prev_luma)
-                    .map(|(a, b)| (a - b).abs()),
-            );
+            abs_diff(&self.luma, &self.prev_luma, &mut self.change);
             self.gate.resize(n, 0.0);
             self.boxf.apply(&self.change, &mut self.gate, w, h, 1);
             // From here on `gate` holds each pixel's band at k = 1.
@@ -249,6 +243,12 @@ impl TemporalSmoother {
             inter as f64 / union as f64
         }
     }
+}
+
+/// `out[i] = |a[i] - b[i]|` (`out` resized to the inputs' length).
+pub(crate) fn abs_diff(a: &[f32], b: &[f32], out: &mut Vec<f32>) {
+    out.clear();
+    out.extend(a.iter().zip(b).map(|(x, y)| (x - y).abs()));
 }
 
 /// Mean absolute change (0..1) of a coarse luma thumbnail above which a frame is a scene cut
