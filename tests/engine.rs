@@ -200,9 +200,10 @@ fn smoothing_damps_flicker_on_a_still_webcam() {
     );
 }
 
-/// With fast motion (a thumb pushed at the camera), full smoothing (strength 1: still pixels
-/// hold with weight 0.99) still follows the person: every smoothed mask matches the unsmoothed
-/// one of the same frame to IoU 0.96 (0.97 at the default strength, tested above).
+/// With fast motion (a thumb pushed at the camera), full smoothing (strength 1: a band of 1.8,
+/// every still pixel held as far as the IoU bound allows) still follows the person: every
+/// smoothed mask matches the unsmoothed one of the same frame to IoU 0.96 (0.97 at the default
+/// strength, tested above).
 #[test]
 fn smoothing_does_not_lag_behind_motion() {
     if cfg!(windows) && !obs_ai_background::video::ffprobe_available() {
