@@ -306,13 +306,7 @@ impl TemporalMeter {
         }));
         let t = self.threshold;
         if self.frames > 0 {
-            self.change.clear();
-            self.change.extend(
-                self.luma
-                    .iter()
-                    .zip(&self.prev_luma)
-                    .map(|(a, b)| (a - b).abs()),
-            );
+            crate::postprocess::abs_diff(&self.luma, &self.prev_luma, &mut self.change);
             self.change3.resize(w * h, 0.0);
             self.boxf.apply(&self.change, &mut self.change3, w, h, 1);
             let (mut flips, mut still_flips, mut still, mut dp) = (0u64, 0u64, 0u64, 0.0f64);

@@ -200,9 +200,10 @@ fn smoothing_damps_flicker_on_a_still_webcam() {
     );
 }
 
-/// With fast motion (a thumb pushed at the camera), full smoothing (strength 1: still pixels
-/// hold with weight 0.99) still follows the person: every smoothed mask matches the unsmoothed
-/// one of the same frame to IoU 0.96 (0.97 at the default strength, tested above).
+/// With fast motion (a thumb pushed at the camera), full smoothing (strength 1: a band of 1.8,
+/// every still pixel held as far as the IoU bound allows) still follows the person: every
+/// smoothed mask matches the unsmoothed one of the same frame to IoU 0.96 (0.97 at the default
+/// strength, tested above).
 #[test]
 fn smoothing_does_not_lag_behind_motion() {
     if cfg!(windows) && !obs_ai_background::video::ffprobe_available() {
@@ -223,10 +224,11 @@ fn smoothing_does_not_lag_behind_motion() {
     );
 }
 
-/// At the default strength, the motion-gated smoother calms the still area of the desk clip
-/// (label changes of still pixels, `eval-video`'s still-area flicker rate) to half the raw
+/// At the default strength, the motion-gated hysteresis calms the still area (label changes
+/// of still pixels, `eval-video`'s still-area flicker rate) of both clips to a third of the raw
 /// model's or less, while on the fast thumbs-up clip every mask keeps IoU >= 0.97 with the
-/// raw one of the same frame. Both from one run each, raw and smoothed side by side.
+/// raw one of the same frame (issue 7, item 4). Both from one run each, raw and smoothed side
+/// by side.
 #[test]
 fn default_smoothing_calms_still_pixels_and_follows_motion() {
     if cfg!(windows) && !obs_ai_background::video::ffprobe_available() {
@@ -254,14 +256,14 @@ fn default_smoothing_calms_still_pixels_and_follows_motion() {
         raw.still_flicker_rate, desk.smoothed.still_flicker_rate
     );
     assert!(raw.still_flicker_rate > 0.0);
-    assert!(ratio <= 0.55, "still-area flicker {ratio:.2}x raw");
+    assert!(ratio <= 1.0 / 3.0, "still-area flicker {ratio:.2}x raw");
     let thumbs = run("thumbs-up-360p-2s.mp4");
     let worst = thumbs.worst_iou_vs_raw.unwrap();
     let ratio =
         thumbs.smoothed.still_flicker_rate / thumbs.raw.as_ref().unwrap().still_flicker_rate;
     eprintln!("thumbs-up: worst IoU vs raw {worst:.4}, still-area flicker {ratio:.2}x raw");
     assert!(worst >= 0.97, "worst per-frame IoU against raw {worst:.4}");
-    assert!(ratio <= 0.33, "still-area flicker {ratio:.2}x raw");
+    assert!(ratio <= 1.0 / 3.0, "still-area flicker {ratio:.2}x raw");
 }
 
 /// A cut from one clip to another is detected, no frame within a clip is, and after the cut
