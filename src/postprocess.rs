@@ -193,8 +193,15 @@ impl TemporalSmoother {
         } else {
             self.ref_luma.clear();
             self.ref_luma.extend_from_slice(&self.luma);
+            // Size now what the next frames compare with, so they allocate nothing.
+            self.change.resize(n, 0.0);
+            self.drift.resize(n, 0.0);
+            self.boxf.apply(&self.luma, &mut self.gate, w, h, 1);
+            self.gate.fill(0.0);
         }
         std::mem::swap(&mut self.prev_luma, &mut self.luma);
+        self.luma.clear();
+        self.luma.reserve(n);
         self.blend(probability, strength, still_weight(strength));
         // A held pixel keeps the picture its state was made from; a pixel that follows the
         // new frame takes the new picture.
@@ -323,6 +330,8 @@ impl SceneCutDetector {
                 / (tw * th) as f32
         });
         std::mem::swap(&mut self.previous, &mut self.current);
+        self.current.clear();
+        self.current.reserve(tw * th);
         change
     }
 }
