@@ -614,6 +614,7 @@ fn check_properties(env: &Env) -> CheckResult {
         "refine",
         "model",
         "device",
+        "cpu_threads",
         "every_n_frames",
         "speed_help",
     ];

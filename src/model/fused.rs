@@ -195,9 +195,19 @@ fn split2<F>(
             let f = &f;
             h.join(
                 #[inline(always)]
-                || simd(|| f(0, lo, s0)),
+                || {
+                    simd(
+                        #[inline(always)]
+                        || f(0, lo, s0),
+                    )
+                },
                 #[inline(always)]
-                || simd(|| f(mid, hi, s1)),
+                || {
+                    simd(
+                        #[inline(always)]
+                        || f(mid, hi, s1),
+                    )
+                },
             );
         }
         _ => simd(
