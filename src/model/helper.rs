@@ -8,6 +8,9 @@
 //! tens of microseconds to wake, as long as a whole layer.
 //!
 //! Between frames the helper sleeps (`std::thread::park`), so an idle filter costs no CPU.
+//! When the helper has not picked up its half by the time the caller finished its own (a busy
+//! machine: the helper is waiting for a core), the caller takes it back and runs it itself,
+//! so two threads on a loaded machine cost little more than one.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -23,6 +26,8 @@ const IDLE: u8 = 0;
 const POSTED: u8 = 1;
 const DONE: u8 = 2;
 const STOP: u8 = 3;
+/// The helper claimed the posted job and is running it.
+const TAKEN: u8 = 4;
 
 /// A type-erased `FnOnce` living on the caller's stack: `run(data)` takes it out and calls it.
 #[derive(Clone, Copy)]
@@ -89,7 +94,13 @@ impl Helper {
                     || matches!(theirs.state.load(Ordering::Acquire), POSTED | STOP),
                     thread::park,
                 );
-                match theirs.state.load(Ordering::Acquire) {
+                let claimed = theirs.state.compare_exchange(
+                    POSTED,
+                    TAKEN,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                );
+                match claimed.unwrap_or_else(|now| now) {
                     POSTED => {
                         // SAFETY: see `Inner`; the caller keeps the closure alive until DONE.
                         let job = unsafe { (*theirs.job.get()).take() };
@@ -152,6 +163,19 @@ impl Helper {
         }
         let guard = WaitDone(&self.inner);
         let r = a();
+        // Not picked up yet: take the job back and run it here.
+        if self
+            .inner
+            .state
+            .compare_exchange(POSTED, DONE, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            // SAFETY: the helper failed (or will fail) its claim, so it never reads `job` now.
+            unsafe { *self.inner.job.get() = None };
+            if let Some(b) = slot.take() {
+                b();
+            }
+        }
         drop(guard);
         if self.inner.panicked.swap(false, Ordering::Relaxed) {
             panic!("the network's helper thread panicked");
