@@ -569,7 +569,7 @@ impl FusedNet {
             4 * w2,
             1,
             #[inline(always)]
-            |first, part, s| op.run_rows(src, 16, h2, w2, first, part, s),
+            |first, part, s| op.run_rows(src, h2, w2, first, part, s),
         );
     }
 

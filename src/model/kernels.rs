@@ -939,20 +939,20 @@ unsafe fn gemm_block_avx2(
 
 impl TransposedConv2x2Sigmoid {
     /// Output rows `2 * first .. 2 * (first + n)` (`out` holds `n` pairs of output rows,
-    /// `2 * n * 2w` values) from input rows `first..first + n` of `input` `[c, h, w]`.
-    /// `acc` is reused scratch (`4w` values, grown once). Call under [`simd`].
+    /// `2 * n * 2w` values) from input rows `first..first + n` of `input` `[C, h, w]`, `C`
+    /// being the channels of the weights. `acc` is reused scratch (`4w` values, grown once).
+    /// Call under [`simd`].
     #[inline(always)]
     pub fn run_rows(
         &self,
         input: &[f32],
-        c: usize,
         h: usize,
         w: usize,
         first: usize,
         out: &mut [f32],
         acc: &mut Vec<f32>,
     ) {
-        let plane = h * w;
+        let (plane, c) = (h * w, self.weight.len() / 4);
         if acc.len() < 4 * w {
             acc.resize(4 * w, 0.0);
         }
