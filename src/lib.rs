@@ -15,6 +15,7 @@
 //! refinement) → [`mask::Mask`] at frame size → threshold and feather
 //! ([`postprocess::threshold_feather`]) → [`composite`].
 
+pub mod alloc;
 pub mod composite;
 pub mod device;
 pub mod error;
@@ -38,11 +39,9 @@ mod plugin;
 
 pub use error::{EngineError, Result};
 
-/// mimalloc for the Rust allocations of this crate (in OBS: only this module's). The network
-/// allocates a fresh tensor per layer; glibc returned those pages to the kernel and faulted
-/// them back in on every frame (page-fault time in a profile of `ai-background bench`).
+/// mimalloc with allocation counters ([`alloc`]).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::CountingMiMalloc = alloc::CountingMiMalloc;
 pub use frame::{FrameRef, PixelFormat};
 pub use mask::Mask;
 pub use model::{Preset, Segmenter};

@@ -5,7 +5,7 @@ use std::path::Path;
 
 /// A `width` x `height` plane of values in 0..1, row-major (person probability, or alpha
 /// after threshold and feather).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Mask {
     /// Width in pixels.
     pub width: usize,
@@ -13,6 +13,24 @@ pub struct Mask {
     pub height: usize,
     /// `width * height` values, row-major.
     pub data: Vec<f32>,
+}
+
+impl Clone for Mask {
+    fn clone(&self) -> Self {
+        Self {
+            width: self.width,
+            height: self.height,
+            data: self.data.clone(),
+        }
+    }
+
+    /// Copies into the existing buffer (no allocation when it is large enough): the OBS
+    /// worker publishes every mask this way.
+    fn clone_from(&mut self, source: &Self) {
+        self.width = source.width;
+        self.height = source.height;
+        self.data.clone_from(&source.data);
+    }
 }
 
 impl Mask {

@@ -31,6 +31,9 @@ pub struct PipelineSettings {
     pub refine: bool,
     /// Radius and epsilon of the refinement.
     pub refine_settings: RefineSettings,
+    /// CPU threads for the network: 1 (the calling thread), or 2 with a helper thread that
+    /// takes half of every layer ([`crate::model::fused`]; other back ends ignore it).
+    pub threads: usize,
 }
 
 impl Default for PipelineSettings {
@@ -39,6 +42,7 @@ impl Default for PipelineSettings {
             smoothing: DEFAULT_SMOOTHING,
             refine: false,
             refine_settings: RefineSettings::default(),
+            threads: 1,
         }
     }
 }
@@ -87,6 +91,9 @@ pub struct MaskPipeline {
     guided: GuidedFilter,
     upsampler: GuidedUpsampler,
     resizer: PlaneResizer,
+    /// The probability to the refinement capture size: a resizer of its own keeps its
+    /// sample tables (the guide's sizes differ), so a warm frame allocates nothing.
+    p_resizer: PlaneResizer,
     timings: StageTimings,
 }
 
@@ -111,6 +118,7 @@ impl MaskPipeline {
             guided: GuidedFilter::default(),
             upsampler: GuidedUpsampler::default(),
             resizer: PlaneResizer::default(),
+            p_resizer: PlaneResizer::default(),
             timings: StageTimings::default(),
         }
     }
@@ -186,7 +194,8 @@ impl MaskPipeline {
             self.smoother.reset();
         }
         let t1 = Instant::now();
-        self.backend.segment(input, &mut self.probability)?;
+        self.backend
+            .segment_threads(input, &mut self.probability, settings.threads)?;
         let t2 = Instant::now();
         self.smoother
             .apply_gated(&mut self.probability, input, mw, mh, settings.smoothing);
@@ -204,7 +213,7 @@ impl MaskPipeline {
                 &self.guide_small
             };
             self.p_capture.resize(cw * ch, 0.0);
-            self.resizer
+            self.p_resizer
                 .resize(&self.probability, (mw, mh), &mut self.p_capture, (cw, ch));
             let radius = rs.radius_for(ch, mh);
             let (a, b) =

@@ -223,8 +223,14 @@ impl TemporalSmoother {
         } else {
             self.state.clear();
             self.state.extend_from_slice(probability);
+            // Size now what the next frames compare with, so they allocate nothing.
+            self.change.resize(n, 0.0);
+            self.gate.resize(n, 0.0);
+            self.boxf.apply(&self.luma, &mut self.gate, w, h, 1);
         }
         std::mem::swap(&mut self.prev_luma, &mut self.luma);
+        self.luma.clear();
+        self.luma.reserve(n);
     }
 
     /// IoU of the hard masks (at [`BUDGET_THRESHOLD`]) of the network's `raw` values and of
@@ -326,6 +332,8 @@ impl SceneCutDetector {
                 / (tw * th) as f32
         });
         std::mem::swap(&mut self.previous, &mut self.current);
+        self.current.clear();
+        self.current.reserve(tw * th);
         change
     }
 }

@@ -256,6 +256,7 @@ fn guided_upsampling_at_stream_sizes() {
             capture_scale: scale,
             ..Default::default()
         },
+        ..Default::default()
     };
     println!("| size | path | mean IoU | boundary F (tolerance) |\n|---|---|---|---|");
     for (w, h) in [(1280usize, 720usize), (1920, 1080)] {

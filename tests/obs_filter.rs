@@ -644,6 +644,7 @@ fn check_properties(env: &Env) -> CheckResult {
         "custom_model",
         "model_status",
         "device",
+        "cpu_threads",
         "every_n_frames",
         "speed_help",
     ];
@@ -897,6 +898,34 @@ fn check_transparent_iou(env: &Env) -> CheckResult {
         .join(", ");
     ensure!(ious.iter().all(|x| x.1 >= 0.85), "IoU below 0.85: {detail}");
     Ok(format!("IoU mean {mean:.3} ({detail})"))
+}
+
+/// "CPU threads" 2: the worker splits the network with a helper thread; the network's output
+/// is bit-identical to one thread's, so the settled cut-out of a still photo is the same.
+fn check_cpu_threads(env: &Env) -> CheckResult {
+    let id = PHOTOS[0];
+    let alpha = |threads: i64| -> Result<Vec<u8>, String> {
+        let rig = Rig::new(
+            image_source(id, &photo_path(env, id)),
+            &json!({ "mode": "transparent", "cpu_threads": threads }),
+        );
+        let out = rig.settle(env, SETTLE_FRAMES)?;
+        Ok(out.rgba.chunks_exact(4).map(|p| p[3]).collect())
+    };
+    let (one, two) = (alpha(1)?, alpha(2)?);
+    ensure!(one.len() == two.len(), "sizes differ");
+    let differ = one.iter().zip(&two).filter(|(a, b)| a != b).count();
+    let person = two.iter().filter(|&&a| a >= 128).count();
+    ensure!(person > two.len() / 10, "no person cut out with 2 threads");
+    ensure!(
+        differ * 1000 <= one.len(),
+        "{differ} of {} alpha values differ between 1 and 2 threads",
+        one.len()
+    );
+    Ok(format!(
+        "{differ} of {} alpha values differ, person {person} px",
+        one.len()
+    ))
 }
 
 /// Blur mode: background detail drops by half or more, the person stays as it was.
@@ -2382,6 +2411,7 @@ fn main() {
         ("registration", check_registration),
         ("properties", check_properties),
         ("transparent_iou", check_transparent_iou),
+        ("cpu_threads", check_cpu_threads),
         ("blur_detail", check_blur),
         ("gpu_matches_cpu", check_gpu_matches_cpu),
         ("backgrounds", check_backgrounds),

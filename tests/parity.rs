@@ -97,6 +97,27 @@ fn square_matches_tflite() {
     check_preset(Preset::Square, &seg);
 }
 
+/// Two threads split every layer by output channels (rows of the output layer), which does not
+/// change any sum's order: the output equals one thread's bit for bit, on every fixture, and
+/// repeatedly (the helper thread is reused across frames).
+#[test]
+fn two_threads_equal_one() {
+    for preset in Preset::ALL {
+        let seg = Segmenter::new(preset, &Device::Cpu).unwrap();
+        let (w, h) = preset.input_size();
+        for (id, input, reference) in fixtures(preset) {
+            let mut one = vec![0f32; w * h];
+            seg.segment_threads(&input, &mut one, 1).unwrap();
+            for _ in 0..3 {
+                let mut two = vec![f32::NAN; w * h];
+                seg.segment_threads(&input, &mut two, 2).unwrap();
+                assert!(one == two, "{preset} {id}: 2 threads differ from 1");
+            }
+            assert!(compare(&one, &reference).0 <= 1e-4, "{preset} {id}");
+        }
+    }
+}
+
 /// The stock-op path (what CUDA and Metal run) must agree with the custom CPU kernels.
 #[test]
 fn stock_ops_match_cpu_kernels() {

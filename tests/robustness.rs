@@ -108,6 +108,7 @@ proptest! {
                 epsilon,
                 ..Default::default()
             },
+            ..Default::default()
         };
         let mut pipeline = MaskPipeline::new(segmenter());
         pipeline.process(&frame, &settings).unwrap();

@@ -106,6 +106,12 @@ enum Command {
         /// the fused CPU kernels, interleaved, and print tensor operations per frame.
         #[arg(long, value_enum)]
         path: Option<NetPath>,
+        /// CPU threads for the network, 1 or 2 (the filter's "CPU threads"). Several, comma
+        /// separated (`1,2`): time the fused network alone on each, interleaved frame by
+        /// frame, and print the medians and each one's speed-up over the first.
+        #[arg(long, value_delimiter = ',', default_value = "1",
+              value_parser = clap::value_parser!(u16).range(1..=2))]
+        threads: Vec<u16>,
         #[command(flatten)]
         model: ModelArgs,
     },
@@ -335,6 +341,7 @@ impl ModelArgs {
                 epsilon: self.refine_eps,
                 ..Default::default()
             },
+            ..Default::default()
         }
     }
 }
@@ -432,6 +439,13 @@ fn main() {
             frames,
             image,
             model,
+            threads,
+            ..
+        } if threads.len() > 1 => bench_threads(&threads, frames, image.as_deref(), &model),
+        Command::Bench {
+            frames,
+            image,
+            model,
             path: Some(path),
             ..
         } => bench_network(path, frames, image.as_deref(), &model),
@@ -442,7 +456,15 @@ fn main() {
             image,
             model,
             path: None,
-        } => bench(size, frames, mode, image.as_deref(), &model),
+            threads,
+        } => bench(
+            size,
+            frames,
+            mode,
+            image.as_deref(),
+            &model,
+            threads[0].into(),
+        ),
         Command::Train(args) => train(&args),
     };
     if let Err(e) = result {
@@ -779,6 +801,7 @@ fn bench(
     mode: Mode,
     image: Option<&Path>,
     model: &ModelArgs,
+    threads: usize,
 ) -> Result<()> {
     let photo = image.map(Path::to_path_buf).unwrap_or_else(demo_photo);
     let src = load_rgba(&photo)?;
@@ -788,7 +811,10 @@ fn bench(
     let backend = model.backend()?;
     let describe = backend.describe();
     let mut pipeline = MaskPipeline::new(backend);
-    let settings = model.pipeline_settings(obs_ai_background::pipeline::DEFAULT_SMOOTHING);
+    let settings = PipelineSettings {
+        threads,
+        ..model.pipeline_settings(obs_ai_background::pipeline::DEFAULT_SMOOTHING)
+    };
     let mut compositor = Compositor::default();
     let colour_bg = RgbaImage::from_pixel(64, 36, image::Rgba([20, 120, 200, 255]));
     let background = match mode {
@@ -821,7 +847,7 @@ fn bench(
         }
     }
     println!(
-        "{describe}, {w}x{h}, {frames} frames, refine {}:",
+        "{describe}, {w}x{h}, {frames} frames, refine {}, {threads} thread(s):",
         model.refine
     );
     println!("{:<14} {:>10} {:>10}", "stage", "median ms", "p90 ms");
@@ -844,6 +870,62 @@ fn bench(
     Ok(())
 }
 
+/// The photo (default: the demo photo) scaled to the preset's input, NCHW RGB 0..1.
+fn model_input(image: Option<&Path>, preset: Preset) -> Result<Vec<f32>> {
+    let photo = load_rgba(&image.map(Path::to_path_buf).unwrap_or_else(demo_photo))?;
+    let (w, h) = preset.input_size();
+    let small = image::imageops::resize(&photo, w as u32, h as u32, image::imageops::Triangle);
+    let mut input = vec![0f32; 3 * w * h];
+    for (i, p) in small.pixels().enumerate() {
+        for c in 0..3 {
+            input[c * w * h + i] = p[c] as f32 / 255.0;
+        }
+    }
+    Ok(input)
+}
+
+/// `bench --threads 1,2`: the fused CPU network alone on each thread count, interleaved
+/// frame by frame (5 warm-up rounds), medians and speed-ups over the first count.
+fn bench_threads(
+    threads: &[u16],
+    frames: u64,
+    image: Option<&Path>,
+    model: &ModelArgs,
+) -> Result<()> {
+    let preset = model.preset;
+    let input = model_input(image, preset)?;
+    let (w, h) = preset.input_size();
+    let seg = Segmenter::new(preset, &candle_core::Device::Cpu)?;
+    let mut output = vec![0f32; w * h];
+    let mut times = vec![Vec::with_capacity(frames as usize); threads.len()];
+    for round in 0..frames + 5 {
+        check_interrupt()?;
+        for (&n, t) in threads.iter().zip(&mut times) {
+            let start = Instant::now();
+            seg.segment_threads(&input, &mut output, n.into())?;
+            if round >= 5 {
+                t.push(start.elapsed());
+            }
+        }
+    }
+    let medians: Vec<f64> = times
+        .into_iter()
+        .map(|mut t| {
+            t.sort();
+            t[t.len() / 2].as_secs_f64() * 1e3
+        })
+        .collect();
+    println!(
+        "{}, {frames} frames, thread counts interleaved:",
+        seg.describe()
+    );
+    println!("{:<8} {:>10} {:>10}", "threads", "median ms", "speed-up");
+    for (n, m) in threads.iter().zip(&medians) {
+        println!("{n:<8} {m:>10.3} {:>9.2}x", medians[0] / m);
+    }
+    Ok(())
+}
+
 /// `bench --path`: the network alone in one implementation on `--device` against the fused
 /// CPU kernels, interleaved frame by frame, medians and their ratio.
 fn bench_network(
@@ -853,16 +935,9 @@ fn bench_network(
     model: &ModelArgs,
 ) -> Result<()> {
     use obs_ai_background::model::{interleaved_medians, Kernels};
-    let photo = load_rgba(&image.map(Path::to_path_buf).unwrap_or_else(demo_photo))?;
     let preset = model.preset;
     let (w, h) = preset.input_size();
-    let small = image::imageops::resize(&photo, w as u32, h as u32, image::imageops::Triangle);
-    let mut input = vec![0f32; 3 * w * h];
-    for (i, p) in small.pixels().enumerate() {
-        for c in 0..3 {
-            input[c * w * h + i] = p[c] as f32 / 255.0;
-        }
-    }
+    let input = model_input(image, preset)?;
     let kernels = match path {
         NetPath::Fused => Kernels::Cpu,
         NetPath::Portable => Kernels::Portable,

@@ -192,11 +192,46 @@ struct PreparedPlane<'a> {
 impl<'a> PreparedPlane<'a> {
     #[inline(always)]
     fn new(input: &[f32], h: usize, w: usize, k: usize, s: usize, buf: &'a mut Vec<f32>) -> Self {
-        let (oh, ow) = (h.div_ceil(s), w.div_ceil(s));
+        Self::fill(input, h, w, k, s, buf);
+        Self::view(buf, h, w, k, s)
+    }
+
+    /// Phase rows and columns, output rows and columns, top and left padding.
+    #[inline(always)]
+    fn geometry(h: usize, w: usize, k: usize, s: usize) -> [usize; 6] {
         let (pt, pb) = same_padding(h, k, s);
         let (pl, pr) = same_padding(w, k, s);
         let (hp, wp) = (h + pt + pb, w + pl + pr);
-        let (ph, pw) = (hp.div_ceil(s), wp.div_ceil(s));
+        [
+            hp.div_ceil(s),
+            wp.div_ceil(s),
+            h.div_ceil(s),
+            w.div_ceil(s),
+            pt,
+            pl,
+        ]
+    }
+
+    /// A plane that [`PreparedPlane::fill`] wrote into `data`.
+    #[inline(always)]
+    fn view(data: &'a [f32], h: usize, w: usize, k: usize, s: usize) -> Self {
+        let [ph, pw, oh, ow, _, _] = Self::geometry(h, w, k, s);
+        Self {
+            data,
+            k,
+            s,
+            ph,
+            pw,
+            oh,
+            ow,
+        }
+    }
+
+    /// Writes `input` (`h * w`) padded and split into phases into `buf` (reused: no
+    /// allocation once it has grown to the plane's size).
+    #[inline(always)]
+    fn fill(input: &[f32], h: usize, w: usize, k: usize, s: usize, buf: &mut Vec<f32>) {
+        let [ph, pw, _, _, pt, pl] = Self::geometry(h, w, k, s);
         buf.clear();
         buf.resize(s * s * ph * pw, 0.0);
         let phase_len = ph * pw;
@@ -234,15 +269,6 @@ impl<'a> PreparedPlane<'a> {
                     even[first + pairs] = rest[rest.len() - 1];
                 }
             }
-        }
-        Self {
-            data: buf,
-            k,
-            s,
-            ph,
-            pw,
-            oh,
-            ow,
         }
     }
 
@@ -582,11 +608,15 @@ impl InplaceOp2 for GatedAdd {
 pub struct Upsample2x;
 
 impl Upsample2x {
+    /// One channel: `input` `h * w` -> `out` `2h * 2w`; `rows` is reused scratch (`h * 2w`
+    /// values, grown once).
     #[inline(always)]
-    fn plane(input: &[f32], h: usize, w: usize, out: &mut [f32]) {
+    pub fn plane(input: &[f32], h: usize, w: usize, out: &mut [f32], rows: &mut Vec<f32>) {
         let ow = 2 * w;
-        // Horizontal pass of each input row, written into output row 2y (reused below).
-        let mut rows = vec![0f32; h * ow];
+        // Horizontal pass of each input row (reused by two output rows below).
+        if rows.len() < h * ow {
+            rows.resize(h * ow, 0.0);
+        }
         for y in 0..h {
             let src = &input[y * w..(y + 1) * w];
             let dst = &mut rows[y * ow..(y + 1) * ow];
@@ -623,7 +653,7 @@ impl CustomOp1 for Upsample2x {
             &mut out,
             c,
             #[inline(always)]
-            |ch, o, _| Self::plane(&input[ch * h * w..(ch + 1) * h * w], h, w, o),
+            |ch, o, rows| Self::plane(&input[ch * h * w..(ch + 1) * h * w], h, w, o, rows),
         );
         Ok((CpuStorage::F32(out), Shape::from((1, c, 2 * h, 2 * w))))
     }
@@ -685,6 +715,270 @@ impl CustomOp1 for TransposedConv2x2Sigmoid {
             },
         );
         Ok((CpuStorage::F32(out), Shape::from((1, 1, 2 * h, 2 * w))))
+    }
+}
+
+impl DenseConv {
+    /// Lays out each of the `cin` input planes of `input` (`[cin, h, w]`) once into `bufs`
+    /// (one reused buffer per input channel) for [`DenseConv::run_channels`].
+    pub fn prepare(&self, input: &[f32], h: usize, w: usize, bufs: &mut [Vec<f32>]) {
+        for (ci, buf) in bufs.iter_mut().enumerate().take(self.cin) {
+            PreparedPlane::fill(
+                &input[ci * h * w..(ci + 1) * h * w],
+                h,
+                w,
+                self.kernel,
+                self.stride,
+                buf,
+            );
+        }
+    }
+
+    /// Output channels `first..first + out.len() / (oh * ow)` from planes laid out by
+    /// [`DenseConv::prepare`] for an `h` x `w` input. No allocation.
+    #[inline(always)]
+    pub fn run_channels(
+        &self,
+        bufs: &[Vec<f32>],
+        h: usize,
+        w: usize,
+        first: usize,
+        out: &mut [f32],
+    ) {
+        let (k, s, c) = (self.kernel, self.stride, self.cin);
+        let plane = h.div_ceil(s) * w.div_ceil(s);
+        for (i, o) in out.chunks_exact_mut(plane).enumerate() {
+            let co = first + i;
+            o.fill(0.0);
+            for (ci, buf) in bufs.iter().enumerate().take(c) {
+                let base = (co * c + ci) * k * k;
+                PreparedPlane::view(buf, h, w, k, s)
+                    .accumulate(&self.weight[base..base + k * k], o);
+            }
+            self.activation.apply_slice(o, self.bias[co]);
+        }
+    }
+}
+
+/// Rows of output channels per register block of [`pointwise_gemm`]; the weights are packed
+/// in blocks of this many rows by [`pack_pointwise`].
+pub const POINTWISE_ROWS: usize = 4;
+/// Pixels per register block of [`pointwise_gemm`] (two AVX registers per row).
+const POINTWISE_COLS: usize = 16;
+
+/// Packs a row-major `[cout, cin]` 1x1-convolution weight for [`pointwise_gemm`]: blocks of
+/// [`POINTWISE_ROWS`] output rows, each stored `[cin][POINTWISE_ROWS]`, so the kernel reads
+/// one contiguous group of weights per input channel. `row_scale` and `col_scale` (output and
+/// input channel gates) are multiplied in as the weights are packed. `out` is resized to
+/// `cout * cin` (no allocation once grown).
+///
+/// # Panics
+/// Never for the shapes checked at load time: `cout` must be a multiple of
+/// [`POINTWISE_ROWS`] (every 1x1 layer of this network is).
+pub fn pack_pointwise(
+    weight: &[f32],
+    cout: usize,
+    cin: usize,
+    row_scale: Option<&[f32]>,
+    col_scale: Option<&[f32]>,
+    out: &mut Vec<f32>,
+) {
+    const R: usize = POINTWISE_ROWS;
+    out.resize(cout * cin, 0.0);
+    for (b, block) in out.chunks_exact_mut(cin * R).enumerate() {
+        for (k, group) in block.chunks_exact_mut(R).enumerate() {
+            let col = col_scale.map_or(1.0, |g| g[k]);
+            for (r, v) in group.iter_mut().enumerate() {
+                let o = b * R + r;
+                *v = weight[o * cin + k] * col * row_scale.map_or(1.0, |g| g[o]);
+            }
+        }
+    }
+}
+
+/// A 1x1 convolution on `[cin, hw]` input: `out[o] = act(sum_k W[o, k] x[k] + bias[o])`
+/// `+ residual[o]`, for the `bias.len()` output rows whose weights `packed` holds (packed by
+/// [`pack_pointwise`]; a block-aligned slice of a packed weight gives a block of rows). A
+/// register-blocked product ([`POINTWISE_ROWS`] x 16 outputs stay in registers across all
+/// `cin` inputs) with bias, activation and residual in the same pass; no allocation.
+/// Call under [`simd`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn pointwise_gemm(
+    packed: &[f32],
+    bias: &[f32],
+    act: Activation,
+    x: &[f32],
+    cin: usize,
+    hw: usize,
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    const R: usize = POINTWISE_ROWS;
+    const N: usize = POINTWISE_COLS;
+    let x = &x[..cin * hw];
+    let blocks = bias.len() / R;
+    // Column blocks outside, row blocks inside: the `cin x 16` input block stays in L1 while
+    // every group of output rows reads it.
+    let mut j = 0;
+    while j + N <= hw {
+        for b in 0..blocks {
+            let w = &packed[b * R * cin..(b + 1) * R * cin];
+            let mut acc = [[0f32; N]; R];
+            gemm_block(w, x, cin, hw, j, &mut acc);
+            for (r, a) in acc.iter_mut().enumerate() {
+                let o = (b * R + r) * hw + j;
+                act.apply_slice(a, bias[b * R + r]);
+                let dst = &mut out[o..o + N];
+                match residual {
+                    Some(res) => {
+                        for ((d, v), add) in dst.iter_mut().zip(a.iter()).zip(&res[o..o + N]) {
+                            *d = v + add;
+                        }
+                    }
+                    None => dst.copy_from_slice(a),
+                }
+            }
+        }
+        j += N;
+    }
+    // Remaining pixels (none for this network's sizes), one at a time.
+    for jj in j..hw {
+        for b in 0..blocks {
+            let w = &packed[b * R * cin..(b + 1) * R * cin];
+            for r in 0..R {
+                let mut z = 0.0;
+                for k in 0..cin {
+                    z += w[k * R + r] * x[k * hw + jj];
+                }
+                let o = (b * R + r) * hw + jj;
+                out[o] = act.apply(z + bias[b * R + r]) + residual.map_or(0.0, |res| res[o]);
+            }
+        }
+    }
+}
+
+/// `acc[r][i] = sum_k w[k * R + r] * x[k * hw + j + i]` for one block of
+/// [`POINTWISE_ROWS`] x 16 outputs: with AVX2 + FMA (checked at run time) in 8 registers
+/// with fused multiply-adds, otherwise in plain Rust.
+#[inline(always)]
+fn gemm_block(
+    w: &[f32],
+    x: &[f32],
+    cin: usize,
+    hw: usize,
+    j: usize,
+    acc: &mut [[f32; POINTWISE_COLS]; POINTWISE_ROWS],
+) {
+    const R: usize = POINTWISE_ROWS;
+    const N: usize = POINTWISE_COLS;
+    assert!(w.len() >= R * cin && j + N <= hw && x.len() >= cin * hw);
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA; the assertion above keeps every load in bounds.
+        unsafe { gemm_block_avx2(w, x, cin, hw, j, acc) };
+        return;
+    }
+    for k in 0..cin {
+        let xs: &[f32; N] = x[k * hw + j..k * hw + j + N].try_into().expect("block");
+        let wk: &[f32; R] = w[k * R..k * R + R].try_into().expect("block");
+        for r in 0..R {
+            for i in 0..N {
+                acc[r][i] += wk[r] * xs[i];
+            }
+        }
+    }
+}
+
+/// Whether the CPU has AVX2 and FMA (cached by the standard library's detection).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// [`gemm_block`] with AVX2 + FMA: 4 rows x 2 registers of accumulators, one broadcast
+/// weight per row and input channel.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; `w` must hold `4 * cin` values, `x` `cin * hw`, and
+/// `j + 16 <= hw`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemm_block_avx2(
+    w: &[f32],
+    x: &[f32],
+    cin: usize,
+    hw: usize,
+    j: usize,
+    acc: &mut [[f32; POINTWISE_COLS]; POINTWISE_ROWS],
+) {
+    use std::arch::x86_64::*;
+    let mut a = [_mm256_setzero_ps(); 8];
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    for k in 0..cin {
+        // SAFETY: k * hw + j + 16 <= cin * hw and 4 * k + 4 <= 4 * cin (the caller's bounds).
+        unsafe {
+            let row = xp.add(k * hw + j);
+            let (x0, x1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
+            for r in 0..4 {
+                let wr = _mm256_broadcast_ss(&*wp.add(4 * k + r));
+                a[2 * r] = _mm256_fmadd_ps(wr, x0, a[2 * r]);
+                a[2 * r + 1] = _mm256_fmadd_ps(wr, x1, a[2 * r + 1]);
+            }
+        }
+    }
+    for (r, out) in acc.iter_mut().enumerate() {
+        // SAFETY: each row holds 16 values.
+        unsafe {
+            _mm256_storeu_ps(out.as_mut_ptr(), a[2 * r]);
+            _mm256_storeu_ps(out.as_mut_ptr().add(8), a[2 * r + 1]);
+        }
+    }
+}
+
+impl TransposedConv2x2Sigmoid {
+    /// Output rows `2 * first .. 2 * (first + n)` (`out` holds `n` pairs of output rows,
+    /// `2 * n * 2w` values) from input rows `first..first + n` of `input` `[C, h, w]`, `C`
+    /// being the channels of the weights. `acc` is reused scratch (`4w` values, grown once).
+    /// Call under [`simd`].
+    #[inline(always)]
+    pub fn run_rows(
+        &self,
+        input: &[f32],
+        h: usize,
+        w: usize,
+        first: usize,
+        out: &mut [f32],
+        acc: &mut Vec<f32>,
+    ) {
+        let (plane, c) = (h * w, self.weight.len() / 4);
+        if acc.len() < 4 * w {
+            acc.resize(4 * w, 0.0);
+        }
+        let acc = &mut acc[..4 * w];
+        let ow = 2 * w;
+        for (i, pair) in out.chunks_exact_mut(2 * ow).enumerate() {
+            let y = first + i;
+            acc.fill(self.bias);
+            for ch in 0..c {
+                let src = &input[ch * plane + y * w..ch * plane + (y + 1) * w];
+                for (j, a) in acc.chunks_exact_mut(w).enumerate() {
+                    let t = self.weight[4 * ch + j];
+                    for (o, &v) in a.iter_mut().zip(src) {
+                        *o += t * v;
+                    }
+                }
+            }
+            let (top, bottom) = pair.split_at_mut(ow);
+            for x in 0..w {
+                top[2 * x] = acc[x];
+                top[2 * x + 1] = acc[w + x];
+                bottom[2 * x] = acc[2 * w + x];
+                bottom[2 * x + 1] = acc[3 * w + x];
+            }
+            Activation::Sigmoid.apply_slice(pair, 0.0);
+        }
     }
 }
 

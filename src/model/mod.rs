@@ -5,6 +5,8 @@
 //! `models/MODEL_CARD.md`), so nothing is looked up at run time. Other weights with the same
 //! keys can be loaded from a `.safetensors` file with [`Segmenter::from_file`].
 
+pub mod fused;
+pub mod helper;
 pub mod kernels;
 pub mod net;
 pub mod ops;
@@ -15,6 +17,7 @@ use crate::device::DeviceChoice;
 use crate::{EngineError, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
+use fused::FusedNet;
 pub use net::Kernels;
 use net::SelfieSegmentation;
 use parking_lot::Mutex;
@@ -104,13 +107,27 @@ pub trait SegmentationBackend: Send + Sync {
     /// the device fails.
     fn segment(&self, input: &[f32], output: &mut [f32]) -> Result<()>;
 
+    /// [`SegmentationBackend::segment`] on up to `threads` CPU threads (the calling one and
+    /// `threads - 1` helpers; only the fused CPU network uses a second one, others ignore
+    /// it).
+    ///
+    /// # Errors
+    /// As [`SegmentationBackend::segment`], and [`EngineError::Inference`] when a helper
+    /// thread cannot be started.
+    fn segment_threads(&self, input: &[f32], output: &mut [f32], threads: usize) -> Result<()> {
+        let _ = threads;
+        self.segment(input, output)
+    }
+
     /// A short description for logs ("candle landscape on cpu").
     fn describe(&self) -> String;
 }
 
 /// The network in one of its two implementations.
 enum Net {
-    /// [`Kernels::Cpu`] or [`Kernels::Stock`] (both variants boxed: built once per model).
+    /// [`Kernels::Cpu`]: slices and reused buffers ([`fused`]).
+    Fused(Box<FusedNet>),
+    /// [`Kernels::Stock`] (boxed: built once per model).
     Layers(Box<SelfieSegmentation>),
     /// [`Kernels::Portable`].
     Portable(Box<PortableNet>),
@@ -228,6 +245,7 @@ impl Segmenter {
         let vb =
             VarBuilder::from_slice_safetensors(bytes, DType::F32, device).map_err(weights_error)?;
         let net = match kernels {
+            Kernels::Cpu => Net::Fused(Box::new(FusedNet::new(vb).map_err(weights_error)?)),
             Kernels::Portable => Net::Portable(Box::new(
                 PortableNet::new(vb, device).map_err(weights_error)?,
             )),
@@ -259,6 +277,19 @@ impl Segmenter {
     /// [`EngineError::Inference`] on a shape mismatch or device failure.
     pub fn forward(&self, input: &Tensor) -> Result<Tensor> {
         Ok(match &self.net {
+            Net::Fused(net) => {
+                let (n, c, h, w) = input.dims4()?;
+                if n != 1 || c != 3 {
+                    return Err(EngineError::InvalidFrame(format!(
+                        "the network takes [1, 3, H, W], got {:?}",
+                        input.dims()
+                    )));
+                }
+                let x = input.flatten_all()?.to_vec1::<f32>()?;
+                let mut y = vec![0f32; h * w];
+                net.run(&x, &mut y, h, w, 1)?;
+                Tensor::from_vec(y, (1, 1, h, w), &self.device)?
+            }
             Net::Layers(net) => net.forward(input)?,
             Net::Portable(net) => net.forward(input)?,
         })
@@ -286,6 +317,13 @@ impl SegmentationBackend for Segmenter {
     }
 
     fn segment(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
+        self.segment_threads(input, output, 1)
+    }
+
+    /// The fused CPU network runs on the slices directly with buffers kept between frames
+    /// (no allocation once warm) and a helper thread for `threads >= 2`; the other paths
+    /// ignore `threads` and go through candle tensors.
+    fn segment_threads(&self, input: &[f32], output: &mut [f32], threads: usize) -> Result<()> {
         let (w, h) = self.preset.input_size();
         if input.len() != 3 * w * h || output.len() != w * h {
             return Err(EngineError::InvalidFrame(format!(
@@ -295,6 +333,9 @@ impl SegmentationBackend for Segmenter {
                 input.len(),
                 output.len()
             )));
+        }
+        if let Net::Fused(net) = &self.net {
+            return Ok(net.run(input, output, h, w, threads)?);
         }
         let x = Tensor::from_slice(input, (1, 3, h, w), &self.device)?;
         let y = self.forward(&x)?.flatten_all()?;

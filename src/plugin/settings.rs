@@ -20,6 +20,7 @@ pub const S_SMOOTHING: &str = "smoothing";
 pub const S_REFINE: &str = "refine";
 pub const S_MODEL: &str = "model";
 pub const S_DEVICE: &str = "device";
+pub const S_THREADS: &str = "cpu_threads";
 pub const S_EVERY_N: &str = "every_n_frames";
 pub const S_IMAGE: &str = "image_path";
 pub const S_VIDEO: &str = "video_path";
@@ -99,6 +100,8 @@ pub const T_DEVICE_AUTO: &str = "Device.Auto";
 pub const T_DEVICE_CPU: &str = "Device.CPU";
 pub const T_DEVICE_CUDA: &str = "Device.CUDA";
 pub const T_DEVICE_METAL: &str = "Device.Metal";
+pub const T_THREADS: &str = "Threads";
+pub const T_THREADS_HINT: &str = "Threads.Hint";
 pub const T_EVERY_N: &str = "EveryNFrames";
 pub const T_EVERY_N_HINT: &str = "EveryNFrames.Hint";
 pub const T_IMAGE: &str = "ImagePath";
@@ -169,6 +172,8 @@ pub const ALL_TEXT_KEYS: &[&str] = &[
     T_DEVICE_CPU,
     T_DEVICE_CUDA,
     T_DEVICE_METAL,
+    T_THREADS,
+    T_THREADS_HINT,
     T_EVERY_N,
     T_EVERY_N_HINT,
     T_IMAGE,
@@ -292,6 +297,8 @@ pub struct Settings {
     pub custom: bool,
     /// Compute device.
     pub device: DeviceChoice,
+    /// CPU threads for the network, 1 or 2 ([`PipelineSettings::threads`]).
+    pub threads: usize,
     /// Run the segmenter on every N-th frame, `EVERY_N_RANGE`.
     pub every_n: u32,
     /// Background image file.
@@ -336,6 +343,7 @@ impl Default for Settings {
             preset: Preset::Landscape,
             custom: false,
             device: DeviceChoice::Auto,
+            threads: 1,
             every_n: DEFAULT_EVERY_N as u32,
             image_path: PathBuf::new(),
             video_path: PathBuf::new(),
@@ -406,6 +414,7 @@ impl Settings {
                 }
                 DeviceChoice::Auto
             }),
+            threads: d.get_int(S_THREADS).clamp(1, 2) as usize,
             every_n: d
                 .get_int(S_EVERY_N)
                 .clamp(EVERY_N_RANGE.0 as i64, EVERY_N_RANGE.1 as i64) as u32,
@@ -429,6 +438,7 @@ impl Settings {
         PipelineSettings {
             smoothing: self.smoothing,
             refine: self.refine,
+            threads: self.threads,
             ..Default::default()
         }
     }
@@ -488,6 +498,7 @@ pub fn defaults(d: DataRef<'_>) {
     d.set_default_string(S_MODEL, MODEL_FAST);
     d.set_default_string(S_CUSTOM_MODEL, MODEL_FAST);
     d.set_default_string(S_DEVICE, "auto");
+    d.set_default_int(S_THREADS, 1);
     d.set_default_int(S_EVERY_N, DEFAULT_EVERY_N);
     d.set_default_bool(S_VIDEO_LOOP, true);
     d.set_default_string(S_FIT, FIT_COVER);
@@ -846,6 +857,9 @@ pub fn properties(
         };
         device.list_add_string(&text(key), &choice.to_string());
     }
+    props
+        .add_int_slider(S_THREADS, &text(T_THREADS), 1, 2, 1)
+        .set_long_description(&text(T_THREADS_HINT));
 
     props
         .add_int_slider(

@@ -1,0 +1,719 @@
+//! The fused CPU network on plain slices: what [`super::Kernels::Cpu`] runs.
+//!
+//! The same function as [`super::net`] (and the same exact rewrites, listed there), computed
+//! layer by layer into buffers that a [`Workspace`] keeps between frames, so a warm frame
+//! allocates nothing (`tests/no_alloc.rs` counts). With two threads every layer is split in
+//! two halves (output channels of the convolutions, rows of the output layer) between the
+//! calling thread and a persistent [`Helper`]; the small sequential steps (channel means and
+//! squeeze-excite gates, the gate-scaled weights) stay on the caller.
+//!
+//! Tensors are NCHW with batch size 1, stored as `[C, H*W]` slices.
+
+use super::helper::Helper;
+use super::kernels::{
+    pack_pointwise, pointwise_gemm, Activation, DenseConv, DepthwiseConv, TransposedConv2x2Sigmoid,
+    Upsample2x, POINTWISE_ROWS,
+};
+use super::net::{BlockConfig, BLOCKS};
+use crate::simd::simd;
+use candle_core::{bail, Result};
+use candle_nn::VarBuilder;
+use parking_lot::Mutex;
+
+/// Reads a tensor of `shape` as `f32` values.
+fn get(vb: &VarBuilder, shape: &[usize], name: &str) -> Result<Vec<f32>> {
+    vb.get(shape, name)?.flatten_all()?.to_vec1::<f32>()
+}
+
+/// A 1x1 convolution: row-major `[cout, cin]` weights, the same packed for
+/// [`pointwise_gemm`], bias and activation.
+#[derive(Clone, Debug)]
+struct Pw {
+    weight: Vec<f32>,
+    packed: Vec<f32>,
+    bias: Vec<f32>,
+    cin: usize,
+    act: Activation,
+}
+
+impl Pw {
+    fn new(cin: usize, cout: usize, act: Activation, vb: VarBuilder) -> Result<Self> {
+        if cout % POINTWISE_ROWS != 0 {
+            bail!("1x1 layers need a multiple of {POINTWISE_ROWS} outputs, got {cout}");
+        }
+        let weight = get(&vb, &[cout, cin, 1, 1], "weight")?;
+        let mut packed = Vec::new();
+        pack_pointwise(&weight, cout, cin, None, None, &mut packed);
+        Ok(Self {
+            weight,
+            packed,
+            bias: get(&vb, &[cout], "bias")?,
+            cin,
+            act,
+        })
+    }
+
+    fn cout(&self) -> usize {
+        self.bias.len()
+    }
+
+    /// The layer on one pixel (`[cin]` -> `out`, `[cout]`), for gates on channel means.
+    fn apply_vec(&self, x: &[f32], out: &mut [f32]) {
+        for ((o, row), &b) in out
+            .iter_mut()
+            .zip(self.weight.chunks_exact(self.cin))
+            .zip(&self.bias)
+        {
+            let z: f32 = row.iter().zip(x).map(|(w, v)| w * v).sum();
+            *o = self.act.apply(z + b);
+        }
+    }
+}
+
+/// Squeeze-and-excitation (Hu et al., 2018): 1x1 reduce + ReLU, 1x1 expand + sigmoid, on
+/// channel means.
+#[derive(Clone, Debug)]
+struct Gate {
+    reduce: Pw,
+    expand: Pw,
+}
+
+impl Gate {
+    fn new(c: usize, reduced: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            reduce: Pw::new(c, reduced, Activation::Relu, vb.pp("reduce"))?,
+            expand: Pw::new(reduced, c, Activation::Sigmoid, vb.pp("expand"))?,
+        })
+    }
+
+    /// `means` `[c]` -> `gate` `[c]` (0..1); `mid` is scratch.
+    fn apply(&self, means: &[f32], mid: &mut Vec<f32>, gate: &mut Vec<f32>) {
+        fit(mid, self.reduce.cout());
+        fit(gate, self.expand.cout());
+        self.reduce.apply_vec(means, mid);
+        self.expand.apply_vec(mid, gate);
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Block {
+    cfg: BlockConfig,
+    expand: Pw,
+    dw: DepthwiseConv,
+    se: Option<Gate>,
+    project: Pw,
+}
+
+#[derive(Clone, Debug)]
+struct Stage {
+    proj: Pw,
+    gate: Gate,
+    conv: Pw,
+    dw: DepthwiseConv,
+}
+
+/// Buffers one forward pass uses besides the skip connections; all reused.
+#[derive(Default)]
+struct Temps {
+    exp: Vec<f32>,
+    dwo: Vec<f32>,
+    up: Vec<f32>,
+    means: Vec<f32>,
+    other_means: Vec<f32>,
+    mid: Vec<f32>,
+    gate: Vec<f32>,
+    packed: Vec<f32>,
+    bias: Vec<f32>,
+    stem: [Vec<f32>; 3],
+    /// Per-thread plane scratch.
+    scratch: [Vec<f32>; 2],
+    helper: Option<Helper>,
+}
+
+/// Everything a forward pass writes, kept between frames so a warm frame allocates nothing.
+/// One per concurrent caller; [`FusedNet`] keeps a pool of them.
+#[derive(Default)]
+pub struct Workspace {
+    s2: Vec<f32>,
+    s4: Vec<f32>,
+    s8: Vec<f32>,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    t: Temps,
+}
+
+impl Workspace {
+    /// Threads this workspace runs the network on: 1, or 2 with its helper thread.
+    pub fn threads(&self) -> usize {
+        1 + usize::from(self.t.helper.is_some())
+    }
+
+    /// Starts or stops the helper thread for `threads` (1 or 2; more count as 2).
+    ///
+    /// # Errors
+    /// When the helper thread cannot be started.
+    pub fn set_threads(&mut self, threads: usize) -> Result<()> {
+        match (threads >= 2, self.t.helper.is_some()) {
+            (true, false) => self.t.helper = Some(Helper::spawn()?),
+            (false, true) => self.t.helper = None,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Grows `v` to at least `n` values (allocating only the first time) and returns the first
+/// `n`.
+#[inline]
+fn fit(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
+}
+
+/// Runs `f(first, part, scratch)` over `items` equal parts of `out` (`per` values each), on
+/// the calling thread alone, or split in two at a multiple of `align` items with the helper
+/// taking the second half. `first` is the index of the part's first item.
+#[inline(always)]
+fn split2<F>(
+    helper: &mut Option<Helper>,
+    scratch: &mut [Vec<f32>; 2],
+    out: &mut [f32],
+    per: usize,
+    align: usize,
+    f: F,
+) where
+    F: Fn(usize, &mut [f32], &mut Vec<f32>) + Sync,
+{
+    let items = out.len() / per.max(1);
+    let [s0, s1] = scratch;
+    match helper {
+        Some(h) if items >= 2 * align => {
+            let mid = (items / 2).div_ceil(align) * align;
+            let (lo, hi) = out.split_at_mut(mid * per);
+            let f = &f;
+            h.join(
+                #[inline(always)]
+                || {
+                    simd(
+                        #[inline(always)]
+                        || f(0, lo, s0),
+                    )
+                },
+                #[inline(always)]
+                || {
+                    simd(
+                        #[inline(always)]
+                        || f(mid, hi, s1),
+                    )
+                },
+            );
+        }
+        _ => simd(
+            #[inline(always)]
+            || f(0, out, s0),
+        ),
+    }
+}
+
+/// Per-channel means of `x` `[c, hw]` into `out` `[c]`.
+fn channel_means(x: &[f32], c: usize, hw: usize, out: &mut Vec<f32>) {
+    let out = fit(out, c);
+    simd(
+        #[inline(always)]
+        || {
+            for (m, plane) in out.iter_mut().zip(x.chunks_exact(hw)) {
+                let mut acc = [0f32; 8];
+                let chunks = plane.chunks_exact(8);
+                let rest: f32 = chunks.remainder().iter().sum();
+                for c in chunks {
+                    for i in 0..8 {
+                        acc[i] += c[i];
+                    }
+                }
+                *m = (acc.iter().sum::<f32>() + rest) / hw as f32;
+            }
+        },
+    );
+}
+
+/// A 1x1 layer over `x` `[cin, hw]` into `out` (`[cout, hw]`), with the packed weights given
+/// (the layer's own or gate-scaled ones), split between the threads by output rows.
+#[allow(clippy::too_many_arguments)]
+fn pointwise(
+    helper: &mut Option<Helper>,
+    scratch: &mut [Vec<f32>; 2],
+    packed: &[f32],
+    bias: &[f32],
+    act: Activation,
+    x: &[f32],
+    cin: usize,
+    hw: usize,
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    split2(
+        helper,
+        scratch,
+        out,
+        hw,
+        POINTWISE_ROWS,
+        #[inline(always)]
+        |first, part, _| {
+            let n = part.len() / hw;
+            pointwise_gemm(
+                &packed[first * cin..],
+                &bias[first..first + n],
+                act,
+                x,
+                cin,
+                hw,
+                residual.map(|r| &r[first * hw..]),
+                part,
+            )
+        },
+    );
+}
+
+/// A depthwise layer over `x` `[c, h*w]` into `out` `[c, oh*ow]`, split by channels.
+fn depthwise(
+    helper: &mut Option<Helper>,
+    scratch: &mut [Vec<f32>; 2],
+    op: &DepthwiseConv,
+    x: &[f32],
+    h: usize,
+    w: usize,
+    out: &mut [f32],
+) {
+    let (oh, ow) = op.output_size(h, w);
+    split2(
+        helper,
+        scratch,
+        out,
+        oh * ow,
+        1,
+        #[inline(always)]
+        |first, part, s| {
+            for (i, o) in part.chunks_exact_mut(oh * ow).enumerate() {
+                let c = first + i;
+                op.run_plane(c, &x[c * h * w..(c + 1) * h * w], h, w, o, s);
+            }
+        },
+    );
+}
+
+/// The selfie-segmentation network on slices with reused buffers (see the module docs).
+pub struct FusedNet {
+    stem: DenseConv,
+    blocks: Vec<Block>,
+    head_conv: Pw,
+    head_gate: Pw,
+    decoder: [Stage; 3],
+    output: TransposedConv2x2Sigmoid,
+    pool: Mutex<Vec<Workspace>>,
+}
+
+impl std::fmt::Debug for FusedNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FusedNet")
+    }
+}
+
+impl FusedNet {
+    /// Builds the network from `vb` (keys as written by `tools/convert_tflite.py`, see
+    /// [`super::net::SelfieSegmentation::new`]).
+    ///
+    /// # Errors
+    /// When a weight is missing or has the wrong shape.
+    pub fn new(vb: VarBuilder) -> Result<Self> {
+        let stem_vb = vb.pp("stem");
+        let stem = DenseConv {
+            weight: get(&stem_vb, &[16, 3, 3, 3], "weight")?,
+            bias: get(&stem_vb, &[16], "bias")?,
+            cin: 3,
+            kernel: 3,
+            stride: 2,
+            activation: Activation::HardSwish,
+        };
+        let dw = |c: usize, k: usize, s: usize, act, residual, vb: VarBuilder| -> Result<_> {
+            Ok(DepthwiseConv {
+                weight: get(&vb, &[c, 1, k, k], "weight")?,
+                bias: get(&vb, &[c], "bias")?,
+                kernel: k,
+                stride: s,
+                activation: act,
+                residual,
+            })
+        };
+        let blocks = BLOCKS
+            .iter()
+            .enumerate()
+            .map(|(i, cfg)| {
+                let vb = vb.pp("blocks").pp(i);
+                Ok(Block {
+                    cfg: *cfg,
+                    expand: Pw::new(cfg.cin, cfg.expanded, cfg.activation, vb.pp("expand"))?,
+                    dw: dw(
+                        cfg.expanded,
+                        cfg.kernel,
+                        cfg.stride,
+                        cfg.activation,
+                        false,
+                        vb.pp("dw"),
+                    )?,
+                    se: match cfg.se {
+                        Some(r) => Some(Gate::new(cfg.expanded, r, vb.pp("se"))?),
+                        None => None,
+                    },
+                    project: Pw::new(cfg.expanded, cfg.cout, Activation::None, vb.pp("project"))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let stage = |cin: usize, c: usize, vb: VarBuilder| -> Result<Stage> {
+            Ok(Stage {
+                proj: Pw::new(cin, c, Activation::None, vb.pp("proj"))?,
+                gate: Gate::new(c, c, vb.pp("gate"))?,
+                conv: Pw::new(c, c, Activation::Relu, vb.pp("conv"))?,
+                dw: dw(c, 3, 1, Activation::Relu, true, vb.pp("dw"))?,
+            })
+        };
+        let d = vb.pp("decoder");
+        let f = vb.pp("final");
+        let head = vb.pp("head");
+        Ok(Self {
+            stem,
+            blocks,
+            head_conv: Pw::new(32, 128, Activation::Relu, head.pp("conv"))?,
+            head_gate: Pw::new(32, 128, Activation::Sigmoid, head.pp("gate"))?,
+            decoder: [
+                stage(128, 24, d.pp(0))?,
+                stage(24, 16, d.pp(1))?,
+                stage(16, 16, d.pp(2))?,
+            ],
+            output: TransposedConv2x2Sigmoid {
+                weight: get(&f, &[16, 1, 2, 2], "weight")?,
+                bias: get(&f, &[1], "bias")?[0],
+            },
+            pool: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Runs the network on `input` NCHW `[1, 3, h, w]` RGB 0..1 into `output` `[1, 1, h, w]`
+    /// (person probability 0..1) on `threads` threads (1, or 2 with a helper thread), with a
+    /// workspace from the pool (a new one only when every pooled one is in use).
+    ///
+    /// # Errors
+    /// When `h` and `w` are not multiples of 16 (four stride-2 layers), the slices do not hold `3hw` and `hw`
+    /// values, or a helper thread cannot be started.
+    pub fn run(
+        &self,
+        input: &[f32],
+        output: &mut [f32],
+        h: usize,
+        w: usize,
+        threads: usize,
+    ) -> Result<()> {
+        if h % 16 != 0 || w % 16 != 0 || h == 0 || w == 0 {
+            bail!("the network needs sides that are multiples of 16, got {w}x{h}");
+        }
+        if input.len() != 3 * h * w || output.len() != h * w {
+            bail!(
+                "model input/output must hold {} and {} values, got {} and {}",
+                3 * h * w,
+                h * w,
+                input.len(),
+                output.len()
+            );
+        }
+        let mut ws = {
+            let mut pool = self.pool.lock();
+            let want = threads.clamp(1, 2);
+            match pool.iter().rposition(|ws| ws.threads() == want) {
+                Some(i) => pool.swap_remove(i),
+                None => pool.pop().unwrap_or_default(),
+            }
+        };
+        ws.set_threads(threads)?;
+        self.forward(&mut ws, input, output, h, w);
+        self.pool.lock().push(ws);
+        Ok(())
+    }
+
+    fn forward(&self, ws: &mut Workspace, input: &[f32], output: &mut [f32], h: usize, w: usize) {
+        let Workspace {
+            s2,
+            s4,
+            s8,
+            a,
+            b,
+            t,
+        } = ws;
+        // Stem: 1/2, 16 channels.
+        let (h2, w2) = (h / 2, w / 2);
+        self.stem.prepare(input, h, w, &mut t.stem);
+        {
+            let Temps {
+                stem,
+                scratch,
+                helper,
+                ..
+            } = t;
+            let stem_op = &self.stem;
+            let stem = &*stem;
+            split2(
+                helper,
+                scratch,
+                fit(s2, 16 * h2 * w2),
+                h2 * w2,
+                1,
+                #[inline(always)]
+                |first, part, _| stem_op.run_channels(stem, h, w, first, part),
+            );
+        }
+        let (mut ch, mut cw) = (h2, w2);
+        // Encoder: blocks[0] -> s4 (1/4, 16), [1] -> a, [2] -> s8 (1/8, 24), [3..] ping-pong.
+        (ch, cw) = self.block(&self.blocks[0], &s2[..16 * h2 * w2], ch, cw, s4, t);
+        let s4_len = 16 * ch * cw;
+        (ch, cw) = self.block(&self.blocks[1], &s4[..s4_len], ch, cw, a, t);
+        (ch, cw) = self.block(&self.blocks[2], &a[..24 * ch * cw], ch, cw, s8, t);
+        let s8_len = 24 * ch * cw;
+        // Blocks 3.. alternate between `a` and `b`; `in_a` says where the last output is.
+        let mut in_a = false;
+        for (i, blk) in self.blocks[3..].iter().enumerate() {
+            let n = blk.cfg.cin * ch * cw;
+            (ch, cw) = if i == 0 {
+                self.block(blk, &s8[..s8_len], ch, cw, a, t)
+            } else if in_a {
+                self.block(blk, &a[..n], ch, cw, b, t)
+            } else {
+                self.block(blk, &b[..n], ch, cw, a, t)
+            };
+            in_a = i == 0 || !in_a;
+        }
+        let (cur, nxt) = if in_a { (a, b) } else { (b, a) };
+        let src: &[f32] = &cur[..32 * ch * cw];
+        // Head: 1/16, 128 channels, gated by sigmoid(gate(mean(x))) folded into the rows.
+        let hw = ch * cw;
+        {
+            let Temps {
+                means,
+                gate,
+                packed,
+                bias,
+                scratch,
+                helper,
+                ..
+            } = t;
+            channel_means(src, 32, hw, means);
+            self.head_gate.apply_vec(&means[..32], fit(gate, 128));
+            let hc = &self.head_conv;
+            pack_pointwise(&hc.weight, 128, 32, Some(&gate[..128]), None, packed);
+            let b = fit(bias, 128);
+            for ((o, &v), &g) in b.iter_mut().zip(&hc.bias).zip(gate.iter()) {
+                *o = v * g;
+            }
+            pointwise(
+                helper,
+                scratch,
+                packed,
+                b,
+                hc.act,
+                src,
+                32,
+                hw,
+                None,
+                fit(nxt, 128 * hw),
+            );
+        }
+        // Decoder: 1/8 (24), 1/4 (16), 1/2 (16).
+        let (x, y) = (nxt, cur);
+        let (h8, w8) = (ch * 2, cw * 2);
+        self.stage(
+            &self.decoder[0],
+            &x[..128 * hw],
+            ch,
+            cw,
+            &s8[..s8_len],
+            y,
+            t,
+        );
+        self.stage(
+            &self.decoder[1],
+            &y[..24 * h8 * w8],
+            h8,
+            w8,
+            &s4[..s4_len],
+            x,
+            t,
+        );
+        let (h4, w4) = (h8 * 2, w8 * 2);
+        self.stage(
+            &self.decoder[2],
+            &x[..16 * h4 * w4],
+            h4,
+            w4,
+            &s2[..16 * h2 * w2],
+            y,
+            t,
+        );
+        // Output: [16, h2, w2] -> [1, h, w], split by input rows.
+        let Temps {
+            scratch, helper, ..
+        } = t;
+        let (op, src) = (&self.output, &y[..16 * h2 * w2]);
+        split2(
+            helper,
+            scratch,
+            output,
+            4 * w2,
+            1,
+            #[inline(always)]
+            |first, part, s| op.run_rows(src, h2, w2, first, part, s),
+        );
+    }
+
+    /// One inverted-residual block: `x` `[cin, h*w]` -> `out` `[cout, oh*ow]`; returns
+    /// `(oh, ow)`.
+    fn block(
+        &self,
+        blk: &Block,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        out: &mut Vec<f32>,
+        t: &mut Temps,
+    ) -> (usize, usize) {
+        let cfg = &blk.cfg;
+        let Temps {
+            exp,
+            dwo,
+            means,
+            mid,
+            gate,
+            packed,
+            scratch,
+            helper,
+            ..
+        } = t;
+        let hw = h * w;
+        let e = &blk.expand;
+        let exp = fit(exp, cfg.expanded * hw);
+        pointwise(
+            helper, scratch, &e.packed, &e.bias, e.act, x, cfg.cin, hw, None, exp,
+        );
+        let (oh, ow) = blk.dw.output_size(h, w);
+        let ohw = oh * ow;
+        let dwo = fit(dwo, cfg.expanded * ohw);
+        depthwise(helper, scratch, &blk.dw, exp, h, w, dwo);
+        let p = &blk.project;
+        let weights: &[f32] = match &blk.se {
+            Some(se) => {
+                channel_means(dwo, cfg.expanded, ohw, means);
+                se.apply(&means[..cfg.expanded], mid, gate);
+                pack_pointwise(
+                    &p.weight,
+                    cfg.cout,
+                    cfg.expanded,
+                    None,
+                    Some(&gate[..cfg.expanded]),
+                    packed,
+                );
+                packed
+            }
+            None => &p.packed,
+        };
+        let residual = cfg.residual().then_some(x);
+        pointwise(
+            helper,
+            scratch,
+            weights,
+            &p.bias,
+            p.act,
+            dwo,
+            cfg.expanded,
+            ohw,
+            residual,
+            fit(out, cfg.cout * ohw),
+        );
+        (oh, ow)
+    }
+
+    /// One decoder stage: `x` `[cin, h*w]` and `skip` `[c, 2h*2w]` -> `out` `[c, 2h*2w]`.
+    #[allow(clippy::too_many_arguments)]
+    fn stage(
+        &self,
+        st: &Stage,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        skip: &[f32],
+        out: &mut Vec<f32>,
+        t: &mut Temps,
+    ) {
+        let Temps {
+            exp,
+            dwo,
+            up,
+            means,
+            other_means,
+            mid,
+            gate,
+            scratch,
+            helper,
+            ..
+        } = t;
+        let (c, cin, hw) = (st.proj.cout(), st.proj.cin, h * w);
+        let uhw = 4 * hw;
+        // The 1x1 projection before the upsampling (both linear, bilinear weights sum to 1).
+        let low = fit(exp, c * hw);
+        let pr = &st.proj;
+        pointwise(
+            helper, scratch, &pr.packed, &pr.bias, pr.act, x, cin, hw, None, low,
+        );
+        // Gate on mean(skip + up) = mean(skip) + mean(low): 2x half-pixel upsampling with
+        // edge clamping keeps the mean.
+        channel_means(skip, c, uhw, means);
+        channel_means(low, c, hw, other_means);
+        for (m, o) in means.iter_mut().zip(other_means.iter()).take(c) {
+            *m += o;
+        }
+        st.gate.apply(&means[..c], mid, gate);
+        let merged = fit(dwo, c * uhw);
+        {
+            let (low, gate) = (&*low, &gate[..c]);
+            split2(
+                helper,
+                scratch,
+                merged,
+                uhw,
+                1,
+                #[inline(always)]
+                |first, part, s| {
+                    for (i, m) in part.chunks_exact_mut(uhw).enumerate() {
+                        let ch = first + i;
+                        Upsample2x::plane(&low[ch * hw..(ch + 1) * hw], h, w, m, s);
+                        let g = gate[ch];
+                        for (v, &sk) in m.iter_mut().zip(&skip[ch * uhw..(ch + 1) * uhw]) {
+                            *v += sk * g;
+                        }
+                    }
+                },
+            );
+        }
+        let conv = fit(up, c * uhw);
+        let cv = &st.conv;
+        pointwise(
+            helper, scratch, &cv.packed, &cv.bias, cv.act, merged, c, uhw, None, conv,
+        );
+        depthwise(
+            helper,
+            scratch,
+            &st.dw,
+            conv,
+            2 * h,
+            2 * w,
+            fit(out, c * uhw),
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! A persistent helper thread for splitting one frame's network between two threads.
+//!
+//! [`Helper::join`] runs two closures, one on the calling thread and one on the helper, and
+//! returns when both are done, like `rayon::join` but with a thread of its own and without a
+//! heap allocation per call: the closure stays on the caller's stack and the helper is told
+//! where it is through an atomic hand-off. A frame issues a few dozen joins about 20-100 µs
+//! apart, so both sides spin briefly (up to [`SPIN`]) before sleeping: a sleeping thread takes
+//! tens of microseconds to wake, as long as a whole layer.
+//!
+//! Between frames the helper sleeps (`std::thread::park`), so an idle filter costs no CPU.
+//! When the helper has not picked up its half by the time the caller finished its own (a busy
+//! machine: the helper is waiting for a core), the caller takes it back and runs it itself,
+//! so two threads on a loaded machine cost little more than one.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// How long a waiting side spins before it sleeps or yields: longer than the gap between two
+/// layers of a frame, much shorter than the gap between frames.
+const SPIN: Duration = Duration::from_micros(200);
+
+const IDLE: u8 = 0;
+const POSTED: u8 = 1;
+const DONE: u8 = 2;
+const STOP: u8 = 3;
+/// The helper claimed the posted job and is running it.
+const TAKEN: u8 = 4;
+
+/// A type-erased `FnOnce` living on the caller's stack: `run(data)` takes it out and calls it.
+#[derive(Clone, Copy)]
+struct Job {
+    run: unsafe fn(*mut ()),
+    data: *mut (),
+}
+
+struct Inner {
+    state: AtomicU8,
+    job: UnsafeCell<Option<Job>>,
+    panicked: AtomicBool,
+}
+
+// SAFETY: `job` is written by the caller only while the state is IDLE or DONE (the helper does
+// not touch it then) and read by the helper only after it observed POSTED (acquire), which the
+// caller stores (release) after writing it.
+unsafe impl Sync for Inner {}
+unsafe impl Send for Inner {}
+
+/// One extra thread that [`Helper::join`] hands half of the work to.
+pub struct Helper {
+    inner: Arc<Inner>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Helper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Helper")
+    }
+}
+
+/// Spins until `done()` holds, then calls `sleep` between checks.
+#[inline]
+fn wait(mut done: impl FnMut() -> bool, sleep: impl Fn()) {
+    let start = Instant::now();
+    let mut spins = 0u32;
+    while !done() {
+        spins = spins.wrapping_add(1);
+        if spins % 64 == 0 && start.elapsed() > SPIN {
+            sleep();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+impl Helper {
+    /// Starts the helper thread.
+    ///
+    /// # Errors
+    /// When the operating system cannot start a thread.
+    pub fn spawn() -> std::io::Result<Helper> {
+        let inner = Arc::new(Inner {
+            state: AtomicU8::new(IDLE),
+            job: UnsafeCell::new(None),
+            panicked: AtomicBool::new(false),
+        });
+        let theirs = Arc::clone(&inner);
+        let thread = thread::Builder::new()
+            .name("ai-background-net".into())
+            .spawn(move || loop {
+                wait(
+                    || matches!(theirs.state.load(Ordering::Acquire), POSTED | STOP),
+                    thread::park,
+                );
+                let claimed = theirs.state.compare_exchange(
+                    POSTED,
+                    TAKEN,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                );
+                match claimed.unwrap_or_else(|now| now) {
+                    POSTED => {
+                        // SAFETY: see `Inner`; the caller keeps the closure alive until DONE.
+                        let job = unsafe { (*theirs.job.get()).take() };
+                        if let Some(job) = job {
+                            let ok = std::panic::catch_unwind(|| unsafe { (job.run)(job.data) });
+                            theirs.panicked.store(ok.is_err(), Ordering::Relaxed);
+                        }
+                        theirs.state.store(DONE, Ordering::Release);
+                    }
+                    STOP => return,
+                    _ => std::hint::spin_loop(),
+                }
+            })?;
+        Ok(Helper {
+            inner,
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs `a` on the calling thread and `b` on the helper; returns `a`'s result once both
+    /// have finished.
+    ///
+    /// # Panics
+    /// Resumes a panic of `b` on the calling thread (after both sides finished), so the
+    /// caller's own panic handling sees it; a panic of `a` waits for `b` first.
+    pub fn join<A, B, R>(&mut self, a: A, b: B) -> R
+    where
+        A: FnOnce() -> R,
+        B: FnOnce() + Send,
+    {
+        unsafe fn trampoline<B: FnOnce()>(data: *mut ()) {
+            // SAFETY: `data` points at the `Option<B>` on `join`'s stack, alive until DONE.
+            if let Some(f) = unsafe { (*(data as *mut Option<B>)).take() } {
+                f();
+            }
+        }
+        let mut slot = Some(b);
+        // SAFETY: the helper is IDLE (every join waits for DONE before it returns or unwinds),
+        // so it does not read `job` now.
+        unsafe {
+            *self.inner.job.get() = Some(Job {
+                run: trampoline::<B>,
+                data: &mut slot as *mut Option<B> as *mut (),
+            });
+        }
+        self.inner.state.store(POSTED, Ordering::Release);
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
+        /// Waits for the helper on every exit, unwinding included: it uses `slot`.
+        struct WaitDone<'a>(&'a Inner);
+        impl Drop for WaitDone<'_> {
+            fn drop(&mut self) {
+                wait(
+                    || self.0.state.load(Ordering::Acquire) == DONE,
+                    thread::yield_now,
+                );
+                self.0.state.store(IDLE, Ordering::Relaxed);
+            }
+        }
+        let guard = WaitDone(&self.inner);
+        let r = a();
+        // Not picked up yet: take the job back and run it here.
+        if self
+            .inner
+            .state
+            .compare_exchange(POSTED, DONE, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            // SAFETY: the helper failed (or will fail) its claim, so it never reads `job` now.
+            unsafe { *self.inner.job.get() = None };
+            if let Some(b) = slot.take() {
+                b();
+            }
+        }
+        drop(guard);
+        if self.inner.panicked.swap(false, Ordering::Relaxed) {
+            panic!("the network's helper thread panicked");
+        }
+        r
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        self.inner.state.store(STOP, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_runs_both_sides_and_sees_their_writes() {
+        let mut h = Helper::spawn().unwrap();
+        let mut left = vec![0u32; 1000];
+        let mut right = vec![0u32; 1000];
+        for round in 1..200u32 {
+            let total = h.join(
+                || {
+                    left.iter_mut().for_each(|v| *v += round);
+                    left[0]
+                },
+                || right.iter_mut().for_each(|v| *v += 2 * round),
+            );
+            assert_eq!(total, left[999]);
+        }
+        let sum = |v: &[u32]| v.iter().map(|&x| u64::from(x)).sum::<u64>();
+        assert_eq!(sum(&right), 2 * sum(&left));
+        assert_eq!(left[0], (1..200).sum::<u32>());
+    }
+
+    #[test]
+    fn a_panic_on_the_helper_reaches_the_caller_and_the_helper_survives() {
+        let mut h = Helper::spawn().unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            h.join(|| 1, || panic!("boom"))
+        }));
+        assert!(r.is_err());
+        let mut x = 0;
+        assert_eq!(h.join(|| 7, || x = 3), 7);
+        assert_eq!(x, 3);
+    }
+}
