@@ -642,6 +642,24 @@ fn stack(
     ))
 }
 
+/// `mi_option_purge_delay` in mimalloc's `mi_option_t` (index 15 in mimalloc 2.x and 3.x,
+/// `include/mimalloc.h`).
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
+/// Tells the process allocator (mimalloc, the crate's `#[global_allocator]`) to keep freed
+/// memory instead of returning it to the OS (`purge_delay = -1`). A training step allocates
+/// and frees hundreds of MB of tensors; returned pages come back as fresh pages the kernel
+/// zeroes on first touch (transparent huge pages: 2 MB each), which took about a quarter of
+/// the cycles of a step (`perf record`, docs/training.md). The setting lasts for the process:
+/// only `ai-background train` calls this, never the OBS module.
+fn keep_freed_memory() {
+    extern "C" {
+        fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+    }
+    // SAFETY: mimalloc's documented runtime option setter; any option and value is valid.
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
 /// Runs a training run on `device`. `stop` returning true ends it early (Ctrl-C), keeping
 /// the best file;
 /// `progress` is called after every step.
@@ -658,6 +676,7 @@ pub fn train(
     if cfg.steps.is_none() && cfg.minutes.is_none() {
         return Err(TrainError::Config("give --steps or --minutes".into()));
     }
+    keep_freed_memory();
     if cfg.batch == 0 || cfg.data.is_empty() {
         return Err(TrainError::Config(
             "need at least one --data folder and a batch of at least 1".into(),
