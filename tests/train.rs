@@ -221,3 +221,104 @@ fn train_a_few_steps_on_fixture_pairs() {
     );
     assert_eq!(std::fs::read(&out).unwrap(), written);
 }
+
+/// The direct depthwise op equals the gather form (values, gradient of the input, gradient of
+/// the weight, within 1e-5) for every kernel and stride of the network, on odd and even
+/// sizes (TensorFlow SAME padding is asymmetric at stride 2), a batch of two.
+#[test]
+fn direct_depthwise_matches_the_gather_form_and_its_gradients() {
+    use obs_ai_background::model::trainable::{
+        depthwise_direct, depthwise_gather, DepthwiseGeometry,
+    };
+    let device = Device::Cpu;
+    let c = 3;
+    for (k, s) in [(3, 1), (3, 2), (5, 1), (5, 2)] {
+        for (h, w) in [(9, 16), (8, 7)] {
+            let geo = DepthwiseGeometry { n: 2, h, w, k, s };
+            let x = candle_core::Var::randn(0f32, 1.0, (c, 2 * h * w), &device).unwrap();
+            let wt = candle_core::Var::randn(0f32, 1.0, (c, k * k), &device).unwrap();
+            let (ho, wo) = geo.output();
+            // A random projection of the output makes every output gradient different.
+            let r = Tensor::randn(0f32, 1.0, (c, 2 * ho * wo), &device).unwrap();
+            let mut results = Vec::new();
+            for direct in [true, false] {
+                let f = if direct {
+                    depthwise_direct
+                } else {
+                    depthwise_gather
+                };
+                let y = f(x.as_tensor(), wt.as_tensor(), geo).unwrap();
+                let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                results.push([
+                    flat(&y),
+                    flat(grads.get(x.as_tensor()).unwrap()),
+                    flat(grads.get(wt.as_tensor()).unwrap()),
+                ]);
+            }
+            for (what, (a, b)) in ["value", "input gradient", "weight gradient"]
+                .iter()
+                .zip(results[0].iter().zip(&results[1]))
+            {
+                assert_eq!(a.len(), b.len());
+                let max = a
+                    .iter()
+                    .zip(b)
+                    .map(|(p, q)| (p - q).abs())
+                    .fold(0f32, f32::max);
+                assert!(max <= 1e-5, "k {k} s {s} {h}x{w}: {what} differs by {max}");
+                assert!(a.iter().any(|&v| v.abs() > 0.1), "{what} is all zero");
+            }
+        }
+    }
+}
+
+/// On the whole network (batch 2, a real photo and its mask), every weight gradient of the
+/// direct depthwise op matches the gather form's within 1e-5 of the largest gradient.
+#[test]
+fn direct_and_gather_networks_give_the_same_gradients() {
+    let device = Device::Cpu;
+    let preset = Preset::Landscape;
+    let (w, h) = preset.input_size();
+    let pairs = fixture_pairs();
+    let x: Vec<f32> = [&pairs[1].0, &pairs[6].0]
+        .iter()
+        .flat_map(|p| model_input(p, preset))
+        .collect();
+    let x = Tensor::from_vec(x, (2, 3, h, w), &device).unwrap();
+    let y = Tensor::ones((2, 1, h, w), DType::F32, &device).unwrap();
+    let mut grads = Vec::new();
+    for direct in [true, false] {
+        let mut net = TrainableNet::embedded(preset, &device).unwrap();
+        net.set_direct_depthwise(direct).unwrap();
+        let loss = obs_ai_background::train::bce_with_logits(&net.logits(&x).unwrap(), &y)
+            .unwrap()
+            .mean_all()
+            .unwrap();
+        let g = loss.backward().unwrap();
+        let by_key: Vec<(String, Vec<f32>)> = net
+            .vars()
+            .iter()
+            .map(|(k, v)| {
+                let t = g.get(v.as_tensor()).unwrap();
+                (
+                    k.clone(),
+                    t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                )
+            })
+            .collect();
+        grads.push(by_key);
+    }
+    for ((key, a), (_, b)) in grads[0].iter().zip(&grads[1]) {
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let max = a
+            .iter()
+            .zip(b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            max <= 1e-5 * scale.max(1e-3),
+            "{key}: differs by {max} (max |grad| {scale})"
+        );
+    }
+}

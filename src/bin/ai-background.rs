@@ -1004,7 +1004,7 @@ struct TrainArgs {
     #[arg(long, default_value_t = 8)]
     batch: usize,
     /// Peak learning rate (AdamW, warm-up then cosine decay).
-    #[arg(long, default_value_t = 5e-5)]
+    #[arg(long, default_value_t = 2e-4)]
     lr: f64,
     /// Steps of linear learning-rate warm-up.
     #[arg(long, default_value_t = 100)]

@@ -462,7 +462,12 @@ fn channels_mut<'a>(
     Ok((&mut data[start..end], dims[1]))
 }
 
-fn source<'a>(storage: &'a CpuStorage, layout: &Layout, len: usize) -> Result<&'a [f32]> {
+/// The contiguous `len` values of an f32 tensor; an error for any other dtype, layout or size.
+pub(crate) fn source<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    len: usize,
+) -> Result<&'a [f32]> {
     let data = match storage {
         CpuStorage::F32(d) => d.as_slice(),
         _ => bail!("expected an f32 tensor"),

@@ -26,11 +26,12 @@
 //! [`TrainableNet::logits`] returns the pre-sigmoid output (the losses need it; this model's
 //! logits reach +-300, where `sigmoid` then `log` overflows).
 
-use super::kernels::{same_padding, Activation};
+use super::kernels::{same_padding, source, Activation, DepthwiseConv};
 use super::net::BLOCKS;
 use super::portable::upsample_matrix;
 use super::Preset;
-use candle_core::{DType, Device, Result, Tensor, Var};
+use crate::simd::simd;
+use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor, Var};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 
@@ -67,6 +68,8 @@ pub struct TrainableNet {
     device: Device,
     vars: BTreeMap<String, Var>,
     cache: Mutex<HashMap<ConstKey, Tensor>>,
+    /// Depthwise convolutions through [`DepthwiseOp`] (CPU) rather than the gather form.
+    direct: bool,
 }
 
 /// `[c, T, n*ho*wo]` gather indices into a flattened `[c, n, h, w]` map: tap `t = dy*k + dx`
@@ -102,6 +105,340 @@ fn window_indices(c: usize, n: usize, h: usize, w: usize, k: usize, s: usize) ->
     idx
 }
 
+/// Geometry of a depthwise convolution on a `[C, N*H*W]` feature map (channel-major, then
+/// image, row, column): `n` images of `h`x`w` pixels, a `k`x`k` kernel, stride `s` (pixels),
+/// TensorFlow SAME padding ([`same_padding`]); the output is `[C, N*Ho*Wo]` with
+/// `Ho = ceil(h / s)`, `Wo = ceil(w / s)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DepthwiseGeometry {
+    /// Images in the batch.
+    pub n: usize,
+    /// Input height in pixels.
+    pub h: usize,
+    /// Input width in pixels.
+    pub w: usize,
+    /// Kernel size in pixels.
+    pub k: usize,
+    /// Stride in pixels.
+    pub s: usize,
+}
+
+impl DepthwiseGeometry {
+    /// Output height and width `(Ho, Wo)`.
+    pub fn output(&self) -> (usize, usize) {
+        (self.h.div_ceil(self.s), self.w.div_ceil(self.s))
+    }
+
+    /// The zero-padded plane `(Hp, Wp, top, left)`: SAME padding, with room for every window.
+    fn padded(&self) -> (usize, usize, usize, usize) {
+        let (pt, pb) = same_padding(self.h, self.k, self.s);
+        let (pl, pr) = same_padding(self.w, self.k, self.s);
+        (self.h + pt + pb, self.w + pl + pr, pt, pl)
+    }
+
+    /// Checks `x` `[C, N*H*W]` against `weight` `[C, k*k]`; returns `C`.
+    fn channels(&self, x: &Layout, weight: &Layout) -> Result<usize> {
+        let (c, len) = x.shape().dims2()?;
+        let (cw, taps) = weight.shape().dims2()?;
+        if len != self.n * self.h * self.w || cw != c || taps != self.k * self.k {
+            candle_core::bail!(
+                "depthwise: input {:?} and weight {:?} do not fit {self:?}",
+                x.shape(),
+                weight.shape()
+            );
+        }
+        Ok(c)
+    }
+}
+
+/// Runs `f(channel, out_chunk)` over the `c` equal chunks of `out`, split over rayon's
+/// threads (`RAYON_NUM_THREADS`), each under [`simd`].
+fn par_channels<F>(out: &mut [f32], c: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    use rayon::prelude::*;
+    let len = out.len() / c.max(1);
+    out.par_chunks_mut(len.max(1))
+        .enumerate()
+        .for_each(|(ch, o)| simd(|| f(ch, o)));
+}
+
+/// `out` (`Hp*Wp`, zeroed first) = `plane` (`h*w`) zero-padded by `top` rows and `left`
+/// columns.
+#[inline(always)]
+fn pad_plane(plane: &[f32], g: &DepthwiseGeometry, out: &mut Vec<f32>) {
+    let (hp, wp, pt, pl) = g.padded();
+    out.clear();
+    out.resize(hp * wp, 0.0);
+    for (y, row) in plane.chunks_exact(g.w).enumerate() {
+        out[(y + pt) * wp + pl..(y + pt) * wp + pl + g.w].copy_from_slice(row);
+    }
+}
+
+/// `sum(a[i] * b[i * step])` over `a`, in 8 lanes (so it vectorises for `step` 1).
+#[inline(always)]
+fn strided_dot(a: &[f32], b: &[f32], step: usize) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8;
+    if step == 1 {
+        for (ca, cb) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+            for l in 0..8 {
+                acc[l] += ca[l] * cb[l];
+            }
+        }
+    } else {
+        for (i, ca) in a.chunks_exact(8).enumerate() {
+            for l in 0..8 {
+                acc[l] += ca[l] * b[(i * 8 + l) * step];
+            }
+        }
+    }
+    let mut sum = acc.iter().sum::<f32>();
+    for i in chunks * 8..a.len() {
+        sum += a[i] * b[i * step];
+    }
+    sum
+}
+
+/// The depthwise convolution as a candle op on the CPU: `(x [C, N*H*W], weight [C, k*k])` ->
+/// `[C, N*Ho*Wo]`, no bias. Forward runs the inference kernel ([`DepthwiseConv::run_plane`])
+/// on every plane; backward is [`DepthwiseGradInput`] (the transposed convolution) and
+/// [`DepthwiseGradWeight`] (window-gradient products summed over images and pixels).
+/// Channels are split over rayon's threads.
+#[derive(Clone, Copy, Debug)]
+struct DepthwiseOp(DepthwiseGeometry);
+
+impl CustomOp2 for DepthwiseOp {
+    fn name(&self) -> &'static str {
+        "trainable-depthwise"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let c = g.channels(l1, l2)?;
+        let (k, plane) = (g.k, g.h * g.w);
+        let x = source(s1, l1, c * g.n * plane)?;
+        let weight = source(s2, l2, c * k * k)?;
+        let (ho, wo) = g.output();
+        let conv = DepthwiseConv {
+            weight: weight.to_vec(),
+            bias: vec![0.0; c],
+            kernel: k,
+            stride: g.s,
+            activation: Activation::None,
+            residual: false,
+        };
+        let mut out = vec![0f32; c * g.n * ho * wo];
+        par_channels(
+            &mut out,
+            c,
+            #[inline(always)]
+            |ch, o| {
+                let mut scratch = Vec::new();
+                for (img, o) in o.chunks_exact_mut(ho * wo).enumerate() {
+                    let p = &x[(ch * g.n + img) * plane..(ch * g.n + img + 1) * plane];
+                    conv.run_plane(ch, p, g.h, g.w, o, &mut scratch);
+                }
+            },
+        );
+        Ok((CpuStorage::F32(out), Shape::from((c, g.n * ho * wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let gx = grad.apply_op2_no_bwd(weight, &DepthwiseGradInput(self.0))?;
+        let gw = x.apply_op2_no_bwd(&grad, &DepthwiseGradWeight(self.0))?;
+        Ok((Some(gx), Some(gw)))
+    }
+}
+
+/// Gradient of [`DepthwiseOp`] with respect to its input: `(grad [C, N*Ho*Wo], weight
+/// [C, k*k])` -> `[C, N*H*W]`, the transposed convolution: every output gradient is spread
+/// over its window (stride and SAME padding as the forward), padding cropped.
+#[derive(Clone, Copy, Debug)]
+struct DepthwiseGradInput(DepthwiseGeometry);
+
+impl CustomOp2 for DepthwiseGradInput {
+    fn name(&self) -> &'static str {
+        "trainable-depthwise-grad-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let (ho, wo) = g.output();
+        let (hp, wp, pt, pl) = g.padded();
+        let (c, len) = l1.shape().dims2()?;
+        if len != g.n * ho * wo || l2.shape().dims2()? != (c, g.k * g.k) {
+            candle_core::bail!("depthwise grad: {:?} does not fit {g:?}", l1.shape());
+        }
+        let grad = source(s1, l1, c * len)?;
+        let weight = source(s2, l2, c * g.k * g.k)?;
+        let (k, s, plane) = (g.k, g.s, g.h * g.w);
+        let mut out = vec![0f32; c * g.n * plane];
+        par_channels(
+            &mut out,
+            c,
+            #[inline(always)]
+            |ch, o| {
+                let taps = &weight[ch * k * k..(ch + 1) * k * k];
+                let mut pad = vec![0f32; hp * wp];
+                for (img, o) in o.chunks_exact_mut(plane).enumerate() {
+                    let gp = &grad[(ch * g.n + img) * ho * wo..(ch * g.n + img + 1) * ho * wo];
+                    pad.fill(0.0);
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let t = taps[ky * k + kx];
+                            for oy in 0..ho {
+                                let row = &gp[oy * wo..(oy + 1) * wo];
+                                let base = (s * oy + ky) * wp + kx;
+                                if s == 1 {
+                                    let dst = &mut pad[base..base + wo];
+                                    for (d, &v) in dst.iter_mut().zip(row) {
+                                        *d += t * v;
+                                    }
+                                } else {
+                                    for (ox, &v) in row.iter().enumerate() {
+                                        pad[base + s * ox] += t * v;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    for (y, dst) in o.chunks_exact_mut(g.w).enumerate() {
+                        dst.copy_from_slice(&pad[(y + pt) * wp + pl..(y + pt) * wp + pl + g.w]);
+                    }
+                }
+            },
+        );
+        Ok((CpuStorage::F32(out), Shape::from((c, g.n * plane))))
+    }
+}
+
+/// Gradient of [`DepthwiseOp`] with respect to its weight: `(x [C, N*H*W], grad
+/// [C, N*Ho*Wo])` -> `[C, k*k]`, tap `(ky, kx)` of channel `c` = the sum over images and
+/// output pixels of the output gradient times the input under that tap (zero padding).
+#[derive(Clone, Copy, Debug)]
+struct DepthwiseGradWeight(DepthwiseGeometry);
+
+impl CustomOp2 for DepthwiseGradWeight {
+    fn name(&self) -> &'static str {
+        "trainable-depthwise-grad-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let (ho, wo) = g.output();
+        let (_, wp, _, _) = g.padded();
+        let (c, len) = l1.shape().dims2()?;
+        if len != g.n * g.h * g.w || l2.shape().dims2()? != (c, g.n * ho * wo) {
+            candle_core::bail!("depthwise grad: {:?} does not fit {g:?}", l1.shape());
+        }
+        let x = source(s1, l1, c * len)?;
+        let grad = source(s2, l2, c * g.n * ho * wo)?;
+        let (k, s, plane) = (g.k, g.s, g.h * g.w);
+        let mut out = vec![0f32; c * k * k];
+        par_channels(
+            &mut out,
+            c,
+            #[inline(always)]
+            |ch, taps| {
+                let mut pad = Vec::new();
+                let mut sums = vec![0f64; k * k];
+                for img in 0..g.n {
+                    pad_plane(
+                        &x[(ch * g.n + img) * plane..(ch * g.n + img + 1) * plane],
+                        &g,
+                        &mut pad,
+                    );
+                    let gp = &grad[(ch * g.n + img) * ho * wo..(ch * g.n + img + 1) * ho * wo];
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let mut sum = 0f32;
+                            for oy in 0..ho {
+                                let base = (s * oy + ky) * wp + kx;
+                                sum += strided_dot(&gp[oy * wo..(oy + 1) * wo], &pad[base..], s);
+                            }
+                            sums[ky * k + kx] += f64::from(sum);
+                        }
+                    }
+                }
+                for (t, &v) in taps.iter_mut().zip(&sums) {
+                    *t = v as f32;
+                }
+            },
+        );
+        Ok((CpuStorage::F32(out), Shape::from((c, k * k))))
+    }
+}
+
+/// Depthwise convolution (no bias) of `x` `[C, N*H*W]` with `weight` `[C, k*k]` ->
+/// `[C, N*Ho*Wo]`, through the direct CPU op with its own backward pass ([`DepthwiseOp`]).
+///
+/// # Errors
+/// When the shapes do not fit `geo`, or `x` is not an f32 CPU tensor.
+pub fn depthwise_direct(x: &Tensor, weight: &Tensor, geo: DepthwiseGeometry) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op2(&weight.contiguous()?, DepthwiseOp(geo))
+}
+
+/// The same convolution as [`depthwise_direct`] in the portable gather form (one
+/// `index_select` of the padded windows and a batched matmul; any device, slow backward).
+///
+/// # Errors
+/// When the shapes do not fit `geo`.
+pub fn depthwise_gather(x: &Tensor, weight: &Tensor, geo: DepthwiseGeometry) -> Result<Tensor> {
+    let c = x.dim(0)?;
+    let DepthwiseGeometry { n, h, w, k, s } = geo;
+    let idx = window_indices(c, n, h, w, k, s);
+    let len = idx.len();
+    gather_conv(x, weight, &Tensor::from_vec(idx, len, x.device())?, geo)
+}
+
+/// The gather form with precomputed [`window_indices`] `idx`.
+fn gather_conv(
+    x: &Tensor,
+    weight: &Tensor,
+    idx: &Tensor,
+    geo: DepthwiseGeometry,
+) -> Result<Tensor> {
+    let c = x.dim(0)?;
+    let (ho, wo) = geo.output();
+    let kk = geo.k * geo.k;
+    let patches = x
+        .flatten_all()?
+        .index_select(idx, 0)?
+        .reshape((c, kk, geo.n * ho * wo))?;
+    weight
+        .reshape((c, 1, kk))?
+        .matmul(&patches)?
+        .reshape((c, geo.n * ho * wo))
+}
+
 impl TrainableNet {
     /// Loads safetensors `bytes` (keys and shapes of `models/*.safetensors`, any float dtype)
     /// as float32 variables on `device`.
@@ -119,6 +456,7 @@ impl TrainableNet {
             device: device.clone(),
             vars,
             cache: Mutex::new(HashMap::new()),
+            direct: device.is_cpu(),
         };
         net.logits(&Tensor::zeros((1, 3, 16, 16), DType::F32, device)?)?;
         Ok(net)
@@ -225,21 +563,48 @@ impl TrainableNet {
 
     fn depthwise(&self, prefix: &str, x: &Map, k: usize, s: usize, act: Activation) -> Result<Map> {
         let c = x.t.dim(0)?;
-        let (patches, ho, wo) = self.windows(x, k, s)?;
-        let w = self
-            .p(&format!("{prefix}.weight"))?
-            .reshape((c, 1, k * k))?;
+        let geo = DepthwiseGeometry {
+            n: x.n,
+            h: x.h,
+            w: x.w,
+            k,
+            s,
+        };
+        let (ho, wo) = geo.output();
+        let w = self.p(&format!("{prefix}.weight"))?.reshape((c, k * k))?;
+        let y = if self.direct {
+            depthwise_direct(&x.t, &w, geo)?
+        } else {
+            let idx = self.get(ConstKey::Windows {
+                c,
+                n: x.n,
+                h: x.h,
+                w: x.w,
+                k,
+                s,
+            })?;
+            gather_conv(&x.t, &w, &idx, geo)?
+        };
         let b = self.p(&format!("{prefix}.bias"))?.reshape((c, 1))?;
-        let y = w
-            .matmul(&patches)?
-            .reshape((c, x.n * ho * wo))?
-            .broadcast_add(&b)?;
         Ok(Map {
-            t: activate(&y, act)?,
+            t: activate(&y.broadcast_add(&b)?, act)?,
             n: x.n,
             h: ho,
             w: wo,
         })
+    }
+
+    /// Runs the depthwise convolutions through the direct CPU op (`true`, the default on the
+    /// CPU) or the portable gather form (`false`, the only one on other devices).
+    ///
+    /// # Errors
+    /// `true` on a device other than the CPU.
+    pub fn set_direct_depthwise(&mut self, direct: bool) -> Result<()> {
+        if direct && !self.device.is_cpu() {
+            candle_core::bail!("the direct depthwise op runs on the CPU only");
+        }
+        self.direct = direct;
+        Ok(())
     }
 
     /// Squeeze-excite style gate on channel means: `[C, N]` -> `[C, N]` in 0..1.
