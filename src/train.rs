@@ -132,6 +132,9 @@ pub struct TrainConfig {
     pub seed: u64,
 }
 
+/// Default extra BCE weight of the pixels within 2 px of a mask edge ([`TrainConfig::edge_weight`]).
+pub const DEFAULT_EDGE_WEIGHT: f32 = 4.0;
+
 impl TrainConfig {
     /// Defaults for training `preset` on `data`, writing `out`; no budget yet (set `steps`
     /// or `minutes`).
@@ -148,7 +151,7 @@ impl TrainConfig {
             lr: 2e-4,
             warmup: 100,
             val_every: 200,
-            edge_weight: 4.0,
+            edge_weight: DEFAULT_EDGE_WEIGHT,
             dice_weight: 1.0,
             keep: KeepSource::Demo,
             keep_batch: 4,

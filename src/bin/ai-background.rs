@@ -1000,6 +1000,13 @@ struct TrainArgs {
     /// Weight of the L2 pull towards the starting weights (0: off).
     #[arg(long, default_value_t = 0.0)]
     l2: f64,
+    /// Extra weight of the pixels within 2 px of a mask's edge in the BCE loss (0: none;
+    /// weight 1 + this).
+    #[arg(long, default_value_t = obs_ai_background::train::DEFAULT_EDGE_WEIGHT)]
+    edge_weight: f32,
+    /// Weight of the soft Dice loss next to the BCE loss.
+    #[arg(long, default_value_t = 1.0)]
+    dice_weight: f32,
     /// Labelled images per step.
     #[arg(long, default_value_t = 8)]
     batch: usize,
@@ -1040,6 +1047,8 @@ fn train(args: &TrainArgs) -> Result<()> {
     cfg.warmup = args.warmup;
     cfg.keep_weight = args.keep_weight;
     cfg.l2 = args.l2;
+    cfg.edge_weight = args.edge_weight;
+    cfg.dice_weight = args.dice_weight;
     cfg.seed = args.seed;
     cfg.keep = match (&args.keep, args.no_keep) {
         (_, true) => KeepSource::None,
