@@ -465,6 +465,23 @@ fn read(path: &Path) -> Result<Vec<u8>, TrainError> {
     std::fs::read(path).map_err(|e| TrainError::Io(path.to_path_buf(), e.to_string()))
 }
 
+/// Decodes a labelled pair: the photo as RGB and its mask as grey.
+///
+/// # Errors
+/// [`TrainError::Io`] when either does not decode, [`TrainError::Config`] when the mask's
+/// size differs from the photo's.
+fn decode_pair(e: &Encoded) -> Result<(RgbImage, GrayImage), TrainError> {
+    let rgb = decode_rgb(&e.image, &e.name)?;
+    let mask = decode_mask(e)?;
+    if mask.dimensions() != rgb.dimensions() {
+        return Err(TrainError::Config(format!(
+            "the mask of {} differs in size from the image",
+            e.name.display()
+        )));
+    }
+    Ok((rgb, mask))
+}
+
 fn decode_rgb(bytes: &[u8], name: &Path) -> Result<RgbImage, TrainError> {
     Ok(image::load_from_memory(bytes)
         .map_err(|e| TrainError::Io(name.to_path_buf(), e.to_string()))?
@@ -751,14 +768,7 @@ pub fn train(
         data.iter()
             .take(8)
             .map(|e| {
-                let rgb = decode_rgb(&e.image, &e.name)?;
-                let mask = decode_mask(e)?;
-                if mask.dimensions() != rgb.dimensions() {
-                    return Err(TrainError::Config(format!(
-                        "the mask of {} differs in size from the image",
-                        e.name.display()
-                    )));
-                }
+                let (rgb, mask) = decode_pair(e)?;
                 let (w, h) = (rgb.width() as usize, rgb.height() as usize);
                 let frame = FrameRef::packed(rgb.as_raw(), w, h, PixelFormat::Rgb)?;
                 let input = pre.run(&frame).to_vec();
@@ -861,14 +871,7 @@ pub fn train(
         let mut samples = Vec::with_capacity(cfg.batch + keep_batch);
         for _ in 0..cfg.batch {
             let e = &data[aug.rng.usize(0..data.len())];
-            let rgb = decode_rgb(&e.image, &e.name)?;
-            let mask = decode_mask(e)?;
-            if mask.dimensions() != rgb.dimensions() {
-                return Err(TrainError::Config(format!(
-                    "the mask of {} differs in size from the image",
-                    e.name.display()
-                )));
-            }
+            let (rgb, mask) = decode_pair(e)?;
             let mut s = aug.sample(&rgb, Some(&mask));
             if aug.rng.f32() < 0.25 {
                 let o = &data[aug.rng.usize(0..data.len())];
