@@ -12,7 +12,10 @@
 //!    CRC-32 changed (a seek while paused changes the picture without a new frame);
 //! 3. the newest mask the worker published is uploaded into an R32F texture (created once
 //!    per mask size), with edge refinement beside a second one: the guided filter's `b` and
-//!    `A`, which the effect applies with the full-resolution frame as guide;
+//!    `A`, which the effect applies with the full-resolution frame as guide; with
+//!    smoothing, the effect's `Hold` pass then holds that probability per pixel where the
+//!    picture is still, once per frame, in a state texture at the frame size
+//!    ([`super::hold`], `postprocess::RefinedHold`);
 //! 4. the effect (`data/ai_background.effect`) composites at full resolution with
 //!    premultiplied alpha (blend ONE, INVSRCALPHA): one technique per mode plus the mask
 //!    view; blur first runs the Reduce and two BlurPass passes at reduced resolution, the
