@@ -148,6 +148,13 @@ fn child(width: u32, height: u32) -> Result<Vec<Run>, String> {
         if let Ok(v) = std::env::var("OBS_BENCH_REFINE") {
             fj["refine"] = json!(v == "1");
         }
+        // OBS_BENCH_SMOOTHING=0..1 overrides the temporal smoothing (0: no hold pass).
+        if let Some(v) = std::env::var("OBS_BENCH_SMOOTHING")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+        {
+            fj["smoothing"] = json!(v);
+        }
         let fs = Data::from_json(&fj.to_string()).ok_or("json")?;
         let filter =
             Source::create("ai_background_filter", "AI Background", Some(&fs)).ok_or("filter")?;

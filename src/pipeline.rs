@@ -12,7 +12,8 @@ use crate::frame::FrameRef;
 use crate::mask::Mask;
 use crate::model::SegmentationBackend;
 use crate::postprocess::{
-    GuidedFilter, GuidedUpsampler, RefineSettings, SceneCutDetector, TemporalSmoother,
+    refined_band, GuidedFilter, GuidedUpsampler, RefineSettings, RefinedHold, SceneCutDetector,
+    TemporalSmoother, MIN_REFINED_IOU,
 };
 use crate::preprocess::{PlaneResizer, Preprocessor};
 use crate::Result;
@@ -69,6 +70,11 @@ pub struct MaskCoefficients<'a> {
     pub b: &'a Mask,
     /// Gain `A` on the luma, same size as `b`; `None` without refinement.
     pub a: Option<&'a Mask>,
+    /// Band (probability units) of this frame's hold of the refined probability at full
+    /// resolution ([`RefinedHold::apply`] with the frame's luma, after `clamp(A * I + b, 0,
+    /// 1)`): 0 without refinement or smoothing, and when the hold restarts (pass the values
+    /// through and only fill the state).
+    pub hold_band: f32,
 }
 
 /// Runs the segmenter on a stream of frames and returns the person probability at frame size.
@@ -90,6 +96,13 @@ pub struct MaskPipeline {
     refined: bool,
     guided: GuidedFilter,
     upsampler: GuidedUpsampler,
+    /// The full-resolution hold of the refined probability (CPU reference of the effect's).
+    hold: RefinedHold,
+    /// The same hold at the capture size, which finds each frame's band.
+    hold_proxy: RefinedHold,
+    q_capture: Vec<f32>,
+    hold_band: f32,
+    hold_strength: f32,
     resizer: PlaneResizer,
     /// The probability to the refinement capture size: a resizer of its own keeps its
     /// sample tables (the guide's sizes differ), so a warm frame allocates nothing.
@@ -117,6 +130,11 @@ impl MaskPipeline {
             refined: false,
             guided: GuidedFilter::default(),
             upsampler: GuidedUpsampler::default(),
+            hold: RefinedHold::default(),
+            hold_proxy: RefinedHold::default(),
+            q_capture: Vec::new(),
+            hold_band: 0.0,
+            hold_strength: 0.0,
             resizer: PlaneResizer::default(),
             p_resizer: PlaneResizer::default(),
             timings: StageTimings::default(),
@@ -131,6 +149,8 @@ impl MaskPipeline {
     /// Forgets all temporal state (call after a seek, a source switch).
     pub fn reset(&mut self) {
         self.smoother.reset();
+        self.hold.reset();
+        self.hold_proxy.reset();
         self.cuts.reset();
     }
 
@@ -141,7 +161,8 @@ impl MaskPipeline {
 
     /// Segments one frame and returns the person probability (0..1) at the frame's size:
     /// [`MaskPipeline::coefficients`], then `b` upsampled bilinearly, or with refinement
-    /// `clamp(A * I + b, 0, 1)` with the frame's own luma `I` ([`GuidedUpsampler`]).
+    /// `clamp(A * I + b, 0, 1)` with the frame's own luma `I` ([`GuidedUpsampler`]), held
+    /// where the picture is still ([`RefinedHold`], with smoothing above 0).
     ///
     /// # Errors
     /// [`crate::EngineError::Inference`] when the network fails on its device.
@@ -160,7 +181,10 @@ impl MaskPipeline {
                 (fw, fh),
                 &mut self.mask.data,
             );
+            self.hold
+                .apply(&mut self.mask.data, &self.guide, (fw, fh), self.hold_band);
         } else {
+            self.hold.reset();
             self.resizer
                 .resize(&b.data, (b.width, b.height), &mut self.mask.data, (fw, fh));
         }
@@ -192,13 +216,23 @@ impl MaskPipeline {
         if self.cuts.is_cut(input, mw, mh) {
             log::debug!("scene cut: temporal smoothing reset");
             self.smoother.reset();
+            self.hold.reset();
+            self.hold_proxy.reset();
         }
         let t1 = Instant::now();
         self.backend
             .segment_threads(input, &mut self.probability, settings.threads)?;
         let t2 = Instant::now();
+        // With refinement the hold after the guided filter replaces the model-size smoother.
+        let hold = settings.refine && settings.smoothing > 0.0;
+        if !hold || self.hold_strength != settings.smoothing {
+            self.hold_proxy.reset();
+            self.hold.reset();
+        }
+        self.hold_strength = settings.smoothing;
+        let model_smoothing = if hold { 0.0 } else { settings.smoothing };
         self.smoother
-            .apply_gated(&mut self.probability, input, mw, mh, settings.smoothing);
+            .apply_gated(&mut self.probability, input, mw, mh, model_smoothing);
         self.refined = settings.refine;
         if settings.refine {
             let rs = settings.refine_settings;
@@ -223,7 +257,27 @@ impl MaskPipeline {
             self.coef_a.data.copy_from_slice(a);
             self.coef_b.set_size(cw, ch);
             self.coef_b.data.copy_from_slice(b);
+            self.hold_band = 0.0;
+            if hold {
+                // The band of this frame's full-resolution hold: the hold run at the capture
+                // size, narrowed there to keep MIN_REFINED_IOU.
+                self.q_capture.clear();
+                self.q_capture.extend(
+                    a.iter()
+                        .zip(b)
+                        .zip(guide)
+                        .map(|((&a, &b), &y)| (a * y + b).clamp(0.0, 1.0)),
+                );
+                self.hold_band = self.hold_proxy.apply_bounded(
+                    &mut self.q_capture,
+                    guide,
+                    (cw, ch),
+                    refined_band(settings.smoothing),
+                    MIN_REFINED_IOU,
+                );
+            }
         } else {
+            self.hold_band = 0.0;
             self.coef_b.set_size(mw, mh);
             self.coef_b.data.copy_from_slice(&self.probability);
         }
@@ -235,6 +289,7 @@ impl MaskPipeline {
         Ok(MaskCoefficients {
             b: &self.coef_b,
             a: self.refined.then_some(&self.coef_a),
+            hold_band: self.hold_band,
         })
     }
 }

@@ -659,6 +659,177 @@ impl GuidedUpsampler {
     }
 }
 
+/// Half-width (probability units) of [`RefinedHold`]'s band for a fully still pixel at
+/// smoothing strength 1: [`refined_band`]. Chosen by measurement on the four shared clips
+/// (`docs/obs-plugin.md`, "Temporal stability": `eval-video --raw --refine` for several bands).
+pub const MAX_REFINED_BAND: f32 = 0.8;
+
+/// Lowest IoU that [`RefinedHold::apply_bounded`] lets the held mask keep with the refined
+/// mask of the same frame it holds (hard labels at [`BUDGET_THRESHOLD`]), measured at the
+/// refinement capture size, where the pipeline runs it to find the band for the
+/// full-resolution hold. Chosen by measurement (`docs/obs-plugin.md`, "Temporal stability").
+pub const MIN_REFINED_IOU: f64 = 0.975;
+
+/// Half-width (probability units) of [`RefinedHold`]'s band for a fully still pixel at
+/// smoothing strength `strength` (0..1): `MAX_REFINED_BAND * strength`, scaled like
+/// [`still_band`].
+pub fn refined_band(strength: f32) -> f32 {
+    MAX_REFINED_BAND * strength.clamp(0.0, 1.0)
+}
+
+/// Motion-gated backlash hysteresis of the refined person probability: the guided filter's
+/// output `q = clamp(A * Y + b, 0, 1)` ([`GuidedUpsampler`]) held per pixel, the
+/// [`TemporalSmoother`]'s rule moved after the guided filter.
+///
+/// The guided filter spreads each small probability change over its window, so refined still
+/// edges flicker more than the probability they come from (`docs/obs-plugin.md`, "Temporal
+/// stability"). This holds `q` where the picture is still. State per pixel: the held `q` and
+/// the 3x3 mean `m` of the frame's luma `Y` (Rec. 601, 0..1; window clipped at the borders).
+/// Per frame, with `m_prev` the mean stored:
+///
+/// - still gate `g = 1 - smoothstep(STILL_CHANGE, MOVING_CHANGE, |m - m_prev|)` (the same
+///   3/255 .. 12/255 ramp as [`TemporalSmoother`]);
+/// - band `g * band` (`band` in probability units, given per frame);
+/// - `q_out = clamp(q_held, q - g * band, q + g * band)`; the state becomes `(q_out, m)`.
+///
+/// A held pixel never ends further than the band from the frame's own refined value. With
+/// `band` 0, after a size change and after [`RefinedHold::reset`], `q` passes unchanged and
+/// only fills the state. The OBS effect (`data/ai_background.effect`, `PSHold`) runs
+/// [`RefinedHold::apply`] per pixel; the band comes from [`RefinedHold::apply_bounded`] run at
+/// the refinement capture size (`MaskPipeline`).
+#[derive(Clone, Debug, Default)]
+pub struct RefinedHold {
+    held: Vec<f32>,
+    mean: Vec<f32>,
+    mean_now: Vec<f32>,
+    gate: Vec<f32>,
+    size: (usize, usize),
+    boxf: BoxFilter,
+}
+
+impl RefinedHold {
+    /// Forgets the previous frame: the next call passes its values through.
+    pub fn reset(&mut self) {
+        self.held.clear();
+    }
+
+    /// Holds `q` (a `size` = (width, height) plane of refined probabilities, 0..1) in place
+    /// with the band `band` (probability units, >= 0) for fully still pixels, gated by the
+    /// change of `luma` (same size, 0..1), and remembers both.
+    ///
+    /// # Panics
+    /// When `q` or `luma` is not `width * height` long.
+    pub fn apply(&mut self, q: &mut [f32], luma: &[f32], size: (usize, usize), band: f32) {
+        if self.prepare(q, luma, size, band) {
+            self.hold(q, 1.0);
+        }
+        self.finish(q, size);
+    }
+
+    /// As [`RefinedHold::apply`], but narrows the band for this frame (bisection on a factor
+    /// `k` in 0..1, 8 steps, as [`TemporalSmoother`]) until the hard mask (at
+    /// [`BUDGET_THRESHOLD`]) keeps an IoU of at least `min_iou` with that of the `q` given.
+    /// Returns the band used, `k * band` (0 when the state was empty).
+    ///
+    /// # Panics
+    /// When `q` or `luma` is not `width * height` long.
+    pub fn apply_bounded(
+        &mut self,
+        q: &mut [f32],
+        luma: &[f32],
+        size: (usize, usize),
+        band: f32,
+        min_iou: f64,
+    ) -> f32 {
+        let mut used = 0.0;
+        if self.prepare(q, luma, size, band) {
+            let k = if self.iou(q, 1.0) >= min_iou {
+                1.0
+            } else {
+                let (mut lo, mut hi) = (0.0f32, 1.0f32);
+                for _ in 0..8 {
+                    let mid = 0.5 * (lo + hi);
+                    if self.iou(q, mid) >= min_iou {
+                        lo = mid;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                lo
+            };
+            self.hold(q, k);
+            used = k * band;
+        }
+        self.finish(q, size);
+        used
+    }
+
+    /// The 3x3 mean of `luma` and, when the state is warm and `band > 0`, each pixel's band in
+    /// `gate`; returns whether to hold.
+    fn prepare(&mut self, q: &[f32], luma: &[f32], size: (usize, usize), band: f32) -> bool {
+        let (w, h) = size;
+        let n = w * h;
+        assert_eq!(q.len(), n);
+        assert_eq!(luma.len(), n);
+        self.mean_now.resize(n, 0.0);
+        self.boxf.apply(luma, &mut self.mean_now, w, h, 1);
+        let warm = self.held.len() == n && self.size == size && self.mean.len() == n;
+        if !warm || band <= 0.0 {
+            // Size now what the next frames use, so they allocate nothing.
+            self.gate.clear();
+            self.gate.reserve(n);
+            return false;
+        }
+        self.gate.clear();
+        self.gate
+            .extend(self.mean_now.iter().zip(&self.mean).map(|(&m, &mp)| {
+                band * (1.0 - smoothstep(STILL_CHANGE, MOVING_CHANGE, (m - mp).abs()))
+            }));
+        true
+    }
+
+    fn hold(&mut self, q: &mut [f32], k: f32) {
+        let (held, gate) = (&mut self.held, &self.gate);
+        simd(
+            #[inline(always)]
+            || {
+                for ((q, s), &b) in q.iter_mut().zip(held.iter_mut()).zip(gate) {
+                    let b = k * b;
+                    *q = s.clamp(*q - b, *q + b);
+                }
+            },
+        );
+    }
+
+    fn finish(&mut self, q: &[f32], size: (usize, usize)) {
+        self.held.clear();
+        self.held.extend_from_slice(q);
+        self.size = size;
+        std::mem::swap(&mut self.mean, &mut self.mean_now);
+        self.mean_now.clear();
+        self.mean_now.reserve(q.len());
+    }
+
+    /// IoU of the hard masks of `raw` and of the held values with the bands in `gate` scaled
+    /// by `k` (1 when both are empty).
+    fn iou(&self, raw: &[f32], k: f32) -> f64 {
+        let t = BUDGET_THRESHOLD;
+        let (mut inter, mut union) = (0usize, 0usize);
+        for ((&p, &s), &b) in raw.iter().zip(&self.held).zip(&self.gate) {
+            let b = k * b;
+            let a = s.clamp(p - b, p + b) >= t;
+            let r = p >= t;
+            inter += (a && r) as usize;
+            union += (a || r) as usize;
+        }
+        if union == 0 {
+            1.0
+        } else {
+            inter as f64 / union as f64
+        }
+    }
+}
+
 /// Averages `s` x `s` blocks of a `w` x `h` plane into `ceil(w/s)` x `ceil(h/s)` (edge blocks
 /// average the pixels that exist).
 pub fn downsample_box(src: &[f32], w: usize, h: usize, s: usize, dst: &mut Vec<f32>) {
@@ -802,6 +973,62 @@ mod tests {
             held as f64 <= (1.0 - MIN_IOU_VS_RAW) * n as f64,
             "{held} of {n} pixels held"
         );
+    }
+
+    #[test]
+    fn refined_hold_holds_still_pixels_within_the_band_and_follows_moving_ones() {
+        let (w, h) = (8, 4);
+        let n = w * h;
+        let still = vec![0.5f32; n];
+        // The right half's picture changes by 20/255: moving.
+        let moved: Vec<f32> = (0..n)
+            .map(|i| {
+                if i % w >= w / 2 {
+                    0.5 + 20.0 / 255.0
+                } else {
+                    0.5
+                }
+            })
+            .collect();
+        let mut hold = RefinedHold::default();
+        let mut q = vec![0.4f32; n];
+        hold.apply(&mut q, &still, (w, h), 0.3);
+        assert!(q.iter().all(|&v| v == 0.4), "first frame passes through");
+        let mut q = vec![0.6f32; n];
+        hold.apply(&mut q, &still, (w, h), 0.3);
+        assert!(q.iter().all(|&v| v == 0.4), "still: held within the band");
+        let mut q = vec![0.9f32; n];
+        hold.apply(&mut q, &moved, (w, h), 0.3);
+        for y in 0..h {
+            // Left columns 0..3 are still (column 3's 3x3 window sees the change: partly).
+            assert!(
+                (q[y * w] - 0.6).abs() < 1e-6,
+                "still: follows to the band's edge"
+            );
+            assert_eq!(q[y * w + w - 1], 0.9, "moving: the new value");
+        }
+        // Band 0 passes through and restarts.
+        let mut q = vec![0.1f32; n];
+        hold.apply(&mut q, &moved, (w, h), 0.0);
+        assert!(q.iter().all(|&v| v == 0.1));
+    }
+
+    #[test]
+    fn refined_hold_bound_keeps_the_iou_with_the_frame() {
+        let (w, h) = (16, 16);
+        let n = w * h;
+        let luma = vec![0.5f32; n];
+        let mut hold = RefinedHold::default();
+        // The whole frame was person at 0.55; now the network says 0.45 everywhere: holding
+        // would keep every pixel a person (IoU 0 with an empty mask: bounded to none).
+        let mut q = vec![0.55f32; n];
+        hold.apply_bounded(&mut q, &luma, (w, h), 0.4, 0.975);
+        let mut q: Vec<f32> = (0..n).map(|i| if i < n / 2 { 0.45 } else { 0.9 }).collect();
+        let band = hold.apply_bounded(&mut q, &luma, (w, h), 0.4, 0.975);
+        let kept = q.iter().filter(|&&v| v >= 0.5).count();
+        let iou = (n / 2) as f64 / kept as f64;
+        assert!(iou >= 0.975, "IoU {iou}");
+        assert!((0.0..0.4).contains(&band), "band narrowed to {band}");
     }
 
     #[test]

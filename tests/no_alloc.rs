@@ -1,6 +1,7 @@
 //! No heap allocation per frame once warm: the path the OBS worker runs for every frame
-//! (pre-processing, the fused CPU network, scene-cut check, motion-gated smoothing, guided
-//! filter coefficients, and the copy into the published result) under a counting global
+//! (pre-processing, the fused CPU network, scene-cut check, guided filter coefficients, the
+//! refined hold's band at the capture size, and the copy into the published result) under a
+//! counting global
 //! allocator, over 100 frames after a warm-up frame, on 1 and on 2 threads.
 //!
 //! The library's global allocator counts allocations ([`obs_ai_background::alloc`]); the test

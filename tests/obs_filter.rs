@@ -27,7 +27,9 @@ use obs_ai_background::obs::graphics::{sdr_white_level, srgb_to_linear, ColorSpa
 use obs_ai_background::obs::host::{self, FloatImage, Host, HostConfig, Image};
 use obs_ai_background::obs::source::{self, Source};
 use obs_ai_background::pipeline::{luma_plane, MaskPipeline, PipelineSettings};
-use obs_ai_background::postprocess::{threshold_feather, GuidedUpsampler, REFINE_CAPTURE_SCALE};
+use obs_ai_background::postprocess::{
+    threshold_feather, GuidedUpsampler, RefinedHold, REFINE_CAPTURE_SCALE,
+};
 use obs_ai_background::preprocess::PlaneResizer;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -1232,10 +1234,21 @@ fn check_backgrounds(env: &Env) -> CheckResult {
 /// The looping webcam clip as an async `ffmpeg_source` named `name` with the filter, once the
 /// clip shows its first frame.
 fn webcam_rig(env: &Env, name: &str, settings: &Value) -> Result<Rig, String> {
+    webcam_rig_at(env, name, settings, 100)
+}
+
+/// [`webcam_rig`] with the clip playing at `speed_percent` of its speed.
+fn webcam_rig_at(
+    env: &Env,
+    name: &str,
+    settings: &Value,
+    speed_percent: i64,
+) -> Result<Rig, String> {
     let d = data_from(&json!({
         "is_local_file": true,
         "local_file": fixture(env, WEBCAM_CLIP),
         "looping": true,
+        "speed_percent": speed_percent,
     }));
     let clip = Source::create("ffmpeg_source", name, Some(&d)).ok_or("no ffmpeg_source")?;
     let rig = Rig::new(clip, settings);
@@ -1289,6 +1302,146 @@ fn check_webcam_clip(env: &Env) -> CheckResult {
         s["worker_ms_avg"].as_f64().unwrap_or(0.0),
         s["mask_lag_last"],
         s["mask_lag_max"]
+    ))
+}
+
+/// Frames of the refined-hold check.
+const HOLD_FRAMES: usize = 24;
+
+/// The CPU reference of the filter's mask view after one hold step on `input` with the
+/// shown `mask`: `q = clamp(A * Y + b, 0, 1)`, held by `hold` with `band`; returns the view
+/// and the pixels the hold moved by more than 0.02.
+fn held_view(
+    hold: &mut RefinedHold,
+    mask: &Shown,
+    input: &Image,
+    band: f32,
+    alpha: AlphaSettings,
+) -> (Image, usize) {
+    let (w, h) = (input.width, input.height);
+    let frame = FrameRef::new(&input.rgba, w, h, w * 4, PixelFormat::Rgba).expect("frame");
+    let mut luma = Vec::new();
+    luma_plane(&frame, &mut luma);
+    let mut q = mask_at_frame(mask, input).data;
+    let before = q.clone();
+    hold.apply(&mut q, &luma, (w, h), band);
+    let moved = q
+        .iter()
+        .zip(&before)
+        .filter(|(a, b)| (*a - *b).abs() > 0.02)
+        .count();
+    let rgba = q
+        .iter()
+        .flat_map(|&p| {
+            let g = (threshold_feather(p, alpha.threshold, alpha.feather) * 255.0).round() as u8;
+            [g, g, g, 255]
+        })
+        .collect();
+    (
+        Image {
+            width: w,
+            height: h,
+            rgba,
+        },
+        moved,
+    )
+}
+
+/// The hold of the refined probability on the GPU (`Hold` technique, stepped once per frame)
+/// against its CPU reference (`RefinedHold::apply`) on the webcam clip playing at a fifth of
+/// its speed: each frame's
+/// mask view (feathered) is compared with the CPU's, which runs the same steps from the masks
+/// the filter showed (`A`, `b`, band) on the frames it composited. The picture is read just
+/// before and just after each filtered render; when a video tick fell between them (the two
+/// differ), the filter composited one of the two and the CPU continues with the one its
+/// view matches better. The hold must have held something, or the check could not fail.
+fn check_refined_hold(env: &Env) -> CheckResult {
+    // At a fifth of its speed each picture of the clip stays for about 5 video ticks, so
+    // the picture changes at most once while a frame is rendered and read (the machine may be
+    // slow), and the still parts stay still.
+    let rig = webcam_rig_at(
+        env,
+        "hold clip",
+        &json!({ "mode": "blur", "refine": false, "show_mask": true }),
+        20,
+    )?;
+    rig.settle(env, 2)?;
+    // Unrefined masks stop the hold; it restarts with the first refined mask shown.
+    update(
+        &rig.filter,
+        &json!({ "mode": "blur", "show_mask": true, "threshold": 0.5, "feather": 0.2,
+            "refine": true, "smoothing": 0.5 }),
+    );
+    let alpha = AlphaSettings {
+        threshold: 0.5,
+        feather: 0.2,
+    };
+    let mut hold = RefinedHold::default();
+    let (mut frames, mut banded, mut held_px) = (0usize, 0usize, 0usize);
+    let (mut ambiguous, mut unstepped) = (0usize, 0usize);
+    let mut worst = 0f64;
+    let start = Instant::now();
+    while frames < HOLD_FRAMES {
+        ensure!(
+            start.elapsed() < Duration::from_secs(30),
+            "only {frames} refined frames in 30 s"
+        );
+        env.host.wait_ticks(1, Duration::from_secs(2));
+        let before = rig.input(env);
+        let (w, h) = rig.size();
+        let stepped = stats(&rig.filter)["frames"].as_u64();
+        let gpu = env.host.render(rig.src.as_ref(), w, h).ok_or("no frame")?;
+        let stepped = stats(&rig.filter)["frames"].as_u64() != stepped;
+        let after = rig.input(env);
+        if !stepped {
+            // The filter saw no new video tick (none reached it while it was switched off
+            // for the reads): it composited its last frame again and its hold did not step.
+            unstepped += 1;
+            continue;
+        }
+        let mut cd = CallData::new();
+        cd.view().set_ptr("dst", std::ptr::null_mut());
+        cd.view().set_int("capacity", 0);
+        rig.filter.call_proc("ai_background_mask", &mut cd);
+        let band = cd.view().get_float("hold_band").unwrap_or(0.0) as f32;
+        let Some(mask) = shown_mask(&rig.filter).filter(|m| m.gain.is_some()) else {
+            continue;
+        };
+        // The first refined frame restarts the hold (no previous state: band 0).
+        let band = if frames == 0 { 0.0 } else { band };
+        let mut candidates = vec![before];
+        if candidates[0].rgba != after.rgba {
+            ambiguous += 1;
+            candidates.push(after);
+        }
+        let (cpu, moved, next) = candidates
+            .iter()
+            .map(|input| {
+                let mut h = hold.clone();
+                let (view, moved) = held_view(&mut h, &mask, input, band, alpha);
+                (view, moved, h)
+            })
+            .min_by(|a, b| {
+                diff_stats(&gpu, &a.0)
+                    .1
+                    .total_cmp(&diff_stats(&gpu, &b.0).1)
+            })
+            .expect("a candidate");
+        hold = next;
+        banded += usize::from(band > 0.0);
+        held_px += moved;
+        worst = worst.max(diff_stats(&gpu, &cpu).1);
+        check_parity(&format!("held mask view, frame {frames}"), &gpu, &cpu)?;
+        frames += 1;
+    }
+    ensure!(
+        banded > 0 && held_px > 0,
+        "the hold never held: {banded} frames with a band, {held_px} pixels moved by it"
+    );
+    Ok(format!(
+        "{frames} frames ({banded} with a band, {ambiguous} with a tick between the reads, \
+         {unstepped} renders without a new tick skipped), {held_px} pixel-frames held by > \
+         0.02; worst mean diff {worst:.3}"
     ))
 }
 
@@ -2416,6 +2569,7 @@ fn main() {
         ("gpu_matches_cpu", check_gpu_matches_cpu),
         ("backgrounds", check_backgrounds),
         ("webcam_clip_async", check_webcam_clip),
+        ("refined_hold", check_refined_hold),
         ("paused_seek", check_paused_seek),
         ("live_settings", check_live_settings),
         ("source_resize", check_resize),

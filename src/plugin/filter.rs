@@ -12,7 +12,10 @@
 //!    CRC-32 changed (a seek while paused changes the picture without a new frame);
 //! 3. the newest mask the worker published is uploaded into an R32F texture (created once
 //!    per mask size), with edge refinement beside a second one: the guided filter's `b` and
-//!    `A`, which the effect applies with the full-resolution frame as guide;
+//!    `A`, which the effect applies with the full-resolution frame as guide; with
+//!    smoothing, the effect's `Hold` pass then holds that probability per pixel where the
+//!    picture is still, once per frame, in a state texture at the frame size
+//!    ([`super::hold`], `postprocess::RefinedHold`);
 //! 4. the effect (`data/ai_background.effect`) composites at full resolution with
 //!    premultiplied alpha (blend ONE, INVSRCALPHA): one technique per mode plus the mask
 //!    view; blur first runs the Reduce and two BlurPass passes at reduced resolution, the
@@ -32,6 +35,7 @@
 //! spaces, see [`FRAME_SPACES`]), composited in its encoding and mapped into the render
 //! target's space ([`OutputMapping`]); `video_get_color_space` reports the source's space.
 
+use super::hold::HoldState;
 use super::settings::{self, Mode, ModelProblem, Problem, Settings};
 use super::worker::{Fault, Job, MaskResult, ModelKey, Worker};
 use crate::composite::{edge_sigma, MAX_BLUR_REDUCTION};
@@ -95,6 +99,9 @@ struct Params {
     mask: Param,
     gain: Param,
     guided: Param,
+    hold_state: Param,
+    hold_band: Param,
+    hold_active: Param,
     background: Param,
     blurred: Param,
     wrapped: Param,
@@ -131,6 +138,13 @@ struct Uniforms<'a> {
     gain: Option<TextureRef<'a>>,
     /// 1 when `mask` holds the guided filter's `b` and `gain` its `A`.
     guided: f32,
+    /// The hold's state ([`HoldState`]): the previous one for technique Hold, this frame's
+    /// when `hold_active` is 1.
+    hold_state: Option<TextureRef<'a>>,
+    /// Band of the Hold step (probability units; 0: pass through).
+    hold_band: f32,
+    /// 1: the probability is the held one in `hold_state`.
+    hold_active: f32,
     background: Option<TextureRef<'a>>,
     blurred: Option<TextureRef<'a>>,
     /// Light wrap planes `Q` (replace modes), bound when `wrap_strength` > 0.
@@ -219,6 +233,9 @@ impl Shader {
             mask: param("mask")?,
             gain: param("gain")?,
             guided: param("guided")?,
+            hold_state: param("hold_state")?,
+            hold_band: param("hold_band")?,
+            hold_active: param("hold_active")?,
             background: param("background")?,
             blurred: param("blurred")?,
             wrapped: param("wrapped")?,
@@ -254,6 +271,9 @@ impl Shader {
         e.set_texture(p.mask, u.mask);
         e.set_texture(p.gain, u.gain);
         e.set_float(p.guided, u.guided);
+        e.set_texture(p.hold_state, u.hold_state);
+        e.set_float(p.hold_band, u.hold_band);
+        e.set_float(p.hold_active, u.hold_active);
         e.set_texture(p.background, u.background);
         e.set_texture(p.blurred, u.blurred);
         e.set_texture(p.wrapped, u.wrapped);
@@ -323,6 +343,8 @@ struct Gpu {
     wrap: TexRender,
     /// A video or OBS-source background at its own size (premultiplied).
     background: TexRender,
+    /// The hold of the refined probability at the frame size.
+    hold: HoldState,
 }
 
 impl Gpu {
@@ -363,6 +385,7 @@ impl Gpu {
             blur_v: tr(Format::Rgba32f)?,
             wrap: tr(Format::Rgba32f)?,
             background: tr(Format::Rgba)?,
+            hold: HoldState::new(gfx).ok_or_else(|| "cannot create a texrender".to_string())?,
         })
     }
 }
@@ -408,6 +431,8 @@ struct RenderState {
     mask: Option<Texture>,
     /// The guided filter's gain `A` of the shown mask (edge refinement), same size.
     gain: Option<Texture>,
+    /// The shown mask's hold band ([`MaskResult::hold_band`]).
+    hold_band: f32,
     mask_serial: u64,
     /// The frame number the mask in `mask` was computed from.
     mask_frame: Option<u64>,
@@ -843,6 +868,7 @@ impl AiBackground {
         }
         rs.mask_serial = latest.serial;
         rs.mask_frame = Some(latest.frame);
+        rs.hold_band = latest.hold_band;
         rs.uploads += 1;
         let lag = rs.frame.saturating_sub(latest.frame);
         rs.lag_last = lag;
@@ -992,6 +1018,7 @@ impl AiBackground {
             mask,
             gain,
             image,
+            hold_band,
             ..
         } = rs;
         let Some(Gpu {
@@ -1002,6 +1029,7 @@ impl AiBackground {
             blur_v,
             wrap,
             background,
+            hold,
             ..
         }) = gpu.as_mut()
         else {
@@ -1020,7 +1048,10 @@ impl AiBackground {
             return self.skip(gfx);
         }
         let technique: &CStr = match mask.as_ref() {
-            None => c"Passthrough",
+            None => {
+                hold.reset();
+                c"Passthrough"
+            }
             Some(m) => {
                 let (mw, mh) = (m.width(), m.height());
                 u.mask = Some(m.as_ref());
@@ -1033,6 +1064,25 @@ impl AiBackground {
                 u.mask_scale = [mw as f32 / w as f32, mh as f32 / h as f32];
                 u.threshold = s.threshold;
                 u.feather = s.feather;
+                // The hold of the refined probability, stepped once per frame on the frame
+                // being composited (src/plugin/hold.rs).
+                if u.guided > 0.5 {
+                    let base = u;
+                    let state = hold.step(tick, (w, h), *hold_band, |target, previous, band| {
+                        let hu = Uniforms {
+                            hold_state: previous,
+                            hold_band: band,
+                            ..base
+                        };
+                        shader.draw_into(gfx, target, &hu, c"Hold", w, h)
+                    });
+                    if let Some(t) = state {
+                        u.hold_state = Some(t);
+                        u.hold_active = 1.0;
+                    }
+                } else {
+                    hold.reset();
+                }
                 if s.show_mask {
                     c"Mask"
                 } else {
@@ -1208,7 +1258,8 @@ impl AiBackground {
     /// Proc `ai_background_mask`: copies the mask the last frame was composited with: its
     /// probability (with edge refinement the guided filter's offset `b`) into `dst` and, with
     /// edge refinement, the gain `A` (`gain_len` values, 0 without) into `dst_gain`; both
-    /// `width` x `height` f32, up to `capacity` values each.
+    /// `width` x `height` f32, up to `capacity` values each; `hold_band` is the mask's band of
+    /// the full-resolution hold (`RefinedHold`).
     fn proc_mask(&self, cd: &mut CallDataRef<'_>) {
         let shown = self.shown.lock().clone();
         match shown {
@@ -1220,6 +1271,7 @@ impl AiBackground {
                 cd.set_int("height", r.mask.height as i64);
                 cd.set_int("serial", r.serial as i64);
                 cd.set_int("frame", r.frame as i64);
+                cd.set_float("hold_band", r.hold_band as f64);
             }
             None => {
                 cd.set_int("width", 0);
@@ -1227,6 +1279,7 @@ impl AiBackground {
                 cd.set_int("serial", 0);
                 cd.set_int("frame", 0);
                 cd.set_int("gain_len", 0);
+                cd.set_float("hold_band", 0.0);
             }
         }
     }
@@ -1661,7 +1714,8 @@ impl VideoFilter for AiBackground {
         vec![
             Proc {
                 decl: "void ai_background_mask(in ptr dst, in int capacity, in ptr dst_gain, \
-                       out int width, out int height, out int serial, out int frame, out int gain_len)",
+                       out int width, out int height, out int serial, out int frame, out int gain_len, \
+                       out float hold_band)",
                 call: AiBackground::proc_mask,
             },
             Proc {

@@ -3,6 +3,7 @@
 //! Only safe Rust lives here; everything that touches libobs goes through [`crate::obs`].
 
 mod filter;
+mod hold;
 mod settings;
 mod worker;
 

@@ -124,6 +124,10 @@ pub struct MaskResult {
     pub mask: Mask,
     /// Gain `A` on the frame's luma at the capture size; empty without refinement.
     pub gain: Mask,
+    /// Band (probability units) of the full-resolution hold of the refined probability for
+    /// this mask ([`crate::pipeline::MaskCoefficients::hold_band`]; 0: pass through and
+    /// restart the hold).
+    pub hold_band: f32,
     /// The frame number the mask was computed from.
     pub frame: u64,
     /// Increases by one per published mask.
@@ -548,6 +552,7 @@ fn process(
             Arc::new(MaskResult {
                 mask: Mask::default(),
                 gain: Mask::default(),
+                hold_band: 0.0,
                 frame: 0,
                 serial: 0,
             })
@@ -556,6 +561,7 @@ fn process(
         return Outcome::Skipped;
     };
     r.mask.clone_from(coef.b);
+    r.hold_band = coef.hold_band;
     match coef.a {
         Some(a) => r.gain.clone_from(a),
         None => r.gain.set_size(0, 0),
