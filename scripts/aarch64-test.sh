@@ -5,19 +5,25 @@
 # the NEON GEMM block against the scalar one (`--lib`), parity with the TFLite reference on
 # the fixtures (`--test parity`). docs/devices.md, "aarch64 / NEON".
 #
-#   scripts/aarch64-test.sh           build + tests
-#   scripts/aarch64-test.sh --bench   also `ai-background bench` under qemu (emulated time)
+#   scripts/aarch64-test.sh            build + the tests above (what CI runs)
+#   scripts/aarch64-test.sh --engine   also `--test engine` (real photos and clips; ~7 min
+#                                      under qemu on the loaded 2-core VM)
+#   scripts/aarch64-test.sh --bench    also `ai-background bench` under qemu (emulated time;
+#                                      builds the release CLI for aarch64)
 #
 # Needs Rust with rustup; installs its system packages (scripts/deps.sh --aarch64: the
 # aarch64 cross gcc and libc, qemu-user) and the Rust target itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench=0
-case "${1:-}" in
-  "") ;;
-  --bench) bench=1 ;;
-  *) echo "usage: $0 [--bench]" >&2; exit 2 ;;
-esac
+tests=(--lib --test parity)
+for arg in "$@"; do
+  case "$arg" in
+    --engine) tests+=(--test engine) ;;
+    --bench) bench=1 ;;
+    *) echo "usage: $0 [--engine] [--bench]" >&2; exit 2 ;;
+  esac
+done
 
 T=aarch64-unknown-linux-gnu
 scripts/deps.sh --aarch64
@@ -27,7 +33,7 @@ export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
 
 # Output goes to target/aarch64-unknown-linux-gnu/, beside the host builds.
-cargo test --locked --target "$T" --no-default-features --lib --test parity
+cargo test --locked --target "$T" --no-default-features "${tests[@]}"
 
 if [ "$bench" = 1 ]; then
   cargo build --locked --release --target "$T" --no-default-features --bin ai-background
