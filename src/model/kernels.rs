@@ -893,7 +893,7 @@ fn gemm_block(
     gemm_block_scalar(w, x, cin, hw, j, acc);
 }
 
-/// [`gemm_block`] in plain Rust (the fallback, and the reference of the SIMD blocks' tests):
+/// [`gemm_block`] in plain Rust (the fallback, and the reference of the NEON block's test):
 /// adds the products to `acc`.
 #[inline(always)]
 #[cfg_attr(target_arch = "aarch64", allow(dead_code))]

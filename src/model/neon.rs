@@ -1,9 +1,10 @@
 //! The aarch64 (NEON) GEMM block of the 1x1 convolutions, the counterpart of the AVX2 + FMA
 //! block in [`super::kernels`].
 //!
-//! NEON (Advanced SIMD) is part of the aarch64 base architecture (Arm ARM, A1.5: every
-//! AArch64 implementation has it; Rust's `aarch64-*` targets enable it by default), so there
-//! is no run-time detection: this block is the only one compiled for aarch64.
+//! NEON (Advanced SIMD) is part of the baseline of every Rust `aarch64-*` target (the
+//! `neon` target feature is on by default: Armv8-A application processors and the AAPCS64
+//! procedure-call standard, which passes floats in its registers, assume it), so there is no
+//! run-time detection: this block is the only one compiled for aarch64.
 
 use super::kernels::POINTWISE_ROWS;
 use std::arch::aarch64::*;
