@@ -8,6 +8,9 @@
 #   scripts/deps.sh --windows the build packages plus the Windows cross build, its tests
 #                             under Wine and the packaging (MinGW-w64, Wine, NSIS, zip),
 #                             and the Rust target x86_64-pc-windows-gnu (rustup)
+#   scripts/deps.sh --aarch64 the build packages plus the aarch64 cross build and qemu-user
+#                             (scripts/aarch64-test.sh), and the Rust target
+#                             aarch64-unknown-linux-gnu (rustup)
 #
 # Idempotent and quick when everything is installed (no apt-get call at all then).
 # Uses sudo when not run as root.
@@ -16,24 +19,30 @@ set -euo pipefail
 build_pkgs=(pkg-config libclang-dev libobs-dev obs-studio)
 test_pkgs=(obs-plugins xvfb xauth libgl1-mesa-dri libegl1 libegl-mesa0 ffmpeg)
 windows_pkgs=(mingw-w64 wine64 wine nsis zip)
+aarch64_pkgs=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 
 pkgs=("${build_pkgs[@]}")
 case "${1:-}" in
   --build) ;;
   "") pkgs+=("${test_pkgs[@]}") ;;
   --windows) pkgs+=("${windows_pkgs[@]}") ;;
-  *) echo "usage: $0 [--build|--windows]" >&2; exit 2 ;;
+  --aarch64) pkgs+=("${aarch64_pkgs[@]}") ;;
+  *) echo "usage: $0 [--build|--windows|--aarch64]" >&2; exit 2 ;;
 esac
 # Rust needs a C linker; a machine with "only Rust" may lack one.
 command -v cc >/dev/null 2>&1 || pkgs+=(build-essential)
 
-# The Windows cross build also needs Rust's standard library for the target (from rustup).
-if [ "${1:-}" = --windows ]; then
-  target=x86_64-pc-windows-gnu
+# The cross builds also need Rust's standard library for the target (from rustup).
+target=""
+case "${1:-}" in
+  --windows) target=x86_64-pc-windows-gnu ;;
+  --aarch64) target=aarch64-unknown-linux-gnu ;;
+esac
+if [ -n "$target" ]; then
   if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
     rustup target add "$target" || {
       echo "deps: 'rustup target add $target' failed (rustup missing, or no access to" >&2
-      echo "      static.rust-lang.org); the Windows build needs it." >&2
+      echo "      static.rust-lang.org); the ${1#--} build needs it." >&2
       exit 1
     }
   fi

@@ -865,7 +865,8 @@ pub fn pointwise_gemm(
 
 /// `acc[r][i] = sum_k w[k * R + r] * x[k * hw + j + i]` for one block of
 /// [`POINTWISE_ROWS`] x 16 outputs: with AVX2 + FMA (checked at run time) in 8 registers
-/// with fused multiply-adds, otherwise in plain Rust.
+/// with fused multiply-adds, on aarch64 with NEON (`super::neon`, 16 registers), otherwise
+/// in plain Rust.
 #[inline(always)]
 fn gemm_block(
     w: &[f32],
@@ -878,12 +879,34 @@ fn gemm_block(
     const R: usize = POINTWISE_ROWS;
     const N: usize = POINTWISE_COLS;
     assert!(w.len() >= R * cin && j + N <= hw && x.len() >= cin * hw);
+    #[cfg(target_arch = "aarch64")]
+    {
+        super::neon::gemm_block_neon(w, x, cin, hw, j, acc);
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA; the assertion above keeps every load in bounds.
         unsafe { gemm_block_avx2(w, x, cin, hw, j, acc) };
         return;
     }
+    #[cfg(not(target_arch = "aarch64"))]
+    gemm_block_scalar(w, x, cin, hw, j, acc);
+}
+
+/// [`gemm_block`] in plain Rust (the fallback, and the reference of the NEON block's test):
+/// adds the products to `acc`.
+#[inline(always)]
+#[cfg_attr(target_arch = "aarch64", allow(dead_code))]
+pub(super) fn gemm_block_scalar(
+    w: &[f32],
+    x: &[f32],
+    cin: usize,
+    hw: usize,
+    j: usize,
+    acc: &mut [[f32; POINTWISE_COLS]; POINTWISE_ROWS],
+) {
+    const R: usize = POINTWISE_ROWS;
+    const N: usize = POINTWISE_COLS;
     for k in 0..cin {
         let xs: &[f32; N] = x[k * hw + j..k * hw + j + N].try_into().expect("block");
         let wk: &[f32; R] = w[k * R..k * R + R].try_into().expect("block");

@@ -8,6 +8,8 @@
 pub mod fused;
 pub mod helper;
 pub mod kernels;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 pub mod net;
 pub mod ops;
 pub mod portable;
