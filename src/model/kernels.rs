@@ -94,7 +94,7 @@ pub fn exp_poly(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
     // 2^n: n is in -126..127 for the clamped x.
     e * f32::from_bits(((n as i32 + 127) as u32) << 23)
