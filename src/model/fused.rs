@@ -19,7 +19,6 @@ use crate::simd::simd;
 use candle_core::{bail, Result};
 use candle_nn::VarBuilder;
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Reads a tensor of `shape` as `f32` values.
 fn get(vb: &VarBuilder, shape: &[usize], name: &str) -> Result<Vec<f32>> {
@@ -173,20 +172,9 @@ fn fit(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut v[..n]
 }
 
-/// Most pieces [`split2`] cuts a layer into for two threads.
-const PIECES: usize = 8;
-
 /// Runs `f(first, part, scratch)` over `items` equal parts of `out` (`per` values each), on
-/// the calling thread alone, or on two threads. `first` is the index of the part's first item.
-///
-/// With the helper, `out` is cut into up to [`PIECES`] pieces at multiples of `align` items;
-/// the calling thread takes pieces from the front, the helper from the back, each claiming
-/// one at a time (a compare-and-swap on one word), until they meet. When both run at the
-/// same speed, each does its half as with a fixed split in the middle (so each thread mostly
-/// reads what it wrote in the layer before); when the helper starts late (woken from sleep,
-/// or waiting for a core) or runs slower, the caller does more pieces instead of waiting for
-/// a fixed half. Every item is computed by the same code either way, so the result is
-/// bit-identical to one thread.
+/// the calling thread alone, or split in two at a multiple of `align` items with the helper
+/// taking the second half. `first` is the index of the part's first item.
 #[inline(always)]
 fn split2<F>(
     helper: &mut Option<Helper>,
@@ -202,74 +190,22 @@ fn split2<F>(
     let [s0, s1] = scratch;
     match helper {
         Some(h) if items >= 2 * align => {
-            let pieces = (items / align).min(PIECES);
-            // Item where piece `k` starts (a multiple of `align`, or `items` at the end).
-            let bound = move |k: usize| ((k * items / pieces).div_ceil(align) * align).min(items);
-            // Front (next piece for the caller) in the high half, back (one past the next
-            // piece for the helper) in the low half.
-            let ends = AtomicU64::new(pieces as u64);
-            let base = out.as_mut_ptr() as usize;
+            let mid = (items / 2).div_ceil(align) * align;
+            let (lo, hi) = out.split_at_mut(mid * per);
             let f = &f;
-            let run = |k: usize, s: &mut Vec<f32>| {
-                let (lo, hi) = (bound(k), bound(k + 1));
-                if lo < hi {
-                    // SAFETY: each piece is claimed by one thread only (the compare-and-swap
-                    // below), pieces do not overlap and lie inside `out`, which stays
-                    // borrowed until both threads are done (`join` waits for both).
-                    let part = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            (base as *mut f32).add(lo * per),
-                            (hi - lo) * per,
-                        )
-                    };
-                    f(lo, part, s);
-                }
-            };
-            // Claims the next piece from the front or the back; `None` when they met.
-            let claim = |front: bool| -> Option<usize> {
-                let mut cur = ends.load(Ordering::Relaxed);
-                loop {
-                    let (f, b) = (cur >> 32, cur & 0xffff_ffff);
-                    if f >= b {
-                        return None;
-                    }
-                    let (next, k) = if front {
-                        (((f + 1) << 32) | b, f)
-                    } else {
-                        ((f << 32) | (b - 1), b - 1)
-                    };
-                    match ends.compare_exchange_weak(
-                        cur,
-                        next,
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    ) {
-                        Ok(_) => return Some(k as usize),
-                        Err(now) => cur = now,
-                    }
-                }
-            };
             h.join(
                 #[inline(always)]
                 || {
                     simd(
                         #[inline(always)]
-                        || {
-                            while let Some(k) = claim(true) {
-                                run(k, s0);
-                            }
-                        },
+                        || f(0, lo, s0),
                     )
                 },
                 #[inline(always)]
                 || {
                     simd(
                         #[inline(always)]
-                        || {
-                            while let Some(k) = claim(false) {
-                                run(k, s1);
-                            }
-                        },
+                        || f(mid, hi, s1),
                     )
                 },
             );
@@ -499,11 +435,6 @@ impl FusedNet {
             }
         };
         ws.set_threads(threads)?;
-        if let Some(h) = &ws.t.helper {
-            // The stem's input padding runs before its first join: time for the helper to
-            // wake.
-            h.wake();
-        }
         self.forward(&mut ws, input, output, h, w);
         self.pool.lock().push(ws);
         Ok(())
@@ -784,48 +715,5 @@ impl FusedNet {
             2 * w,
             fit(out, c * uhw),
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every item of every layer shape is computed exactly once, by either thread, at the
-    /// index `split2` says, and pieces start at multiples of `align`.
-    #[test]
-    fn split2_covers_every_item_once() {
-        let mut helper = Some(Helper::spawn().unwrap());
-        let mut scratch: [Vec<f32>; 2] = Default::default();
-        for (items, per, align) in [
-            (16, 5, 4),
-            (24, 3, 4),
-            (26, 2, 4),
-            (72, 7, 1),
-            (128, 1, 4),
-            (9, 4, 1),
-            (2, 3, 1),
-            (8, 1, 4),
-        ] {
-            for _round in 0..50 {
-                let mut out = vec![0f32; items * per];
-                split2(
-                    &mut helper,
-                    &mut scratch,
-                    &mut out,
-                    per,
-                    align,
-                    |first, part, _| {
-                        assert!(first % align == 0 || items < 2 * align, "piece at {first}");
-                        for (i, v) in part.iter_mut().enumerate() {
-                            *v += (first * per + i) as f32 + 1.0;
-                        }
-                    },
-                );
-                for (i, &v) in out.iter().enumerate() {
-                    assert_eq!(v, i as f32 + 1.0, "items {items}, per {per}, value {i}");
-                }
-            }
-        }
     }
 }

@@ -60,17 +60,15 @@ impl std::fmt::Debug for Helper {
     }
 }
 
-/// Spins until `done()` holds, calling `sleep` between checks once it spun for [`SPIN`]; after
-/// each `sleep` returns (woken, e.g. by [`Helper::wake`]) it spins for [`SPIN`] again.
+/// Spins until `done()` holds, then calls `sleep` between checks.
 #[inline]
 fn wait(mut done: impl FnMut() -> bool, sleep: impl Fn()) {
-    let mut start = Instant::now();
+    let start = Instant::now();
     let mut spins = 0u32;
     while !done() {
         spins = spins.wrapping_add(1);
         if spins % 64 == 0 && start.elapsed() > SPIN {
             sleep();
-            start = Instant::now();
         } else {
             std::hint::spin_loop();
         }
@@ -120,16 +118,6 @@ impl Helper {
             inner,
             thread: Some(thread),
         })
-    }
-
-    /// Wakes the helper if it sleeps, so that it spins (for up to [`SPIN`]) waiting for the
-    /// next [`Helper::join`]: call it a little before the first join of a frame. A thread
-    /// woken from sleep takes tens of microseconds (more in a virtual machine) to run, as
-    /// long as a whole layer, and the first layer would otherwise run on the caller alone.
-    pub fn wake(&self) {
-        if let Some(t) = &self.thread {
-            t.thread().unpark();
-        }
     }
 
     /// Runs `a` on the calling thread and `b` on the helper; returns `a`'s result once both
