@@ -24,7 +24,11 @@
 //!   done with it (the filter stops and joins its worker there).
 //!
 //! On this kind of machine the "GPU" is llvmpipe, i.e. more CPU threads: the figures are an
-//! upper bound for a machine with a real GPU.
+//! upper bound for a machine with a real GPU. Unless `LP_NUM_THREADS` is set already, the
+//! bench sets it to 0 for its OBS processes: llvmpipe then rasterizes on OBS's render thread
+//! alone instead of starting a rasterizer thread per core that competes with the worker for
+//! every core, which approximates a machine whose GPU renders (the header prints the setting;
+//! `LP_NUM_THREADS=2 cargo bench ...` measures llvmpipe's default on 2 cores).
 
 use obs_ai_background::obs::calldata::CallData;
 use obs_ai_background::obs::data::Data;
@@ -223,13 +227,16 @@ fn main() {
         return; // `cargo bench -- --list`: nothing to list.
     }
     let exe = std::env::current_exe().expect("current exe");
+    // llvmpipe's rasterizer threads: 0 (on the render thread) unless the caller chose.
+    let lp_threads = std::env::var("LP_NUM_THREADS").unwrap_or_else(|_| "0".into());
     println!(
-        "obs_render: filter cost per frame on libobs 29, llvmpipe, {FPS} fps, active raw output"
+        "obs_render: filter cost per frame on libobs 29, llvmpipe (LP_NUM_THREADS={lp_threads}), {FPS} fps, active raw output"
     );
     println!("command: xvfb-run -a -s \"-screen 0 1920x1080x24\" cargo bench --bench obs_render\n");
     for (w, h) in CANVASES {
         let out = std::process::Command::new(&exe)
             .env("OBS_BENCH_CANVAS", format!("{w}x{h}"))
+            .env("LP_NUM_THREADS", &lp_threads)
             .output()
             .expect("run the benchmark child");
         if !out.status.success() {

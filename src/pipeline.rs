@@ -8,12 +8,12 @@
 //! [`MaskPipeline::process`] applies `q = A * I + b` with the full-resolution luma `I`
 //! ([`GuidedUpsampler`]), as the OBS effect does per pixel.
 
-use crate::frame::FrameRef;
+use crate::frame::{FrameRef, PixelFormat};
 use crate::mask::Mask;
 use crate::model::SegmentationBackend;
 use crate::postprocess::{
-    refined_band, GuidedFilter, GuidedUpsampler, RefineSettings, RefinedHold, SceneCutDetector,
-    TemporalSmoother, MIN_REFINED_IOU,
+    input_luma, refined_band, GuidedFilter, GuidedUpsampler, RefineSettings, RefinedHold,
+    SceneCutDetector, TemporalSmoother, MIN_REFINED_IOU,
 };
 use crate::preprocess::{PlaneResizer, Preprocessor};
 use crate::Result;
@@ -84,6 +84,8 @@ pub struct MaskPipeline {
     backend: Arc<dyn SegmentationBackend>,
     pre: Preprocessor,
     probability: Vec<f32>,
+    /// Luma of the model input, for the scene-cut detector and the smoother.
+    input_luma: Vec<f32>,
     smoother: TemporalSmoother,
     cuts: SceneCutDetector,
     frame_size: (usize, usize),
@@ -118,6 +120,7 @@ impl MaskPipeline {
             backend,
             pre: Preprocessor::new(w, h),
             probability: vec![0.0; w * h],
+            input_luma: Vec::new(),
             smoother: TemporalSmoother::default(),
             cuts: SceneCutDetector::default(),
             frame_size: (0, 0),
@@ -213,7 +216,8 @@ impl MaskPipeline {
         }
         let (mw, mh) = self.pre.size();
         let input = self.pre.run(frame);
-        if self.cuts.is_cut(input, mw, mh) {
+        input_luma(input, mw * mh, &mut self.input_luma);
+        if self.cuts.is_cut_luma(&self.input_luma, mw, mh) {
             log::debug!("scene cut: temporal smoothing reset");
             self.smoother.reset();
             self.hold.reset();
@@ -231,28 +235,37 @@ impl MaskPipeline {
         }
         self.hold_strength = settings.smoothing;
         let model_smoothing = if hold { 0.0 } else { settings.smoothing };
-        self.smoother
-            .apply_gated(&mut self.probability, input, mw, mh, model_smoothing);
+        self.smoother.apply_gated_luma(
+            &mut self.probability,
+            &self.input_luma,
+            mw,
+            mh,
+            model_smoothing,
+        );
         self.refined = settings.refine;
         if settings.refine {
             let rs = settings.refine_settings;
             let (cw, ch) = rs.capture_size((mw, mh), (fw, fh));
             luma_plane(frame, &mut self.guide);
-            let guide: &[f32] = if (cw, ch) == (fw, fh) {
-                &self.guide
-            } else {
-                self.guide_small.resize(cw * ch, 0.0);
-                self.resizer
-                    .resize(&self.guide, (fw, fh), &mut self.guide_small, (cw, ch));
-                &self.guide_small
-            };
-            self.p_capture.resize(cw * ch, 0.0);
-            self.p_resizer
-                .resize(&self.probability, (mw, mh), &mut self.p_capture, (cw, ch));
+            let guide = at_size(
+                &mut self.resizer,
+                &self.guide,
+                (fw, fh),
+                &mut self.guide_small,
+                (cw, ch),
+            );
+            // At the default 1x capture the probability is already at the capture size.
+            let p = at_size(
+                &mut self.p_resizer,
+                &self.probability,
+                (mw, mh),
+                &mut self.p_capture,
+                (cw, ch),
+            );
             let radius = rs.radius_for(ch, mh);
-            let (a, b) =
-                self.guided
-                    .coefficients(guide, &self.p_capture, cw, ch, radius, rs.epsilon);
+            let (a, b) = self
+                .guided
+                .coefficients(guide, p, cw, ch, radius, rs.epsilon);
             self.coef_a.set_size(cw, ch);
             self.coef_a.data.copy_from_slice(a);
             self.coef_b.set_size(cw, ch);
@@ -294,12 +307,41 @@ impl MaskPipeline {
     }
 }
 
+/// `src` (`from` = (width, height)) at the size `to`: `src` itself when the sizes match, else
+/// resized bilinearly into `buf`.
+fn at_size<'a>(
+    resizer: &mut PlaneResizer,
+    src: &'a [f32],
+    from: (usize, usize),
+    buf: &'a mut Vec<f32>,
+    to: (usize, usize),
+) -> &'a [f32] {
+    if from == to {
+        return src;
+    }
+    buf.resize(to.0 * to.1, 0.0);
+    resizer.resize(src, from, buf, to);
+    buf
+}
+
 /// Rec. 601 luma of a frame, 0..1, into `out` (`width * height` values).
 pub fn luma_plane(frame: &FrameRef<'_>, out: &mut Vec<f32>) {
     let (w, h) = (frame.width(), frame.height());
     out.resize(w * h, 0.0);
-    let bpp = frame.format().bytes_per_pixel();
-    let [r, g, b] = frame.format().rgb_offsets();
+    // Constant pixel layouts let the loop vectorise (BGRA: the OBS worker's capture).
+    match frame.format() {
+        PixelFormat::Bgra => luma_rows::<4, 2, 1, 0>(frame, out),
+        PixelFormat::Rgba => luma_rows::<4, 0, 1, 2>(frame, out),
+        PixelFormat::Rgb => luma_rows::<3, 0, 1, 2>(frame, out),
+    }
+}
+
+fn luma_rows<const BPP: usize, const R: usize, const G: usize, const B: usize>(
+    frame: &FrameRef<'_>,
+    out: &mut [f32],
+) {
+    let w = frame.width();
+    let (bpp, r, g, b) = (BPP, R, G, B);
     crate::simd::simd(
         #[inline(always)]
         || {

@@ -180,13 +180,36 @@ impl TemporalSmoother {
         h: usize,
         strength: f32,
     ) {
+        let mut luma = std::mem::take(&mut self.luma);
+        input_luma(input, w * h, &mut luma);
+        self.luma = luma;
+        self.gate_and_hold(probability, w, h, strength);
+    }
+
+    /// [`TemporalSmoother::apply_gated`] with the model input's luma given
+    /// ([`input_luma`] of it, `w * h` values), for a caller that has it already.
+    ///
+    /// # Panics
+    /// When `probability` or `luma` is not `w * h` long.
+    pub fn apply_gated_luma(
+        &mut self,
+        probability: &mut [f32],
+        luma: &[f32],
+        w: usize,
+        h: usize,
+        strength: f32,
+    ) {
+        assert_eq!(luma.len(), w * h);
+        self.luma.clear();
+        self.luma.extend_from_slice(luma);
+        self.gate_and_hold(probability, w, h, strength);
+    }
+
+    /// The smoothing itself, with this frame's luma in `self.luma`.
+    fn gate_and_hold(&mut self, probability: &mut [f32], w: usize, h: usize, strength: f32) {
         let n = w * h;
         assert_eq!(probability.len(), n);
-        assert_eq!(input.len(), 3 * n);
-        self.luma.clear();
-        self.luma.extend(
-            (0..n).map(|i| 0.299 * input[i] + 0.587 * input[n + i] + 0.114 * input[2 * n + i]),
-        );
+        assert_eq!(self.luma.len(), n);
         let band = still_band(strength);
         let warm = self.prev_luma.len() == n && self.state.len() == n;
         if warm && band > 0.0 {
@@ -194,9 +217,15 @@ impl TemporalSmoother {
             self.gate.resize(n, 0.0);
             self.boxf.apply(&self.change, &mut self.gate, w, h, 1);
             // From here on `gate` holds each pixel's band at k = 1.
-            for g in self.gate.iter_mut() {
-                *g = band * (1.0 - smoothstep(STILL_CHANGE, MOVING_CHANGE, *g));
-            }
+            let gate = &mut self.gate;
+            simd(
+                #[inline(always)]
+                || {
+                    for g in gate.iter_mut() {
+                        *g = band * (1.0 - smoothstep(STILL_CHANGE, MOVING_CHANGE, *g));
+                    }
+                },
+            );
             let k = if self.iou_vs_raw(probability, 1.0) >= MIN_IOU_VS_RAW {
                 1.0
             } else {
@@ -211,15 +240,19 @@ impl TemporalSmoother {
                 }
                 lo
             };
-            for ((p, s), &b) in probability
-                .iter_mut()
-                .zip(self.state.iter_mut())
-                .zip(&self.gate)
-            {
-                let b = k * b;
-                *p = s.clamp(*p - b, *p + b);
-                *s = *p;
-            }
+            let (state, gate) = (&mut self.state, &self.gate);
+            simd(
+                #[inline(always)]
+                || {
+                    for ((p, s), &b) in probability.iter_mut().zip(state.iter_mut()).zip(gate) {
+                        let b = k * b;
+                        // `clamp` without its `min <= max` check, which keeps the loop
+                        // from vectorising (b >= 0, so the same value).
+                        *p = s.max(*p - b).min(*p + b);
+                        *s = *p;
+                    }
+                },
+            );
         } else {
             self.state.clear();
             self.state.extend_from_slice(probability);
@@ -237,14 +270,21 @@ impl TemporalSmoother {
     /// the held ones with the bands in `self.gate` scaled by `k` (1 when both are empty).
     fn iou_vs_raw(&self, raw: &[f32], k: f32) -> f64 {
         let t = BUDGET_THRESHOLD;
-        let (mut inter, mut union) = (0usize, 0usize);
-        for ((&p, &s), &b) in raw.iter().zip(&self.state).zip(&self.gate) {
-            let b = k * b;
-            let a = s.clamp(p - b, p + b) >= t;
-            let r = p >= t;
-            inter += (a && r) as usize;
-            union += (a || r) as usize;
-        }
+        let (state, gate) = (&self.state, &self.gate);
+        let (inter, union) = simd(
+            #[inline(always)]
+            || {
+                let (mut inter, mut union) = (0u32, 0u32);
+                for ((&p, &s), &b) in raw.iter().zip(state).zip(gate) {
+                    let b = k * b;
+                    let a = s.max(p - b).min(p + b) >= t;
+                    let r = p >= t;
+                    inter += (a & r) as u32;
+                    union += (a | r) as u32;
+                }
+                (inter as usize, union as usize)
+            },
+        );
         if union == 0 {
             1.0
         } else {
@@ -256,7 +296,36 @@ impl TemporalSmoother {
 /// `out[i] = |a[i] - b[i]|` (`out` resized to the inputs' length).
 pub(crate) fn abs_diff(a: &[f32], b: &[f32], out: &mut Vec<f32>) {
     out.clear();
-    out.extend(a.iter().zip(b).map(|(x, y)| (x - y).abs()));
+    out.resize(a.len().min(b.len()), 0.0);
+    simd(
+        #[inline(always)]
+        || {
+            for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                *o = (x - y).abs();
+            }
+        },
+    );
+}
+
+/// Rec. 601 luma `0.299 R + 0.587 G + 0.114 B` of a model input (NCHW `[1, 3, h, w]` RGB
+/// 0..1, `n = h * w` pixels) into `out` (`n` values, 0..1): what [`TemporalSmoother`] gates
+/// by and [`SceneCutDetector`] thumbnails, computed once per frame by the pipeline.
+///
+/// # Panics
+/// When `input` holds fewer than `3 * n` values.
+pub fn input_luma(input: &[f32], n: usize, out: &mut Vec<f32>) {
+    let (r, rest) = input[..3 * n].split_at(n);
+    let (g, b) = rest.split_at(n);
+    out.clear();
+    out.resize(n, 0.0);
+    simd(
+        #[inline(always)]
+        || {
+            for (((o, &r), &g), &b) in out.iter_mut().zip(r).zip(g).zip(b) {
+                *o = 0.299 * r + 0.587 * g + 0.114 * b;
+            }
+        },
+    );
 }
 
 /// Mean absolute change (0..1) of a coarse luma thumbnail above which a frame is a scene cut
@@ -275,6 +344,9 @@ const THUMB: (usize, usize) = (16, 9);
 pub struct SceneCutDetector {
     previous: Vec<f32>,
     current: Vec<f32>,
+    luma: Vec<f32>,
+    /// Per input column, the sum of its luma over the rows of the current thumbnail row.
+    columns: Vec<f32>,
     /// Input size the cell sizes were computed for, and 1 / pixels per cell.
     size: (usize, usize),
     inv_cell: Vec<f32>,
@@ -296,20 +368,52 @@ impl SceneCutDetector {
     /// Feeds one model input and returns the mean absolute change (0..1) of its 16x9 luma
     /// thumbnail from the previous input's (`None` for the first frame or a new size).
     pub fn change(&mut self, input: &[f32], w: usize, h: usize) -> Option<f32> {
+        let mut luma = std::mem::take(&mut self.luma);
+        input_luma(input, w * h, &mut luma);
+        let change = self.change_luma(&luma, w, h);
+        self.luma = luma;
+        change
+    }
+
+    /// [`SceneCutDetector::is_cut`] with the input's luma given ([`input_luma`], `w * h`
+    /// values).
+    pub fn is_cut_luma(&mut self, luma: &[f32], w: usize, h: usize) -> bool {
+        self.change_luma(luma, w, h)
+            .is_some_and(|change| change > SCENE_CUT_CHANGE)
+    }
+
+    /// [`SceneCutDetector::change`] with the input's luma given ([`input_luma`], `w * h`
+    /// values): each thumbnail cell is the mean of the pixels `(x, y)` with
+    /// `x * 16 / w, y * 9 / h` on it.
+    ///
+    /// # Panics
+    /// When `luma` is not `w * h` long.
+    pub fn change_luma(&mut self, luma: &[f32], w: usize, h: usize) -> Option<f32> {
+        assert_eq!(luma.len(), w * h);
         let (tw, th) = THUMB;
         self.current.clear();
         self.current.resize(tw * th, 0.0);
-        let plane = w * h;
-        for y in 0..h {
-            let ty = y * th / h;
-            for x in 0..w {
-                let i = y * w + x;
-                // Rec. 601 luma.
-                let luma =
-                    0.299 * input[i] + 0.587 * input[plane + i] + 0.114 * input[2 * plane + i];
-                self.current[ty * tw + x * tw / w] += luma;
-            }
-        }
+        self.columns.clear();
+        self.columns.resize(w, 0.0);
+        let (current, columns) = (&mut self.current, &mut self.columns);
+        // Column sums over the rows of one thumbnail row (vectorised), then per cell.
+        simd(
+            #[inline(always)]
+            || {
+                for (y, row) in luma.chunks_exact(w).enumerate() {
+                    for (c, &v) in columns.iter_mut().zip(row) {
+                        *c += v;
+                    }
+                    let ty = y * th / h;
+                    if y + 1 == h || (y + 1) * th / h != ty {
+                        for (x, c) in columns.iter_mut().enumerate() {
+                            current[ty * tw + x * tw / w] += *c;
+                            *c = 0.0;
+                        }
+                    }
+                }
+            },
+        );
         if self.size != (w, h) {
             // Pixels per thumbnail cell, counted once per input size.
             let cols = |c: usize| (0..w).filter(|x| x * tw / w == c).count();
@@ -357,14 +461,7 @@ impl BoxFilter {
     pub fn apply(&mut self, src: &[f32], dst: &mut [f32], w: usize, h: usize, r: usize) {
         assert_eq!(src.len(), w * h);
         assert_eq!(dst.len(), w * h);
-        self.tmp.resize(w * h, 0.0);
-        self.padded.clear();
-        self.padded.resize(w + 2 * r, 0.0);
-        self.inv_x.clear();
-        self.inv_x
-            .extend((0..w).map(|x| 1.0 / ((x + r).min(w - 1) - x.saturating_sub(r) + 1) as f32));
-        self.sums.clear();
-        self.sums.resize(w, 0.0);
+        self.prepare(w, h, r, 1);
         let Self {
             tmp,
             padded,
@@ -376,41 +473,93 @@ impl BoxFilter {
             || {
                 for (row, out) in src.chunks_exact(w).zip(tmp.chunks_exact_mut(w)) {
                     padded[r..r + w].copy_from_slice(row);
-                    out.fill(0.0);
-                    for t in 0..=2 * r {
-                        for (o, &v) in out.iter_mut().zip(&padded[t..t + w]) {
-                            *o += v;
-                        }
-                    }
-                    for (o, &k) in out.iter_mut().zip(inv_x.iter()) {
-                        *o *= k;
-                    }
+                    box_row(padded, r, inv_x, out);
                 }
-                for row in tmp.chunks_exact(w).take(r + 1) {
-                    for (s, &v) in sums.iter_mut().zip(row) {
-                        *s += v;
-                    }
-                }
-                for y in 0..h {
-                    let inv = 1.0 / ((y + r).min(h - 1) - y.saturating_sub(r) + 1) as f32;
-                    for (d, &s) in dst[y * w..(y + 1) * w].iter_mut().zip(sums.iter()) {
-                        *d = s * inv;
-                    }
-                    if y + r + 1 < h {
-                        let add = &tmp[(y + r + 1) * w..(y + r + 2) * w];
-                        for (s, &v) in sums.iter_mut().zip(add) {
-                            *s += v;
-                        }
-                    }
-                    if y >= r {
-                        let sub = &tmp[(y - r) * w..(y - r + 1) * w];
-                        for (s, &v) in sums.iter_mut().zip(sub) {
-                            *s -= v;
-                        }
-                    }
+                for (y, d) in dst.chunks_exact_mut(w).enumerate() {
+                    box_column_row(tmp, sums, w, h, r, y, d);
                 }
             },
         );
+    }
+
+    /// Sizes the scratch for `k` planes of `w` x `h` at radius `r`: `k` horizontally
+    /// filtered planes in `tmp`, `k` zero-padded rows of `w + 2r` in `padded` (zero borders),
+    /// `k` column-sum rows in `sums`.
+    fn prepare(&mut self, w: usize, h: usize, r: usize, k: usize) {
+        self.tmp.resize(k * w * h, 0.0);
+        self.padded.clear();
+        self.padded.resize(k * (w + 2 * r), 0.0);
+        self.inv_x.clear();
+        self.inv_x
+            .extend((0..w).map(|x| 1.0 / ((x + r).min(w - 1) - x.saturating_sub(r) + 1) as f32));
+        self.sums.clear();
+        self.sums.resize(k * w, 0.0);
+    }
+}
+
+/// The first `K` parts of `len` values of `v`.
+///
+/// # Panics
+/// When `v` holds fewer than `K * len` values.
+#[inline(always)]
+fn parts<const K: usize>(v: &mut [f32], len: usize) -> [&mut [f32]; K] {
+    let mut it = v.chunks_exact_mut(len);
+    std::array::from_fn(|_| it.next().expect("scratch sized for K parts"))
+}
+
+/// The horizontal pass of [`BoxFilter`] for one row: `out[x]` is the sum of `padded[x..=x + 2r]`
+/// (the row with `r` zeros on each side), in that order, times `inv_x[x]`.
+#[inline(always)]
+fn box_row(padded: &[f32], r: usize, inv_x: &[f32], out: &mut [f32]) {
+    let w = out.len();
+    out.fill(0.0);
+    for t in 0..=2 * r {
+        for (o, &v) in out.iter_mut().zip(&padded[t..t + w]) {
+            *o += v;
+        }
+    }
+    for (o, &k) in out.iter_mut().zip(inv_x) {
+        *o *= k;
+    }
+}
+
+/// The vertical pass of [`BoxFilter`] for output row `y` (rows in increasing order from 0) of
+/// the horizontally filtered plane `tmp` (`w` x `h`): running column sums in `sums` (`w`
+/// values, started at row 0), `out` the sums over the rows of the window divided by their
+/// count.
+#[inline(always)]
+fn box_column_row(
+    tmp: &[f32],
+    sums: &mut [f32],
+    w: usize,
+    h: usize,
+    r: usize,
+    y: usize,
+    out: &mut [f32],
+) {
+    if y == 0 {
+        sums.fill(0.0);
+        for row in tmp.chunks_exact(w).take(r + 1) {
+            for (s, &v) in sums.iter_mut().zip(row) {
+                *s += v;
+            }
+        }
+    }
+    let inv = 1.0 / ((y + r).min(h - 1) - y.saturating_sub(r) + 1) as f32;
+    for (d, &s) in out.iter_mut().zip(sums.iter()) {
+        *d = s * inv;
+    }
+    if y + r + 1 < h {
+        let add = &tmp[(y + r + 1) * w..(y + r + 2) * w];
+        for (s, &v) in sums.iter_mut().zip(add) {
+            *s += v;
+        }
+    }
+    if y >= r {
+        let sub = &tmp[(y - r) * w..(y - r + 1) * w];
+        for (s, &v) in sums.iter_mut().zip(sub) {
+            *s -= v;
+        }
     }
 }
 
@@ -491,12 +640,15 @@ impl RefineSettings {
 pub struct GuidedFilter {
     guide_small: Vec<f32>,
     p_small: Vec<f32>,
-    mean_i: Vec<f32>,
-    mean_p: Vec<f32>,
+    /// One row each of mean I, mean p, mean I*I, mean I*p.
+    rows: Vec<f32>,
+    /// Column sums of the a and b planes.
+    ab_sums: Vec<f32>,
+    /// Mean A and mean b (the result).
     corr: Vec<f32>,
     prod: Vec<f32>,
-    a: Vec<f32>,
-    b: Vec<f32>,
+    /// The a and b planes, horizontally filtered.
+    ab_tmp: Vec<f32>,
     boxf: BoxFilter,
     up: GuidedUpsampler,
 }
@@ -558,56 +710,88 @@ impl GuidedFilter {
         let n = w * h;
         assert_eq!(guide.len(), n);
         assert_eq!(p.len(), n);
-        for v in [
-            &mut self.mean_i,
-            &mut self.mean_p,
-            &mut self.corr,
-            &mut self.prod,
-            &mut self.a,
-            &mut self.b,
-        ] {
-            v.resize(n, 0.0);
-        }
-        let boxf = &mut self.boxf;
-        boxf.apply(guide, &mut self.mean_i, w, h, r);
-        boxf.apply(p, &mut self.mean_p, w, h, r);
-        // var_I = mean(I*I) - mean_I^2 ; cov_Ip = mean(I*p) - mean_I * mean_p.
-        let prod = &mut self.prod;
+        // Fused: the same [`BoxFilter`] arithmetic element for element (so the same bits as
+        // six separate box filters), in two sweeps over the rows instead of six plus four
+        // element-wise passes. Sweep 1 filters I, p, I*I and I*p horizontally (products
+        // formed on the fly); sweep 2 runs their vertical sums row by row, turns each row of
+        // means into (a, b) and filters those horizontally at once; a last vertical pass
+        // gives mean A and mean b.
+        self.corr.resize(n, 0.0);
+        self.prod.resize(n, 0.0);
+        self.ab_tmp.resize(2 * n, 0.0);
+        self.rows.resize(4 * w, 0.0);
+        self.ab_sums.resize(2 * w, 0.0);
+        self.boxf.prepare(w, h, r, 4);
+        let BoxFilter {
+            tmp,
+            padded,
+            inv_x,
+            sums,
+        } = &mut self.boxf;
+        let (ab_tmp, rows, ab_sums) = (&mut self.ab_tmp, &mut self.rows, &mut self.ab_sums);
+        let (mean_a, mean_b) = (&mut self.corr, &mut self.prod);
+        let pw = w + 2 * r;
         simd(
             #[inline(always)]
             || {
-                for (d, &i) in prod.iter_mut().zip(guide) {
-                    *d = i * i;
+                let [t_i, t_p, t_ii, t_ip] = parts(tmp, n);
+                let [pad_i, pad_p, pad_ii, pad_ip] = parts(padded, pw);
+                for y in 0..h {
+                    let (gi, pv) = (&guide[y * w..(y + 1) * w], &p[y * w..(y + 1) * w]);
+                    pad_i[r..r + w].copy_from_slice(gi);
+                    pad_p[r..r + w].copy_from_slice(pv);
+                    for (((ii, ip), &i), &v) in pad_ii[r..r + w]
+                        .iter_mut()
+                        .zip(pad_ip[r..r + w].iter_mut())
+                        .zip(gi)
+                        .zip(pv)
+                    {
+                        *ii = i * i;
+                        *ip = i * v;
+                    }
+                    let row = y * w..(y + 1) * w;
+                    box_row(pad_i, r, inv_x, &mut t_i[row.clone()]);
+                    box_row(pad_p, r, inv_x, &mut t_p[row.clone()]);
+                    box_row(pad_ii, r, inv_x, &mut t_ii[row.clone()]);
+                    box_row(pad_ip, r, inv_x, &mut t_ip[row]);
+                }
+                let [s_i, s_p, s_ii, s_ip] = parts(sums, w);
+                let [m_i, m_p, m_ii, m_ip] = parts(rows, w);
+                // The (a, b) rows go straight into the first two padded rows.
+                let [pad_a, pad_b] = parts(padded, pw);
+                let [ta, tb] = parts(ab_tmp, n);
+                for y in 0..h {
+                    box_column_row(t_i, s_i, w, h, r, y, m_i);
+                    box_column_row(t_p, s_p, w, h, r, y, m_p);
+                    box_column_row(t_ii, s_ii, w, h, r, y, m_ii);
+                    box_column_row(t_ip, s_ip, w, h, r, y, m_ip);
+                    // var_I = mean(I*I) - mean_I^2 ; cov_Ip = mean(I*p) - mean_I * mean_p.
+                    for (k, (av, bv)) in pad_a[r..r + w]
+                        .iter_mut()
+                        .zip(pad_b[r..r + w].iter_mut())
+                        .enumerate()
+                    {
+                        let var = m_ii[k] - m_i[k] * m_i[k];
+                        let cov = m_ip[k] - m_i[k] * m_p[k];
+                        let a = cov / (var + eps);
+                        *av = a;
+                        *bv = m_p[k] - a * m_i[k];
+                    }
+                    let row = y * w..(y + 1) * w;
+                    box_row(pad_a, r, inv_x, &mut ta[row.clone()]);
+                    box_row(pad_b, r, inv_x, &mut tb[row]);
+                }
+                let [sa, sb] = parts(ab_sums, w);
+                for (y, (da, db)) in mean_a
+                    .chunks_exact_mut(w)
+                    .zip(mean_b.chunks_exact_mut(w))
+                    .enumerate()
+                {
+                    box_column_row(ta, sa, w, h, r, y, da);
+                    box_column_row(tb, sb, w, h, r, y, db);
                 }
             },
         );
-        boxf.apply(prod, &mut self.corr, w, h, r);
-        simd(
-            #[inline(always)]
-            || {
-                for ((d, &i), &pv) in prod.iter_mut().zip(guide).zip(p) {
-                    *d = i * pv;
-                }
-            },
-        );
-        // Reuse `a` for mean(I*p) before it holds the coefficients.
-        boxf.apply(prod, &mut self.a, w, h, r);
-        let (a_coef, b_coef) = (&mut self.a, &mut self.b);
-        let (mean_i, mean_p, corr) = (&self.mean_i, &self.mean_p, &self.corr);
-        simd(
-            #[inline(always)]
-            || {
-                for k in 0..n {
-                    let var = corr[k] - mean_i[k] * mean_i[k];
-                    let cov = a_coef[k] - mean_i[k] * mean_p[k];
-                    let a = cov / (var + eps);
-                    a_coef[k] = a;
-                    b_coef[k] = mean_p[k] - a * mean_i[k];
-                }
-            },
-        );
-        boxf.apply(a_coef, &mut self.corr, w, h, r);
-        boxf.apply(b_coef, &mut self.prod, w, h, r);
         (&self.corr, &self.prod)
     }
 }
@@ -869,6 +1053,74 @@ mod tests {
         assert!((threshold_feather(0.5, 0.5, 0.2) - 0.5).abs() < 1e-6);
         // u = 0.25 -> 0.0625 * 2.5 = 0.15625
         assert!((threshold_feather(0.45, 0.5, 0.2) - 0.15625).abs() < 1e-6);
+    }
+
+    /// The guided filter's steps 1-4 as six separate box filters and element-wise passes
+    /// (the code before the fused sweeps): the fused version must give the same bits.
+    fn unfused_coefficients(
+        guide: &[f32],
+        p: &[f32],
+        w: usize,
+        h: usize,
+        r: usize,
+        eps: f32,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let n = w * h;
+        let mut bf = BoxFilter::default();
+        let boxed = |bf: &mut BoxFilter, src: &[f32]| {
+            let mut out = vec![0.0; n];
+            bf.apply(src, &mut out, w, h, r);
+            out
+        };
+        let mean_i = boxed(&mut bf, guide);
+        let mean_p = boxed(&mut bf, p);
+        let ii: Vec<f32> = guide.iter().map(|i| i * i).collect();
+        let ip: Vec<f32> = guide.iter().zip(p).map(|(i, v)| i * v).collect();
+        let corr = boxed(&mut bf, &ii);
+        let mean_ip = boxed(&mut bf, &ip);
+        let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
+        for k in 0..n {
+            let var = corr[k] - mean_i[k] * mean_i[k];
+            let cov = mean_ip[k] - mean_i[k] * mean_p[k];
+            a[k] = cov / (var + eps);
+            b[k] = mean_p[k] - a[k] * mean_i[k];
+        }
+        (boxed(&mut bf, &a), boxed(&mut bf, &b))
+    }
+
+    #[test]
+    fn fused_guided_coefficients_equal_separate_box_filters() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let (w, h) = (256, 144);
+        // A real photo as the guide and its person mask, scaled down (soft edges), as `p`.
+        let plane = |name: &str| -> Vec<f32> {
+            image::open(dir.join(name))
+                .unwrap()
+                .resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle)
+                .to_luma8()
+                .pixels()
+                .map(|p| p[0] as f32 / 255.0)
+                .collect()
+        };
+        let guide = plane("obs/ccp-webcam-0001.jpg");
+        let p = plane("obs/ccp-webcam-0001.mask.png");
+        let mut gf = GuidedFilter::default();
+        for (r, eps) in [(3, 1e-3), (1, 1e-2), (6, 1e-4)] {
+            let (ra, rb) = unfused_coefficients(&guide, &p, w, h, r, eps);
+            let (a, b) = gf.coefficients(&guide, &p, w, h, r, eps);
+            assert!(
+                a.iter().zip(&ra).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "A, r {r}"
+            );
+            assert!(
+                b.iter().zip(&rb).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "b, r {r}"
+            );
+            assert!(
+                a.iter().any(|&v| v.abs() > 0.1),
+                "the guide shapes A somewhere"
+            );
+        }
     }
 
     #[test]

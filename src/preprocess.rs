@@ -9,7 +9,7 @@
 //! `out = top * (1 - fy) + bottom * fy`, in `f32`. This is TensorFlow's `half_pixel_centers`
 //! and OpenCV's `INTER_LINEAR`, without antialiasing.
 
-use crate::frame::FrameRef;
+use crate::frame::{FrameRef, PixelFormat};
 use crate::simd::simd;
 
 /// Precomputed sample positions for one axis of a bilinear resize.
@@ -158,6 +158,41 @@ fn horizontal_any(ch: usize, line: &[f32], taps: &[(u32, u32, f32)], dst: &mut [
     }
 }
 
+/// `planes[c][y * w + x] = pixel(x, y)[offset of c] / 255` for a frame of `BPP` bytes per
+/// pixel with red, green, blue at bytes `R`, `G`, `B`, and planes of the frame's size.
+fn deinterleave<const BPP: usize, const R: usize, const G: usize, const B: usize>(
+    frame: &FrameRef<'_>,
+    planes: &mut [&mut [f32]; 3],
+) {
+    let (bpp, ro, go, bo) = (BPP, R, G, B);
+    let w = frame.width();
+    let [r_plane, g_plane, b_plane] = planes;
+    simd(
+        #[inline(always)]
+        || {
+            for y in 0..frame.height() {
+                let row = &frame.row(y)[..w * bpp];
+                let span = y * w..(y + 1) * w;
+                let (r, g, b) = (
+                    &mut r_plane[span.clone()],
+                    &mut g_plane[span.clone()],
+                    &mut b_plane[span],
+                );
+                for (((p, r), g), b) in row
+                    .chunks_exact(bpp)
+                    .zip(r.iter_mut())
+                    .zip(g.iter_mut())
+                    .zip(b.iter_mut())
+                {
+                    *r = p[ro] as f32 / 255.0;
+                    *g = p[go] as f32 / 255.0;
+                    *b = p[bo] as f32 / 255.0;
+                }
+            }
+        },
+    );
+}
+
 /// Turns frames into model input: bilinear stretch to the model size, RGB, 0..1, planar
 /// NCHW `[1, 3, H, W]`.
 ///
@@ -199,6 +234,18 @@ impl Preprocessor {
         let (g_plane, b_plane) = rest.split_at_mut(w * h);
         let mut planes = [r_plane, g_plane, b_plane];
         let (x_taps, y_taps) = (&self.axes.0.taps, &self.axes.1.taps);
+        if (frame.width(), frame.height()) == (w, h) {
+            // The frame is already at the model size (the OBS worker's capture): every tap
+            // is the pixel itself with weight 0 on its neighbour, so the general path below
+            // would compute `v / 255` exactly; a plain deinterleave gives the same bits at a
+            // fraction of the cost.
+            match frame.format() {
+                PixelFormat::Bgra => deinterleave::<4, 2, 1, 0>(frame, &mut planes),
+                PixelFormat::Rgba => deinterleave::<4, 0, 1, 2>(frame, &mut planes),
+                PixelFormat::Rgb => deinterleave::<3, 0, 1, 2>(frame, &mut planes),
+            }
+            return &self.input;
+        }
         simd(
             #[inline(always)]
             || {
@@ -221,5 +268,79 @@ impl Preprocessor {
             },
         );
         &self.input
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::PixelFormat;
+
+    /// The documented bilinear convention, written out per output value.
+    fn reference(frame: &FrameRef<'_>, w: usize, h: usize) -> Vec<f32> {
+        let (xa, ya) = (
+            BilinearAxis::new(frame.width(), w),
+            BilinearAxis::new(frame.height(), h),
+        );
+        let bpp = frame.format().bytes_per_pixel();
+        let mut out = vec![0.0; 3 * w * h];
+        for (c, off) in frame.format().rgb_offsets().into_iter().enumerate() {
+            for (y, &(y0, y1, fy)) in ya.taps.iter().enumerate() {
+                for (x, &(x0, x1, fx)) in xa.taps.iter().enumerate() {
+                    let v =
+                        |yy: u32, xx: u32| frame.row(yy as usize)[xx as usize * bpp + off] as f32;
+                    let top = v(y0, x0) * (1.0 - fx) + v(y0, x1) * fx;
+                    let bottom = v(y1, x0) * (1.0 - fx) + v(y1, x1) * fx;
+                    out[c * w * h + y * w + x] = (top * (1.0 - fy) + bottom * fy) / 255.0;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn model_sized_frames_give_the_bits_of_the_bilinear_convention() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/obs/ccp-webcam-0001.jpg");
+        let (w, h) = (256, 144);
+        let rgba = image::open(path)
+            .unwrap()
+            .resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle)
+            .to_rgba8();
+        let bgra: Vec<u8> = rgba
+            .as_raw()
+            .chunks_exact(4)
+            .flat_map(|p| [p[2], p[1], p[0], p[3]])
+            .collect();
+        let rgb: Vec<u8> = rgba
+            .as_raw()
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect();
+        let mut pre = Preprocessor::new(w, h);
+        let mut results = Vec::new();
+        for (data, format) in [
+            (rgba.as_raw().as_slice(), PixelFormat::Rgba),
+            (&bgra, PixelFormat::Bgra),
+            (&rgb, PixelFormat::Rgb),
+        ] {
+            let frame = FrameRef::packed(data, w, h, format).unwrap();
+            let got = pre.run(&frame).to_vec();
+            let want = reference(&frame, w, h);
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{format:?}"
+            );
+            results.push(got);
+        }
+        assert_eq!(results[0], results[1], "BGRA and RGBA give the same planes");
+        assert_eq!(results[0], results[2], "RGB and RGBA give the same planes");
+        // Not a constant picture: the planes carry the photo.
+        let r = &results[0][..w * h];
+        assert!(
+            r.iter().cloned().fold(0.0, f32::max) - r.iter().cloned().fold(1.0, f32::min) > 0.5
+        );
     }
 }
