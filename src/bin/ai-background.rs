@@ -1016,7 +1016,7 @@ struct TrainArgs {
     ema: f64,
     /// Share of samples framed as the whole image (as the filter sees a frame), 0..1; the
     /// rest are random windows.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = obs_ai_background::train::DEFAULT_WHOLE)]
     whole: f32,
     /// Peak learning rate (AdamW, warm-up then cosine decay).
     #[arg(long, default_value_t = 2e-4)]
