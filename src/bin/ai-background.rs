@@ -1010,6 +1010,14 @@ struct TrainArgs {
     /// Labelled images per step.
     #[arg(long, default_value_t = 8)]
     batch: usize,
+    /// Validate and write an exponential moving average of the weights with this decay
+    /// (e.g. 0.998; 0: off, the last step's weights).
+    #[arg(long, default_value_t = 0.0)]
+    ema: f64,
+    /// Share of samples framed as the whole image (as the filter sees a frame), 0..1; the
+    /// rest are random windows.
+    #[arg(long, default_value_t = obs_ai_background::train::DEFAULT_WHOLE)]
+    whole: f32,
     /// Peak learning rate (AdamW, warm-up then cosine decay).
     #[arg(long, default_value_t = 2e-4)]
     lr: f64,
@@ -1049,6 +1057,8 @@ fn train(args: &TrainArgs) -> Result<()> {
     cfg.l2 = args.l2;
     cfg.edge_weight = args.edge_weight;
     cfg.dice_weight = args.dice_weight;
+    cfg.ema = args.ema;
+    cfg.whole = args.whole;
     cfg.seed = args.seed;
     cfg.keep = match (&args.keep, args.no_keep) {
         (_, true) => KeepSource::None,

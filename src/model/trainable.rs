@@ -500,10 +500,9 @@ impl TrainableNet {
         let tensors: Vec<(String, Tensor)> = self
             .vars
             .iter()
-            .map(|(k, v)| Ok((k.clone(), v.as_tensor().to_device(&Device::Cpu)?)))
-            .collect::<Result<_>>()?;
-        safetensors::tensor::serialize(tensors, None)
-            .map_err(|e| candle_core::Error::Msg(format!("safetensors: {e}")))
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        serialize_weights(&tensors)
     }
 
     fn p(&self, key: &str) -> Result<Tensor> {
@@ -771,4 +770,18 @@ fn gate_mul(x: &Map, g: &Tensor) -> Result<Tensor> {
     x.t.reshape((c, x.n, x.h * x.w))?
         .broadcast_mul(&g.unsqueeze(2)?)?
         .reshape((c, x.n * x.h * x.w))
+}
+
+/// Weights by key as safetensors bytes (float32, copied to the CPU), the format of
+/// [`TrainableNet::to_safetensors`]; also used for a moving average of the weights.
+///
+/// # Errors
+/// On a device read-back or serialisation failure.
+pub fn serialize_weights(weights: &[(String, Tensor)]) -> Result<Vec<u8>> {
+    let tensors: Vec<(String, Tensor)> = weights
+        .iter()
+        .map(|(k, t)| Ok((k.clone(), t.to_device(&Device::Cpu)?)))
+        .collect::<Result<_>>()?;
+    safetensors::tensor::serialize(tensors, None)
+        .map_err(|e| candle_core::Error::Msg(format!("safetensors: {e}")))
 }
