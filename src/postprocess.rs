@@ -226,20 +226,7 @@ impl TemporalSmoother {
                     }
                 },
             );
-            let k = if self.iou_vs_raw(probability, 1.0) >= MIN_IOU_VS_RAW {
-                1.0
-            } else {
-                let (mut lo, mut hi) = (0.0f32, 1.0f32);
-                for _ in 0..8 {
-                    let mid = 0.5 * (lo + hi);
-                    if self.iou_vs_raw(probability, mid) >= MIN_IOU_VS_RAW {
-                        lo = mid;
-                    } else {
-                        hi = mid;
-                    }
-                }
-                lo
-            };
+            let k = widest_scale(|k| self.iou_vs_raw(probability, k) >= MIN_IOU_VS_RAW);
             let (state, gate) = (&mut self.state, &self.gate);
             simd(
                 #[inline(always)]
@@ -927,20 +914,7 @@ impl RefinedHold {
     ) -> f32 {
         let mut used = 0.0;
         if self.prepare(q, luma, size, band) {
-            let k = if self.iou(q, 1.0) >= min_iou {
-                1.0
-            } else {
-                let (mut lo, mut hi) = (0.0f32, 1.0f32);
-                for _ in 0..8 {
-                    let mid = 0.5 * (lo + hi);
-                    if self.iou(q, mid) >= min_iou {
-                        lo = mid;
-                    } else {
-                        hi = mid;
-                    }
-                }
-                lo
-            };
+            let k = widest_scale(|k| self.iou(q, k) >= min_iou);
             self.hold(q, k);
             used = k * band;
         }
@@ -1038,6 +1012,25 @@ pub fn downsample_box(src: &[f32], w: usize, h: usize, s: usize, dst: &mut Vec<f
             dst[by * sw + bx] /= (rows * cols) as f32;
         }
     }
+}
+
+/// The widest band scale `k` in 0..1 for which `keeps(k)` holds: 1 if it holds there,
+/// else 8 bisection steps from (0, 1) (resolution 1/256), 0 if no tried scale holds. Used by
+/// both hysteresis smoothers to narrow their band until the IoU bound is kept.
+fn widest_scale(mut keeps: impl FnMut(f32) -> bool) -> f32 {
+    if keeps(1.0) {
+        return 1.0;
+    }
+    let (mut lo, mut hi) = (0.0f32, 1.0f32);
+    for _ in 0..8 {
+        let mid = 0.5 * (lo + hi);
+        if keeps(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 #[cfg(test)]
