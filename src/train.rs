@@ -32,7 +32,7 @@
 //!
 //! Every `val_every` steps and at the end the current weights go through the inference path
 //! ([`Segmenter::from_bytes`], fused CPU kernels) and the `eval` code ([`evaluate_pair`]) on
-//! `--val`; the best score (mean IoU + boundary F) is written to `--out` at once, atomically
+//! `--val`; the best score (by `--best-by`, default mean IoU) is written to `--out` at once, atomically
 //! (a temporary file in the same folder, renamed), so stopping (Ctrl-C) keeps the best so far.
 //! Step 0 is validated too: the file written is never worse on `--val` than the start.
 //! Without `--val` the last weights are written at the end and at each validation interval.
@@ -140,6 +140,36 @@ pub struct TrainConfig {
     /// input exactly as inference (and `eval`) sees a frame, 0..1; the rest get a random
     /// window (see the module doc).
     pub whole: f32,
+    /// Which validation score picks the checkpoint that is kept (default mean IoU).
+    pub best_by: BestBy,
+}
+
+/// The validation score that decides which checkpoint `train` keeps ([`TrainConfig::best_by`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BestBy {
+    /// Mean IoU (ties: boundary F), the headline figure of `eval`. On the dev-set person
+    /// split the sum let a checkpoint with +0.0009 boundary F and -0.0009 mean IoU win over
+    /// the one that met both of the targets (docs/training.md, run J), hence the
+    /// default.
+    #[default]
+    MeanIou,
+    /// Boundary F (ties: mean IoU).
+    BoundaryF,
+    /// Mean IoU + boundary F.
+    Sum,
+}
+
+impl BestBy {
+    /// Whether `new` is better than `old` by this criterion (strictly: the first of equal
+    /// scores is kept).
+    pub fn better(self, new: &Summary, old: &Summary) -> bool {
+        let key = |s: &Summary| match self {
+            BestBy::MeanIou => (s.mean_iou, s.boundary_f),
+            BestBy::BoundaryF => (s.boundary_f, s.mean_iou),
+            BestBy::Sum => (s.mean_iou + s.boundary_f, 0.0),
+        };
+        key(new) > key(old)
+    }
 }
 
 /// Default share of samples framed as the whole image ([`TrainConfig::whole`]): on the
@@ -175,6 +205,7 @@ impl TrainConfig {
             seed: 0x5eed,
             ema: 0.0,
             whole: DEFAULT_WHOLE,
+            best_by: BestBy::default(),
         }
     }
 }
@@ -883,11 +914,10 @@ pub fn train(
             None
         } else {
             let s = validate(&bytes, cfg.preset, &val_pairs)?;
-            let score = s.mean_iou + s.boundary_f;
             if report
                 .best
                 .as_ref()
-                .is_none_or(|(_, b)| score > b.mean_iou + b.boundary_f)
+                .is_none_or(|(_, b)| cfg.best_by.better(&s, b))
             {
                 write_atomically(&cfg.out, &bytes)?;
                 report.best = Some((step, s.clone()));
@@ -1019,6 +1049,25 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn best_by_picks_run_js_checkpoints() {
+        // Run J of docs/training.md: step 2,800 against step 4,000 (mean IoU, boundary F).
+        let s = |mean_iou, boundary_f| Summary {
+            mean_iou,
+            pooled_iou: mean_iou,
+            boundary_f,
+            count: 100,
+        };
+        let (s2800, s4000) = (s(0.9414, 0.8098), s(0.9423, 0.8072));
+        assert!(BestBy::MeanIou.better(&s4000, &s2800));
+        assert!(!BestBy::MeanIou.better(&s2800, &s4000));
+        assert!(BestBy::Sum.better(&s2800, &s4000));
+        assert!(BestBy::BoundaryF.better(&s2800, &s4000));
+        // Ties on the first key fall to the second; equal scores keep the first.
+        assert!(BestBy::MeanIou.better(&s(0.94, 0.81), &s(0.94, 0.80)));
+        assert!(!BestBy::MeanIou.better(&s(0.94, 0.80), &s(0.94, 0.80)));
+    }
 
     #[test]
     fn stable_bce_is_finite_and_exact_on_large_logits() {

@@ -131,6 +131,17 @@ enum NetPath {
     Stock,
 }
 
+/// `train --best-by` (`train::BestBy`).
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+enum BestByArg {
+    /// Mean IoU (ties: boundary F).
+    Iou,
+    /// Boundary F (ties: mean IoU).
+    BoundaryF,
+    /// Mean IoU + boundary F.
+    Sum,
+}
+
 #[derive(Args, Clone)]
 struct ModelArgs {
     /// Model preset: landscape (fast, 256x144 input) or square (256x256).
@@ -1027,6 +1038,9 @@ struct TrainArgs {
     /// Validate every this many steps.
     #[arg(long, default_value_t = 200)]
     val_every: usize,
+    /// The validation score that picks the checkpoint kept.
+    #[arg(long, value_enum, default_value = "iou")]
+    best_by: BestByArg,
     /// Random seed (sampling, augmentation).
     #[arg(long, default_value_t = 0x5eed)]
     seed: u64,
@@ -1059,6 +1073,11 @@ fn train(args: &TrainArgs) -> Result<()> {
     cfg.dice_weight = args.dice_weight;
     cfg.ema = args.ema;
     cfg.whole = args.whole;
+    cfg.best_by = match args.best_by {
+        BestByArg::Iou => train::BestBy::MeanIou,
+        BestByArg::BoundaryF => train::BestBy::BoundaryF,
+        BestByArg::Sum => train::BestBy::Sum,
+    };
     cfg.seed = args.seed;
     cfg.keep = match (&args.keep, args.no_keep) {
         (_, true) => KeepSource::None,
