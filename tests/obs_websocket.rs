@@ -12,7 +12,8 @@
 //! refinement off, the mask view. Each change must show in a screenshot requested less than
 //! a second after the change. Where the person and the background are comes from the engine
 //! on the CPU on the unfiltered picture. Finally OBS's output must hold no warning or error
-//! from the filter, and the leak count at shutdown must equal a run without the plugin.
+//! from the filter, and the leak count at shutdown must equal a run without the plugin (OBS's
+//! own shutdown crash aside: see `SHUTDOWN_TRIES`).
 //!
 //! obs-websocket 5.1 in OBS 29.0.2 reads its settings from `global.ini` (`[OBSWebSocket]`),
 //! see `../shared/docs/obs-headless.md`. Protocol: Hello (op 0), Identify (op 1, rpcVersion
@@ -292,31 +293,67 @@ fn config(repo: &Path, backdrop: &Path, with_plugin: bool, port: u16) -> common:
     }
 }
 
-/// A run without the plugin: the leak count OBS itself reports at shutdown. OBS 29 under Xvfb
-/// now and then hangs in its own shutdown (after "All scene data cleared", before the leak
-/// count) and is killed after 20 s; that run is repeated once, since no plugin is loaded.
-fn baseline_leaks(repo: &Path, backdrop: &Path) -> Result<i64, String> {
-    match baseline_leaks_once(repo, backdrop) {
-        Err(e) => {
-            eprintln!("baseline run without the plugin gave no leak count, repeating it: {e}");
-            baseline_leaks_once(repo, backdrop)
+/// OBS 29 now and then dies in its own shutdown, with or without the plugin, after "All scene
+/// data cleared" (every source and filter already destroyed) and before it logs the leak
+/// count: a SIGSEGV, or a hang killed after 20 s. Its SIGINT handler closes the main window
+/// from inside the signal handler; when the signal lands while the main thread waits on the X
+/// connection, `obs_display_destroy` waits for the graphics thread, which waits for that X
+/// connection (gdb of a hung run, `OBS_HANG_DUMP=DIR`). Seen 5 times in about 130 launches
+/// here, twice in one CI run. A run that dies there is repeated, up to three times in all.
+const SHUTDOWN_TRIES: usize = 3;
+
+/// A short run (launch, one screenshot, quit) with or without the plugin: the leak count OBS
+/// reports at shutdown, trying again when OBS died after clearing the scene (see
+/// [`SHUTDOWN_TRIES`]).
+fn short_run_leaks(repo: &Path, backdrop: &Path, with_plugin: bool) -> Result<i64, String> {
+    let mut last = String::new();
+    for attempt in 1..=SHUTDOWN_TRIES {
+        match short_run_leaks_once(repo, backdrop, with_plugin) {
+            Ok(n) => return Ok(n),
+            Err((e, false)) => return Err(e),
+            Err((e, true)) => {
+                eprintln!(
+                    "short run (plugin: {with_plugin}) {attempt} of {SHUTDOWN_TRIES} gave no \
+                     leak count: {e}"
+                );
+                last = e;
+            }
         }
-        ok => ok,
     }
+    Err(last)
 }
 
-fn baseline_leaks_once(repo: &Path, backdrop: &Path) -> Result<i64, String> {
-    let home = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let port = free_port()?;
-    common::prepare_home(repo, home.path(), &config(repo, backdrop, false, port));
-    let mut obs = common::Frontend::start(home.path(), &[])?;
-    let mut client = Client::connect(&mut obs, port, Duration::from_secs(60))?;
-    client.request("GetVersion", json!({}))?;
-    client.screenshot()?;
+/// One short run; an error says whether OBS got as far as clearing the scene (worth a retry).
+fn short_run_leaks_once(
+    repo: &Path,
+    backdrop: &Path,
+    with_plugin: bool,
+) -> Result<i64, (String, bool)> {
+    let fatal = |e: String| (e, false);
+    let home = tempfile::tempdir().map_err(|e| fatal(e.to_string()))?;
+    let port = free_port().map_err(fatal)?;
+    common::prepare_home(
+        repo,
+        home.path(),
+        &config(repo, backdrop, with_plugin, port),
+    );
+    let mut obs = common::Frontend::start(home.path(), &[]).map_err(fatal)?;
+    let mut client = Client::connect(&mut obs, port, Duration::from_secs(60)).map_err(fatal)?;
+    client.request("GetVersion", json!({})).map_err(fatal)?;
+    client.screenshot().map_err(fatal)?;
     drop(client);
-    obs.stop();
-    obs.leaks()
-        .ok_or_else(|| format!("no leak count in the log; tail:\n{}", obs.log_tail(20)))
+    let exited = obs.stop();
+    let status = obs.child.try_wait().ok().flatten();
+    obs.leaks().ok_or_else(|| {
+        (
+            format!(
+                "no leak count in the log (exited by itself: {exited}, status {status:?}); \
+                 tail:\n{}",
+                obs.log_tail(6)
+            ),
+            obs.log().contains("All scene data cleared"),
+        )
+    })
 }
 
 /// Looks at a screenshot: what it found, or why it is not what the viewer must see.
@@ -345,7 +382,7 @@ fn run() -> Result<Vec<String>, String> {
     )?;
     let mut lines = Vec::new();
 
-    let leaks_without = baseline_leaks(&repo, &backdrop)?;
+    let leaks_without = short_run_leaks(&repo, &backdrop, false)?;
 
     let home = tempfile::tempdir().map_err(|e| e.to_string())?;
     let port = free_port()?;
@@ -709,7 +746,8 @@ fn run() -> Result<Vec<String>, String> {
         }
     }
     drop(client);
-    obs.stop();
+    let exited = obs.stop();
+    let status = obs.child.try_wait().ok().flatten();
 
     let output = obs.output();
     let log = obs.log();
@@ -745,12 +783,30 @@ fn run() -> Result<Vec<String>, String> {
     if !complaints.is_empty() {
         failures.push(format!("the filter complained: {complaints:?}"));
     }
-    match obs.leaks() {
+    // OBS's own shutdown crash (see SHUTDOWN_TRIES) after it destroyed every source: the
+    // count then comes from short runs with the plugin.
+    let (leaks, whose) = match obs.leaks() {
+        None if log.contains("All scene data cleared") => {
+            eprintln!(
+                "OBS died after clearing the scene (exited by itself: {exited}, status \
+                 {status:?}); counting leaks in a short run with the plugin instead"
+            );
+            (
+                short_run_leaks(&repo, &backdrop, true).ok(),
+                "in a short run with the plugin (the long run died after clearing the scene)",
+            )
+        }
+        n => (n, "at shutdown"),
+    };
+    match leaks {
         Some(n) if n == leaks_without => lines.push(format!(
-            "shutdown: {n} memory leaks, as without the plugin; no warning or error from the filter"
+            "{n} memory leaks {whose}, as without the plugin; no warning or error from the filter"
         )),
         other => failures.push(format!(
-            "shutdown leaks {other:?}, without the plugin {leaks_without}"
+            "leaks {whose}: {other:?}, without the plugin {leaks_without} (exited by itself: \
+             {exited}, status {status:?}); log tail:\n{}\noutput tail:\n{}",
+            obs.log_tail(12),
+            output.lines().rev().take(12).collect::<Vec<_>>().join("\n")
         )),
     }
     if failures.is_empty() {

@@ -158,7 +158,8 @@ impl Frontend {
     }
 
     /// A clean exit (ConfirmOnExit=false): SIGINT, then a hard kill after 20 s. Returns
-    /// whether it exited by itself.
+    /// whether it exited by itself. With `OBS_HANG_DUMP=DIR` (and gdb installed) the threads'
+    /// stacks of a run that had to be killed go to `DIR/hang-<pid>.txt` first.
     pub fn stop(&mut self) -> bool {
         if !self.running() {
             return true;
@@ -170,6 +171,16 @@ impl Frontend {
         let start = Instant::now();
         while self.running() {
             if start.elapsed() > Duration::from_secs(20) {
+                if let Ok(dir) = std::env::var("OBS_HANG_DUMP") {
+                    let out = Command::new("gdb")
+                        .args(["-p", &self.child.id().to_string(), "-batch"])
+                        .args(["-ex", "thread apply all bt"])
+                        .output();
+                    if let Ok(o) = out {
+                        let name = format!("{dir}/hang-{}.txt", self.child.id());
+                        let _ = std::fs::write(name, o.stdout);
+                    }
+                }
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 return false;
