@@ -76,6 +76,8 @@ pub enum Format {
     Rgba,
     /// One 32-bit float channel (`GS_R32F`).
     R32f,
+    /// Two 32-bit float channels (`GS_RG32F`).
+    Rg32f,
     /// Four 32-bit float channels (`GS_RGBA32F`).
     Rgba32f,
     /// Four 16-bit float channels (`GS_RGBA16F`): what OBS renders extended-range and HDR
@@ -89,6 +91,7 @@ impl Format {
             Format::Bgra => sys::GS_BGRA,
             Format::Rgba => sys::GS_RGBA,
             Format::R32f => sys::GS_R32F,
+            Format::Rg32f => sys::GS_RG32F,
             Format::Rgba32f => sys::GS_RGBA32F,
             Format::Rgba16f => sys::GS_RGBA16F,
         }
@@ -98,7 +101,7 @@ impl Format {
     pub fn bytes_per_pixel(self) -> usize {
         match self {
             Format::Bgra | Format::Rgba | Format::R32f => 4,
-            Format::Rgba16f => 8,
+            Format::Rgba16f | Format::Rg32f => 8,
             Format::Rgba32f => 16,
         }
     }

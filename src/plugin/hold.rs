@@ -1,5 +1,5 @@
 //! The state of the full-resolution hold of the refined person probability
-//! ([`crate::postprocess::RefinedHold`], the effect's `Hold` technique): two RGBA32F
+//! ([`crate::postprocess::RefinedHold`], the effect's `Hold` technique): two RG32F
 //! texrenders at the frame size (r: the held probability, g: the 3x3 mean of the frame's
 //! luma), ping-ponged, stepped once per video frame however often OBS renders the filter in it
 //! (projectors, multiview).
@@ -21,8 +21,8 @@ impl HoldState {
     pub(super) fn new(gfx: &Gfx<'_>) -> Option<HoldState> {
         Some(HoldState {
             states: [
-                TexRender::new(gfx, Format::Rgba32f)?,
-                TexRender::new(gfx, Format::Rgba32f)?,
+                TexRender::new(gfx, Format::Rg32f)?,
+                TexRender::new(gfx, Format::Rg32f)?,
             ],
             current: 0,
             made: None,
