@@ -792,7 +792,9 @@ fn run() -> Result<Vec<String>, String> {
                  {status:?}); counting leaks in a short run with the plugin instead"
             );
             (
-                short_run_leaks(&repo, &backdrop, true).ok(),
+                short_run_leaks(&repo, &backdrop, true)
+                    .map_err(|e| eprintln!("the short run with the plugin failed: {e}"))
+                    .ok(),
                 "in a short run with the plugin (the long run died after clearing the scene)",
             )
         }
