@@ -136,6 +136,7 @@ pub struct TemporalSmoother {
     prev_luma: Vec<f32>,
     change: Vec<f32>,
     gate: Vec<f32>,
+    flips: Vec<[f32; 3]>,
     boxf: BoxFilter,
 }
 
@@ -226,7 +227,13 @@ impl TemporalSmoother {
                     }
                 },
             );
-            let k = widest_scale(|k| self.iou_vs_raw(probability, k) >= MIN_IOU_VS_RAW);
+            let k = widest_bounded_scale(
+                probability,
+                &self.state,
+                &self.gate,
+                MIN_IOU_VS_RAW,
+                &mut self.flips,
+            );
             let (state, gate) = (&mut self.state, &self.gate);
             simd(
                 #[inline(always)]
@@ -246,37 +253,13 @@ impl TemporalSmoother {
             // Size now what the next frames compare with, so they allocate nothing.
             self.change.resize(n, 0.0);
             self.gate.resize(n, 0.0);
+            self.flips.clear();
+            self.flips.reserve(n);
             self.boxf.apply(&self.luma, &mut self.gate, w, h, 1);
         }
         std::mem::swap(&mut self.prev_luma, &mut self.luma);
         self.luma.clear();
         self.luma.reserve(n);
-    }
-
-    /// IoU of the hard masks (at [`BUDGET_THRESHOLD`]) of the network's `raw` values and of
-    /// the held ones with the bands in `self.gate` scaled by `k` (1 when both are empty).
-    fn iou_vs_raw(&self, raw: &[f32], k: f32) -> f64 {
-        let t = BUDGET_THRESHOLD;
-        let (state, gate) = (&self.state, &self.gate);
-        let (inter, union) = simd(
-            #[inline(always)]
-            || {
-                let (mut inter, mut union) = (0u32, 0u32);
-                for ((&p, &s), &b) in raw.iter().zip(state).zip(gate) {
-                    let b = k * b;
-                    let a = s.max(p - b).min(p + b) >= t;
-                    let r = p >= t;
-                    inter += (a & r) as u32;
-                    union += (a | r) as u32;
-                }
-                (inter as usize, union as usize)
-            },
-        );
-        if union == 0 {
-            1.0
-        } else {
-            inter as f64 / union as f64
-        }
     }
 }
 
@@ -874,6 +857,7 @@ pub struct RefinedHold {
     mean: Vec<f32>,
     mean_now: Vec<f32>,
     gate: Vec<f32>,
+    flips: Vec<[f32; 3]>,
     size: (usize, usize),
     boxf: BoxFilter,
 }
@@ -914,7 +898,7 @@ impl RefinedHold {
     ) -> f32 {
         let mut used = 0.0;
         if self.prepare(q, luma, size, band) {
-            let k = widest_scale(|k| self.iou(q, k) >= min_iou);
+            let k = widest_bounded_scale(q, &self.held, &self.gate, min_iou, &mut self.flips);
             self.hold(q, k);
             used = k * band;
         }
@@ -936,6 +920,8 @@ impl RefinedHold {
             // Size now what the next frames use, so they allocate nothing.
             self.gate.clear();
             self.gate.reserve(n);
+            self.flips.clear();
+            self.flips.reserve(n);
             return false;
         }
         self.gate.clear();
@@ -953,7 +939,9 @@ impl RefinedHold {
             || {
                 for ((q, s), &b) in q.iter_mut().zip(held.iter_mut()).zip(gate) {
                     let b = k * b;
-                    *q = s.clamp(*q - b, *q + b);
+                    // `clamp` without its `min <= max` check (b >= 0: the same value), so
+                    // the loop vectorises.
+                    *q = s.max(*q - b).min(*q + b);
                 }
             },
         );
@@ -966,25 +954,6 @@ impl RefinedHold {
         std::mem::swap(&mut self.mean, &mut self.mean_now);
         self.mean_now.clear();
         self.mean_now.reserve(q.len());
-    }
-
-    /// IoU of the hard masks of `raw` and of the held values with the bands in `gate` scaled
-    /// by `k` (1 when both are empty).
-    fn iou(&self, raw: &[f32], k: f32) -> f64 {
-        let t = BUDGET_THRESHOLD;
-        let (mut inter, mut union) = (0usize, 0usize);
-        for ((&p, &s), &b) in raw.iter().zip(&self.held).zip(&self.gate) {
-            let b = k * b;
-            let a = s.clamp(p - b, p + b) >= t;
-            let r = p >= t;
-            inter += (a && r) as usize;
-            union += (a || r) as usize;
-        }
-        if union == 0 {
-            1.0
-        } else {
-            inter as f64 / union as f64
-        }
     }
 }
 
@@ -1033,9 +1002,100 @@ fn widest_scale(mut keeps: impl FnMut(f32) -> bool) -> f32 {
     lo
 }
 
+/// The widest band scale `k` ([`widest_scale`]) at which the hard masks (at
+/// [`BUDGET_THRESHOLD`]) of `raw` and of the hold `clamp(state, raw - k * gate, raw + k *
+/// gate)` keep an IoU of at least `min_iou` (1 when both masks are empty). All three planes
+/// have one value per pixel; `gate` >= 0 is each pixel's band at `k = 1`.
+///
+/// A pixel's held label can differ from its raw one only where `state` lies on the other
+/// side of the threshold and its band is > 0: otherwise the clamp of `state` towards `raw`
+/// stays on `raw`'s side for every `k` (exactly, in floating point too). Those pixels are
+/// collected once into `flips` (reused, no allocation once it has the capacity) and every
+/// bisection step counts only them: the same `k` as counting every pixel at every step, for a
+/// small fraction of the work (an edge band, not the frame).
+fn widest_bounded_scale(
+    raw: &[f32],
+    state: &[f32],
+    gate: &[f32],
+    min_iou: f64,
+    flips: &mut Vec<[f32; 3]>,
+) -> f32 {
+    let t = BUDGET_THRESHOLD;
+    flips.clear();
+    flips.reserve(raw.len());
+    let mut ones = 0usize;
+    for ((&p, &s), &b) in raw.iter().zip(state).zip(gate) {
+        let r = p >= t;
+        if r != (s >= t) && b > 0.0 {
+            flips.push([p, s, b]);
+        } else {
+            ones += r as usize;
+        }
+    }
+    let flips = &*flips;
+    widest_scale(|k| {
+        let (mut inter, mut union) = (ones, ones);
+        for &[p, s, b] in flips {
+            let b = k * b;
+            let a = s.max(p - b).min(p + b) >= t;
+            let r = p >= t;
+            inter += (a & r) as usize;
+            union += (a | r) as usize;
+        }
+        union == 0 || inter as f64 / union as f64 >= min_iou
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`widest_bounded_scale`] against counting every pixel at every bisection step, on
+    /// random planes around the threshold (a fixed-seed LCG; 300 cases).
+    #[test]
+    fn bounded_scale_equals_counting_every_pixel() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 40) as f32 / (1u64 << 24) as f32
+        };
+        let mut flips = Vec::new();
+        let mut narrowed = 0;
+        for case in 0..300 {
+            let n = 1 + case % 97 * 13;
+            let raw: Vec<f32> = (0..n).map(|_| next()).collect();
+            let state: Vec<f32> = raw
+                .iter()
+                .map(|&p| (p + (next() - 0.5) * 0.6).clamp(0.0, 1.0))
+                .collect();
+            let gate: Vec<f32> = (0..n)
+                .map(|_| if next() < 0.2 { 0.0 } else { next() * 0.8 })
+                .collect();
+            let min_iou = 0.9 + 0.09 * f64::from(next());
+            let brute = widest_scale(|k| {
+                let t = BUDGET_THRESHOLD;
+                let (mut inter, mut union) = (0usize, 0usize);
+                for ((&p, &s), &b) in raw.iter().zip(&state).zip(&gate) {
+                    let b = k * b;
+                    let a = s.clamp(p - b, p + b) >= t;
+                    let r = p >= t;
+                    inter += (a && r) as usize;
+                    union += (a || r) as usize;
+                }
+                union == 0 || inter as f64 / union as f64 >= min_iou
+            });
+            let fast = widest_bounded_scale(&raw, &state, &gate, min_iou, &mut flips);
+            assert_eq!(fast.to_bits(), brute.to_bits(), "case {case}");
+            narrowed += (brute < 1.0) as usize;
+        }
+        // Most cases must exercise the bisection, not just k = 1.
+        assert!(
+            narrowed > 150,
+            "only {narrowed} of 300 cases narrowed the band"
+        );
+    }
 
     #[test]
     fn threshold_feather_is_smoothstep_around_threshold() {
