@@ -234,19 +234,7 @@ impl TemporalSmoother {
                 MIN_IOU_VS_RAW,
                 &mut self.flips,
             );
-            let (state, gate) = (&mut self.state, &self.gate);
-            simd(
-                #[inline(always)]
-                || {
-                    for ((p, s), &b) in probability.iter_mut().zip(state.iter_mut()).zip(gate) {
-                        let b = k * b;
-                        // `clamp` without its `min <= max` check, which keeps the loop
-                        // from vectorising (b >= 0, so the same value).
-                        *p = s.max(*p - b).min(*p + b);
-                        *s = *p;
-                    }
-                },
-            );
+            hold_within(probability, &mut self.state, &self.gate, k);
         } else {
             self.state.clear();
             self.state.extend_from_slice(probability);
@@ -933,18 +921,7 @@ impl RefinedHold {
     }
 
     fn hold(&mut self, q: &mut [f32], k: f32) {
-        let (held, gate) = (&mut self.held, &self.gate);
-        simd(
-            #[inline(always)]
-            || {
-                for ((q, s), &b) in q.iter_mut().zip(held.iter_mut()).zip(gate) {
-                    let b = k * b;
-                    // `clamp` without its `min <= max` check (b >= 0: the same value), so
-                    // the loop vectorises.
-                    *q = s.max(*q - b).min(*q + b);
-                }
-            },
-        );
+        hold_within(q, &mut self.held, &self.gate, k);
     }
 
     fn finish(&mut self, q: &[f32], size: (usize, usize)) {
@@ -1000,6 +977,23 @@ fn widest_scale(mut keeps: impl FnMut(f32) -> bool) -> f32 {
         }
     }
     lo
+}
+
+/// The hysteresis step of both smoothers: each value becomes its `state` clamped to within
+/// `k * gate` of it, and the state becomes that value (`gate` >= 0, one band per pixel).
+fn hold_within(values: &mut [f32], state: &mut [f32], gate: &[f32], k: f32) {
+    simd(
+        #[inline(always)]
+        || {
+            for ((p, s), &b) in values.iter_mut().zip(state.iter_mut()).zip(gate) {
+                let b = k * b;
+                // `clamp` without its `min <= max` check, which keeps the loop from
+                // vectorising (b >= 0, so the same value).
+                *p = s.max(*p - b).min(*p + b);
+                *s = *p;
+            }
+        },
+    );
 }
 
 /// The widest band scale `k` ([`widest_scale`]) at which the hard masks (at
