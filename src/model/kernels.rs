@@ -195,21 +195,10 @@ impl DepthwiseConv {
         out: &mut [f32],
         scratch: &mut Vec<f32>,
     ) {
-        let k = self.kernel;
-        let taps = &self.weight[c * k * k..(c + 1) * k * k];
-        let prepared = PreparedPlane::new(input, h, w, k, self.stride, scratch);
-        out.fill(0.0);
-        prepared.accumulate(taps, out);
-        self.activation.apply_slice(out, self.bias[c]);
-        if self.residual {
-            for (o, &i) in out.iter_mut().zip(input) {
-                *o += i;
-            }
-        }
+        let prepared = PreparedPlane::new(input, h, w, self.kernel, self.stride, scratch);
+        self.run_prepared(c, &prepared, input, out);
     }
-}
 
-impl DepthwiseConv {
     /// Runs a stride-1 layer on rows of one channel that the caller laid out with their zero
     /// border: `padded` holds `rows + k - 1` rows of `w + k - 1` values (SAME padding of `k / 2`
     /// on each side: the band's input rows, the `k / 2` rows above and below it, zero where
@@ -235,7 +224,6 @@ impl DepthwiseConv {
             self.stride == 1 && k % 2 == 1,
             "run_band is for odd stride-1 layers"
         );
-        let taps = &self.weight[c * k * k..(c + 1) * k * k];
         let plane = PreparedPlane {
             data: &padded[..(rows + k - 1) * (w + k - 1)],
             k,
@@ -245,12 +233,19 @@ impl DepthwiseConv {
             oh: rows,
             ow: w,
         };
-        let out = &mut out[..rows * w];
+        self.run_prepared(c, &plane, &input[..rows * w], &mut out[..rows * w]);
+    }
+
+    /// Channel `c` on a laid-out plane: taps, bias, activation, then `input` added when the
+    /// layer is residual.
+    #[inline(always)]
+    fn run_prepared(&self, c: usize, plane: &PreparedPlane, input: &[f32], out: &mut [f32]) {
+        let k = self.kernel;
         out.fill(0.0);
-        plane.accumulate(taps, out);
+        plane.accumulate(&self.weight[c * k * k..(c + 1) * k * k], out);
         self.activation.apply_slice(out, self.bias[c]);
         if self.residual {
-            for (o, &i) in out.iter_mut().zip(&input[..rows * w]) {
+            for (o, &i) in out.iter_mut().zip(input) {
                 *o += i;
             }
         }
