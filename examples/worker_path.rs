@@ -1,10 +1,12 @@
 //! The OBS worker's CPU path per frame, without OBS: `MaskPipeline::coefficients` on a BGRA
 //! capture at the model size (what the filter's worker gets), default settings with edge
 //! refinement (the filter's default), 1 thread. Prints the medians over 400 warm frames of the
-//! thread's CPU time, wall time and the pipeline's stages, in ms.
+//! thread's CPU time, wall time and the pipeline's stages, in ms. With `WORKER_PATH_GAP_MS=N`
+//! it sleeps N ms before each of 40 frames, as the filter's worker waits between captures.
 //!
 //! ```text
 //! cargo run --release --example worker_path [PHOTO]
+//! WORKER_PATH_GAP_MS=33 cargo run --release --example worker_path [PHOTO]
 //! ```
 //!
 //! The photo (default: `tests/fixtures/obs/ccp-webcam-0001.jpg`) is scaled to 256x144.
@@ -45,8 +47,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         refine: true,
         ..Default::default()
     };
+    // The worker sleeps between captures (33 ms at 30 fps; about 430 ms in `obs_render` at
+    // 1920x1080, where llvmpipe renders 2-3 frames a second): WORKER_PATH_GAP_MS sleeps
+    // as long before each frame, so the frame starts with caches that other work had.
+    let gap = Duration::from_millis(
+        std::env::var("WORKER_PATH_GAP_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    );
+    let frames = if gap.is_zero() { 405 } else { 45 };
     let mut samples: [Vec<Duration>; 5] = Default::default();
-    for i in 0..405 {
+    for i in 0..frames {
+        std::thread::sleep(gap);
         let (t, c) = (Instant::now(), thread_cpu_time());
         pipeline.coefficients(&frame, &settings)?;
         let (cpu, wall) = (thread_cpu_time().saturating_sub(c), t.elapsed());
