@@ -300,10 +300,8 @@ fn depthwise(
         1,
         #[inline(always)]
         |first, part, s| {
-            for (i, o) in part.chunks_exact_mut(oh * ow).enumerate() {
-                let c = first + i;
-                op.run_plane(c, &x[c * h * w..(c + 1) * h * w], h, w, o, s);
-            }
+            let n = part.len() / (oh * ow);
+            op.run_planes(first, &x[first * h * w..(first + n) * h * w], h, w, part, s);
         },
     );
 }

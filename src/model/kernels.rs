@@ -199,6 +199,34 @@ impl DepthwiseConv {
         self.run_prepared(c, &prepared, input, out);
     }
 
+    /// Runs channels `first..first + out.len() / (oh * ow)` of the layer: `input` holds
+    /// those channels' `h * w` planes one after the other, `out` their `oh * ow` outputs.
+    /// The same values, bit for bit, as [`DepthwiseConv::run_plane`] per channel; the padded
+    /// layout in `scratch` is zeroed once for all of them (each channel rewrites only its
+    /// interior), not once per plane.
+    #[inline(always)]
+    pub fn run_planes(
+        &self,
+        first: usize,
+        input: &[f32],
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        let (oh, ow) = self.output_size(h, w);
+        let (k, s) = (self.kernel, self.stride);
+        for (i, (x, o)) in input
+            .chunks_exact(h * w)
+            .zip(out.chunks_exact_mut(oh * ow))
+            .enumerate()
+        {
+            PreparedPlane::fill_interior(x, h, w, k, s, scratch, i > 0);
+            let prepared = PreparedPlane::view(scratch, h, w, k, s);
+            self.run_prepared(first + i, &prepared, x, o);
+        }
+    }
+
     /// Runs a stride-1 layer on rows of one channel that the caller laid out with their zero
     /// border: `padded` holds `rows + k - 1` rows of `w + k - 1` values (SAME padding of `k / 2`
     /// on each side: the band's input rows, the `k / 2` rows above and below it, zero where
@@ -241,8 +269,7 @@ impl DepthwiseConv {
     #[inline(always)]
     fn run_prepared(&self, c: usize, plane: &PreparedPlane, input: &[f32], out: &mut [f32]) {
         let k = self.kernel;
-        out.fill(0.0);
-        plane.accumulate(&self.weight[c * k * k..(c + 1) * k * k], out);
+        plane.convolve(&self.weight[c * k * k..(c + 1) * k * k], out);
         self.activation.apply_slice(out, self.bias[c]);
         if self.residual {
             for (o, &i) in out.iter_mut().zip(input) {
@@ -309,9 +336,28 @@ impl<'a> PreparedPlane<'a> {
     /// allocation once it has grown to the plane's size).
     #[inline(always)]
     fn fill(input: &[f32], h: usize, w: usize, k: usize, s: usize, buf: &mut Vec<f32>) {
+        Self::fill_interior(input, h, w, k, s, buf, false);
+    }
+
+    /// [`PreparedPlane::fill`]; with `padding_is_zero` the caller promises that `buf` holds a
+    /// plane of the same geometry (`h`, `w`, `k`, `s`) already, whose zero padding is then
+    /// kept and only the input's values are written. A buffer of another length is zeroed
+    /// whole all the same.
+    #[inline(always)]
+    fn fill_interior(
+        input: &[f32],
+        h: usize,
+        w: usize,
+        k: usize,
+        s: usize,
+        buf: &mut Vec<f32>,
+        padding_is_zero: bool,
+    ) {
         let [ph, pw, _, _, pt, pl] = Self::geometry(h, w, k, s);
-        buf.clear();
-        buf.resize(s * s * ph * pw, 0.0);
+        if !padding_is_zero || buf.len() != s * s * ph * pw {
+            buf.clear();
+            buf.resize(s * s * ph * pw, 0.0);
+        }
         let phase_len = ph * pw;
         for (y, row) in input.chunks_exact(w).take(h).enumerate() {
             let py = y + pt;
@@ -353,27 +399,45 @@ impl<'a> PreparedPlane<'a> {
     /// `out += conv(plane, taps)` for `k * k` taps (row-major), `out` being `oh * ow`.
     #[inline(always)]
     fn accumulate(&self, taps: &[f32], out: &mut [f32]) {
+        self.accumulate_or_set::<true>(taps, out);
+    }
+
+    /// `out = conv(plane, taps)`: the bits of [`PreparedPlane::accumulate`] into zeros,
+    /// without a pass that zeroes `out` and loads it back.
+    #[inline(always)]
+    fn convolve(&self, taps: &[f32], out: &mut [f32]) {
+        self.accumulate_or_set::<false>(taps, out);
+    }
+
+    #[inline(always)]
+    fn accumulate_or_set<const ADD: bool>(&self, taps: &[f32], out: &mut [f32]) {
         if fused_multiply_add() {
-            self.accumulate_with::<Fused>(taps, out);
+            self.accumulate_with::<Fused, ADD>(taps, out);
         } else {
-            self.accumulate_with::<Separate>(taps, out);
+            self.accumulate_with::<Separate, ADD>(taps, out);
         }
     }
 
     #[inline(always)]
-    fn accumulate_with<M: MulAdd>(&self, taps: &[f32], out: &mut [f32]) {
+    fn accumulate_with<M: MulAdd, const ADD: bool>(&self, taps: &[f32], out: &mut [f32]) {
         // Monomorphised for the shapes of this network so the tap loops unroll.
         match (self.k, self.s) {
-            (3, 1) => self.accumulate_k::<3, 1, M>(taps, out),
-            (3, 2) => self.accumulate_k::<3, 2, M>(taps, out),
-            (5, 1) => self.accumulate_k::<5, 1, M>(taps, out),
-            (5, 2) => self.accumulate_k::<5, 2, M>(taps, out),
-            _ => self.accumulate_any::<M>(self.k, self.s, taps, out),
+            (3, 1) => self.accumulate_k::<3, 1, M, ADD>(taps, out),
+            (3, 2) => self.accumulate_k::<3, 2, M, ADD>(taps, out),
+            (5, 1) => self.accumulate_k::<5, 1, M, ADD>(taps, out),
+            (5, 2) => self.accumulate_k::<5, 2, M, ADD>(taps, out),
+            _ => {
+                if !ADD {
+                    out.fill(0.0);
+                }
+                self.accumulate_any::<M>(self.k, self.s, taps, out)
+            }
         }
     }
 
+    /// With `ADD` false the accumulators start at zero instead of at `out`'s values.
     #[inline(always)]
-    fn accumulate_k<const K: usize, const S: usize, M: MulAdd>(
+    fn accumulate_k<const K: usize, const S: usize, M: MulAdd, const ADD: bool>(
         &self,
         taps: &[f32],
         out: &mut [f32],
@@ -389,7 +453,11 @@ impl<'a> PreparedPlane<'a> {
             // Blocks of BLOCK outputs stay in registers across all K*K taps.
             let mut x0 = 0;
             while x0 + BLOCK <= ow {
-                let mut acc: [f32; BLOCK] = out_row[x0..x0 + BLOCK].try_into().expect("block");
+                let mut acc: [f32; BLOCK] = if ADD {
+                    out_row[x0..x0 + BLOCK].try_into().expect("block")
+                } else {
+                    [0.0; BLOCK]
+                };
                 for ky in 0..K {
                     for kx in 0..K {
                         let phase = (ky % S) * S + kx % S;
@@ -407,6 +475,9 @@ impl<'a> PreparedPlane<'a> {
             }
             if x0 < ow {
                 let n = ow - x0;
+                if !ADD {
+                    out_row[x0..].fill(0.0);
+                }
                 for ky in 0..K {
                     for kx in 0..K {
                         let phase = (ky % S) * S + kx % S;
@@ -915,11 +986,15 @@ impl DenseConv {
         let plane = h.div_ceil(s) * w.div_ceil(s);
         for (i, o) in out.chunks_exact_mut(plane).enumerate() {
             let co = first + i;
-            o.fill(0.0);
             for (ci, buf) in bufs.iter().enumerate().take(c) {
                 let base = (co * c + ci) * k * k;
-                PreparedPlane::view(buf, h, w, k, s)
-                    .accumulate(&self.weight[base..base + k * k], o);
+                let plane = PreparedPlane::view(buf, h, w, k, s);
+                let taps = &self.weight[base..base + k * k];
+                if ci == 0 {
+                    plane.convolve(taps, o);
+                } else {
+                    plane.accumulate(taps, o);
+                }
             }
             self.activation.apply_slice(o, self.bias[co]);
         }
@@ -1237,6 +1312,49 @@ mod tests {
         assert_eq!(same_padding(9, 3, 1), (1, 1));
         // Odd input with stride 2: ceil(9/2) = 5 outputs, (5-1)*2+3-9 = 2 -> (1, 1).
         assert_eq!(same_padding(9, 3, 2), (1, 1));
+    }
+
+    /// `run_planes` zeroes the padded layout once per call: its planes must equal
+    /// `run_plane` per channel bit for bit, also when the scratch holds another layer's
+    /// values (nonzero where this layer's padding lies) or has another layer's length.
+    #[test]
+    fn run_planes_equals_run_plane_with_a_dirty_scratch() {
+        for &(k, s, h, w) in &[(3, 1, 7, 9), (3, 2, 8, 10), (5, 2, 9, 16), (5, 1, 6, 5)] {
+            let c = 4;
+            let x: Vec<f32> = (0..c * h * w)
+                .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+                .collect();
+            let op = DepthwiseConv {
+                weight: (0..c * k * k)
+                    .map(|i| ((i * 13 % 29) as f32 / 14.0) - 1.0)
+                    .collect(),
+                bias: vec![0.1, -0.2, 0.3, 0.05],
+                kernel: k,
+                stride: s,
+                activation: Activation::Relu,
+                residual: s == 1,
+            };
+            let (oh, ow) = op.output_size(h, w);
+            let mut one = vec![0f32; c * oh * ow];
+            let mut scratch = Vec::new();
+            for (ch, o) in one.chunks_exact_mut(oh * ow).enumerate() {
+                op.run_plane(ch, &x[ch * h * w..(ch + 1) * h * w], h, w, o, &mut scratch);
+            }
+            // The same length as this layer's layout, full of non-zeros; then a shorter one.
+            for dirty in [vec![7.5f32; scratch.len()], vec![7.5f32; 3]] {
+                let mut scratch = dirty;
+                let mut all = vec![f32::NAN; c * oh * ow];
+                // Channels 1.. as one call (as the second thread runs its half).
+                let (first, rest) = all.split_at_mut(oh * ow);
+                op.run_planes(0, &x[..h * w], h, w, first, &mut scratch);
+                op.run_planes(1, &x[h * w..], h, w, rest, &mut scratch);
+                let same = one
+                    .iter()
+                    .zip(&all)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "k {k} s {s}: {one:?} != {all:?}");
+            }
+        }
     }
 
     /// The custom kernel must equal candle's grouped conv2d on explicitly padded input.
