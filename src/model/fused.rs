@@ -125,6 +125,8 @@ struct Temps {
     packed: Vec<f32>,
     bias: Vec<f32>,
     stem: [Vec<f32>; 3],
+    /// The input size (`h`, `w`) whose layout `stem` holds, (0, 0) before the first frame.
+    stem_size: (usize, usize),
     /// Per-thread plane scratch.
     scratch: [Vec<f32>; 2],
     helper: Option<Helper>,
@@ -457,7 +459,9 @@ impl FusedNet {
         } = ws;
         // Stem: 1/2, 16 channels.
         let (h2, w2) = (h / 2, w / 2);
-        self.stem.prepare(input, h, w, &mut t.stem);
+        self.stem
+            .prepare(input, h, w, &mut t.stem, t.stem_size == (h, w));
+        t.stem_size = (h, w);
         {
             let Temps {
                 stem,
@@ -866,6 +870,47 @@ mod tests {
     /// The banded last stage gives the same probabilities, bit for bit, whatever the band
     /// height: one band of the whole plane is the layer-by-layer computation; bands of 1 and
     /// 5 rows put band edges (and the recomputed halo rows) everywhere; on 1 and 2 threads.
+    #[test]
+    /// The stem keeps its padded layout between frames of one size: a frame after frames of
+    /// other sizes, one of them with the same number of values (144x256 after 256x144),
+    /// must give the bits of a fresh network.
+    fn stem_layout_follows_the_input_size() -> Result<()> {
+        let weights = || {
+            VarBuilder::from_slice_safetensors(
+                Preset::Landscape.embedded_weights(),
+                DType::F32,
+                &Device::Cpu,
+            )
+        };
+        let photo = image::open(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/assets/demo/person.jpg"
+        ))
+        .expect("demo photo")
+        .to_rgb8();
+        let frame = FrameRef::packed(
+            photo.as_raw(),
+            photo.width() as usize,
+            photo.height() as usize,
+            PixelFormat::Rgb,
+        )
+        .expect("frame");
+        let run = |net: &FusedNet, h: usize, w: usize| -> Result<Vec<f32>> {
+            let input = Preprocessor::new(w, h).run(&frame).to_vec();
+            let mut out = vec![0f32; h * w];
+            net.run(&input, &mut out, h, w, 1)?;
+            Ok(out)
+        };
+        let used = FusedNet::new(weights()?)?;
+        for (h, w) in [(144, 256), (256, 144), (144, 256), (160, 96), (256, 144)] {
+            let warm = run(&used, h, w)?;
+            let fresh = run(&FusedNet::new(weights()?)?, h, w)?;
+            let differ = warm.iter().zip(&fresh).filter(|(a, b)| a != b).count();
+            assert_eq!(differ, 0, "{w}x{h} after other sizes");
+        }
+        Ok(())
+    }
+
     #[test]
     fn last_stage_bands_are_exact() -> Result<()> {
         for preset in [Preset::Landscape, Preset::Square] {

@@ -957,16 +957,27 @@ impl CustomOp1 for TransposedConv2x2Sigmoid {
 
 impl DenseConv {
     /// Lays out each of the `cin` input planes of `input` (`[cin, h, w]`) once into `bufs`
-    /// (one reused buffer per input channel) for [`DenseConv::run_channels`].
-    pub fn prepare(&self, input: &[f32], h: usize, w: usize, bufs: &mut [Vec<f32>]) {
+    /// (one reused buffer per input channel) for [`DenseConv::run_channels`]. With
+    /// `same_size` the caller promises that `bufs` hold the layout of an `h` x `w` input of
+    /// this layer already (the previous frame's): their zero padding is kept and only the
+    /// input's values are written.
+    pub fn prepare(
+        &self,
+        input: &[f32],
+        h: usize,
+        w: usize,
+        bufs: &mut [Vec<f32>],
+        same_size: bool,
+    ) {
         for (ci, buf) in bufs.iter_mut().enumerate().take(self.cin) {
-            PreparedPlane::fill(
+            PreparedPlane::fill_interior(
                 &input[ci * h * w..(ci + 1) * h * w],
                 h,
                 w,
                 self.kernel,
                 self.stride,
                 buf,
+                same_size,
             );
         }
     }
@@ -984,7 +995,27 @@ impl DenseConv {
     ) {
         let (k, s, c) = (self.kernel, self.stride, self.cin);
         let plane = h.div_ceil(s) * w.div_ceil(s);
-        for (i, o) in out.chunks_exact_mut(plane).enumerate() {
+        // The network's stem (3x3, stride 2, RGB in): groups of STEM_GROUP output channels
+        // share each load of the input; the rest one channel at a time.
+        let grouped = if (k, s, c) == (3, 2, 3) && bufs.len() >= 3 {
+            let n = out.len() / plane / STEM_GROUP * STEM_GROUP;
+            let geometry = PreparedPlane::view(&bufs[0], h, w, k, s);
+            for (g, outs) in out[..n * plane]
+                .chunks_exact_mut(STEM_GROUP * plane)
+                .enumerate()
+            {
+                let co = first + g * STEM_GROUP;
+                if fused_multiply_add() {
+                    self.stem_group::<Fused>(&geometry, bufs, co, outs);
+                } else {
+                    self.stem_group::<Separate>(&geometry, bufs, co, outs);
+                }
+            }
+            n
+        } else {
+            0
+        };
+        for (i, o) in out.chunks_exact_mut(plane).enumerate().skip(grouped) {
             let co = first + i;
             for (ci, buf) in bufs.iter().enumerate().take(c) {
                 let base = (co * c + ci) * k * k;
@@ -999,7 +1030,89 @@ impl DenseConv {
             self.activation.apply_slice(o, self.bias[co]);
         }
     }
+
+    /// Output channels `co..co + STEM_GROUP` of a 3x3, stride-2 layer with 3 input channels
+    /// into `outs` (their planes one after the other), from the planes in `bufs` laid out as
+    /// `geometry` (that of `bufs[0]`). Each block of [`BLOCK`] outputs of the group stays in
+    /// registers across all 27 taps, so every input load serves [`STEM_GROUP`] channels
+    /// (one channel at a time, each load served one). Per output the same fused
+    /// multiply-adds in the same order (input channel, tap row, tap column) as
+    /// [`PreparedPlane::convolve`] then [`PreparedPlane::accumulate`] per input channel: the
+    /// same bits.
+    #[inline(always)]
+    fn stem_group<M: MulAdd>(
+        &self,
+        geometry: &PreparedPlane,
+        bufs: &[Vec<f32>],
+        co: usize,
+        outs: &mut [f32],
+    ) {
+        const K: usize = 3;
+        const S: usize = 2;
+        const C: usize = 3;
+        const G: usize = STEM_GROUP;
+        let (pw, oh, ow) = (geometry.pw, geometry.oh, geometry.ow);
+        let phase_len = geometry.ph * pw;
+        let len = S * S * phase_len;
+        let data: [&[f32]; C] = [&bufs[0][..len], &bufs[1][..len], &bufs[2][..len]];
+        let taps: [[f32; C * K * K]; G] = std::array::from_fn(|g| {
+            let base = (co + g) * C * K * K;
+            self.weight[base..base + C * K * K]
+                .try_into()
+                .expect("3x3x3 taps")
+        });
+        let plane = oh * ow;
+        for oy in 0..oh {
+            let mut x0 = 0;
+            while x0 + BLOCK <= ow {
+                let mut acc = [[0f32; BLOCK]; G];
+                for (ci, d) in data.iter().enumerate() {
+                    for ky in 0..K {
+                        for kx in 0..K {
+                            let phase = (ky % S) * S + kx % S;
+                            let base = phase * phase_len + (oy + ky / S) * pw + kx / S + x0;
+                            let src: &[f32; BLOCK] =
+                                d[base..base + BLOCK].try_into().expect("block");
+                            for (a, t) in acc.iter_mut().zip(&taps) {
+                                let t = t[(ci * K + ky) * K + kx];
+                                for i in 0..BLOCK {
+                                    a[i] = M::mul_add(t, src[i], a[i]);
+                                }
+                            }
+                        }
+                    }
+                }
+                for (g, a) in acc.iter().enumerate() {
+                    let at = g * plane + oy * ow + x0;
+                    outs[at..at + BLOCK].copy_from_slice(a);
+                }
+                x0 += BLOCK;
+            }
+            for x in x0..ow {
+                for (g, t) in taps.iter().enumerate() {
+                    let mut a = 0f32;
+                    for (ci, d) in data.iter().enumerate() {
+                        for ky in 0..K {
+                            for kx in 0..K {
+                                let phase = (ky % S) * S + kx % S;
+                                let at = phase * phase_len + (oy + ky / S) * pw + kx / S + x;
+                                a = M::mul_add(t[(ci * K + ky) * K + kx], d[at], a);
+                            }
+                        }
+                    }
+                    outs[g * plane + oy * ow + x] = a;
+                }
+            }
+        }
+        for (g, o) in outs.chunks_exact_mut(plane).enumerate() {
+            self.activation.apply_slice(o, self.bias[co + g]);
+        }
+    }
 }
+
+/// Output channels per register group of the stem ([`DenseConv::run_channels`]): 4 x
+/// [`BLOCK`] accumulators are 8 of the 16 AVX registers.
+const STEM_GROUP: usize = 4;
 
 /// Rows of output channels per register block of [`pointwise_gemm`]; the weights are packed
 /// in blocks of this many rows by [`pack_pointwise`].
@@ -1355,6 +1468,46 @@ mod tests {
                 assert!(same, "k {k} s {s}: {one:?} != {all:?}");
             }
         }
+    }
+
+    /// The stem's grouped path ([`DenseConv::stem_group`]: 4 output channels per input
+    /// load) must give the bits of the one-channel-at-a-time accumulation (the custom op's
+    /// path), for whole groups and the channels left over, a partial block of columns, and
+    /// a part of the channels starting past 0 (as the second thread runs).
+    #[test]
+    fn stem_groups_equal_one_channel_at_a_time() -> Result<()> {
+        let (cin, cout, h, w) = (3, 7, 9, 37);
+        let op = DenseConv {
+            weight: (0..cout * cin * 9)
+                .map(|i| ((i * 13 % 29) as f32 / 14.0) - 1.0)
+                .collect(),
+            bias: (0..cout).map(|i| i as f32 * 0.1 - 0.3).collect(),
+            cin,
+            kernel: 3,
+            stride: 2,
+            activation: Activation::HardSwish,
+        };
+        let x: Vec<f32> = (0..cin * h * w)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        let reference = Tensor::from_vec(x.clone(), (1, cin, h, w), &Device::Cpu)?
+            .apply_op1_no_bwd(&op)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let mut bufs = vec![Vec::new(); cin];
+        op.prepare(&x, h, w, &mut bufs, false);
+        let plane = h.div_ceil(2) * w.div_ceil(2);
+        let mut ours = vec![f32::NAN; cout * plane];
+        let (lo, hi) = ours.split_at_mut(2 * plane);
+        op.run_channels(&bufs, h, w, 0, lo);
+        op.run_channels(&bufs, h, w, 2, hi);
+        let differ = ours
+            .iter()
+            .zip(&reference)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(differ, 0, "of {}", ours.len());
+        Ok(())
     }
 
     /// The custom kernel must equal candle's grouped conv2d on explicitly padded input.
