@@ -870,18 +870,8 @@ mod tests {
     /// The banded last stage gives the same probabilities, bit for bit, whatever the band
     /// height: one band of the whole plane is the layer-by-layer computation; bands of 1 and
     /// 5 rows put band edges (and the recomputed halo rows) everywhere; on 1 and 2 threads.
-    #[test]
-    /// The stem keeps its padded layout between frames of one size: a frame after frames of
-    /// other sizes, one of them with the same number of values (144x256 after 256x144),
-    /// must give the bits of a fresh network.
-    fn stem_layout_follows_the_input_size() -> Result<()> {
-        let weights = || {
-            VarBuilder::from_slice_safetensors(
-                Preset::Landscape.embedded_weights(),
-                DType::F32,
-                &Device::Cpu,
-            )
-        };
+    /// The demo photo as model input `[1, 3, h, w]`.
+    fn demo_input(h: usize, w: usize) -> Vec<f32> {
         let photo = image::open(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/assets/demo/person.jpg"
@@ -895,8 +885,23 @@ mod tests {
             PixelFormat::Rgb,
         )
         .expect("frame");
+        Preprocessor::new(w, h).run(&frame).to_vec()
+    }
+
+    #[test]
+    /// The stem keeps its padded layout between frames of one size: a frame after frames of
+    /// other sizes, one of them with the same number of values (144x256 after 256x144),
+    /// must give the bits of a fresh network.
+    fn stem_layout_follows_the_input_size() -> Result<()> {
+        let weights = || {
+            VarBuilder::from_slice_safetensors(
+                Preset::Landscape.embedded_weights(),
+                DType::F32,
+                &Device::Cpu,
+            )
+        };
         let run = |net: &FusedNet, h: usize, w: usize| -> Result<Vec<f32>> {
-            let input = Preprocessor::new(w, h).run(&frame).to_vec();
+            let input = demo_input(h, w);
             let mut out = vec![0f32; h * w];
             net.run(&input, &mut out, h, w, 1)?;
             Ok(out)
@@ -921,20 +926,7 @@ mod tests {
             )?;
             let mut net = FusedNet::new(vb)?;
             let (h, w) = (144, 256);
-            let photo = image::open(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/assets/demo/person.jpg"
-            ))
-            .expect("demo photo")
-            .to_rgb8();
-            let frame = FrameRef::packed(
-                photo.as_raw(),
-                photo.width() as usize,
-                photo.height() as usize,
-                PixelFormat::Rgb,
-            )
-            .expect("frame");
-            let input = Preprocessor::new(w, h).run(&frame).to_vec();
+            let input = demo_input(h, w);
             let mut whole = vec![0f32; h * w];
             net.band = h / 2;
             net.run(&input, &mut whole, h, w, 1)?;
