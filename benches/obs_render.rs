@@ -16,7 +16,7 @@
 //!   (`obs_get_average_frame_time_ns`: tick, render, output staging), sampled once a second;
 //!   the filter's cost is the difference to the run without it. Also the wall time spent
 //!   inside the filter's own `video_render` callback.
-//! - worker: wall and thread-CPU milliseconds per processed frame, the network's share, and
+//! - worker: wall and thread-CPU milliseconds per frame it processed in the sampled window, the network's share, and
 //!   the whole process' added CPU per output frame (everything: render thread, llvmpipe's
 //!   rasterizer threads, worker, the network's thread pool);
 //! - lagged frames, and how many frames the mask trails its frame;
@@ -86,9 +86,13 @@ fn measure(host: &Host, label: &str, filter: Option<&Source>, seconds: u64) -> R
             json!({
                 "render_callback_ms": d("render_ms_total") / calls,
                 "worker_frames_per_s": d("worker_frames") / elapsed.as_secs_f64(),
-                "worker_ms": a["worker_ms_avg"],
-                "worker_cpu_ms": a["worker_cpu_ms_avg"],
-                "inference_ms": a["inference_ms_avg"],
+                // Over the window only, as the other figures: the averages since the worker
+                // started would include its first frames, which grow and zero its buffers
+                // (first-touch page faults, several ms).
+                "worker_ms": d("worker_ms_total") / n,
+                "worker_cpu_ms": d("worker_cpu_ms_total") / n,
+                "inference_ms": d("inference_ms_total") / n,
+                "worker_cpu_ms_since_start": a["worker_cpu_ms_avg"],
                 "mask_lag_avg": a["mask_lag_avg"],
                 "mask_lag_max": a["mask_lag_max"],
                 "replaced": d("replaced"),
@@ -290,6 +294,24 @@ fn main() {
                 if f.is_null() { "-".into() } else { num(&r["destroy_ms"]) },
             );
         }
+        let since_start: Vec<String> = runs
+            .iter()
+            .filter(|r| !r["filter"].is_null())
+            .map(|r| {
+                format!(
+                    "{} {:.2} ms",
+                    r["label"].as_str().unwrap_or(""),
+                    r["filter"]["worker_cpu_ms_since_start"]
+                        .as_f64()
+                        .unwrap_or(0.0)
+                )
+            })
+            .collect();
+        println!(
+            "\nWorker thread CPU per frame averaged since the worker started (its first frames, \
+             which grow and zero its buffers, included): {}",
+            since_start.join(", ")
+        );
         println!();
     }
 }

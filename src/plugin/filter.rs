@@ -1378,6 +1378,10 @@ impl AiBackground {
             "worker_ms_avg": per(w.wall, w.frames),
             "worker_cpu_ms_avg": per(w.cpu, w.frames),
             "inference_ms_avg": per(w.inference, w.frames),
+            // Sums since the worker started, so a reader can average over a window of its own.
+            "worker_ms_total": w.wall.as_secs_f64() * 1e3,
+            "worker_cpu_ms_total": w.cpu.as_secs_f64() * 1e3,
+            "inference_ms_total": w.inference.as_secs_f64() * 1e3,
             "model": w.model,
             "model_id": w.model_id,
             "error": w.error,
