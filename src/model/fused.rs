@@ -867,9 +867,6 @@ mod tests {
     use crate::preprocess::Preprocessor;
     use candle_core::{DType, Device};
 
-    /// The banded last stage gives the same probabilities, bit for bit, whatever the band
-    /// height: one band of the whole plane is the layer-by-layer computation; bands of 1 and
-    /// 5 rows put band edges (and the recomputed halo rows) everywhere; on 1 and 2 threads.
     /// The demo photo as model input `[1, 3, h, w]`.
     fn demo_input(h: usize, w: usize) -> Vec<f32> {
         let photo = image::open(concat!(
@@ -888,10 +885,10 @@ mod tests {
         Preprocessor::new(w, h).run(&frame).to_vec()
     }
 
-    #[test]
     /// The stem keeps its padded layout between frames of one size: a frame after frames of
     /// other sizes, one of them with the same number of values (144x256 after 256x144),
     /// must give the bits of a fresh network.
+    #[test]
     fn stem_layout_follows_the_input_size() -> Result<()> {
         let weights = || {
             VarBuilder::from_slice_safetensors(
@@ -916,6 +913,9 @@ mod tests {
         Ok(())
     }
 
+    /// The banded last stage gives the same probabilities, bit for bit, whatever the band
+    /// height: one band of the whole plane is the layer-by-layer computation; bands of 1 and
+    /// 5 rows put band edges (and the recomputed halo rows) everywhere; on 1 and 2 threads.
     #[test]
     fn last_stage_bands_are_exact() -> Result<()> {
         for preset in [Preset::Landscape, Preset::Square] {
