@@ -1499,8 +1499,9 @@ mod tests {
         let plane = h.div_ceil(2) * w.div_ceil(2);
         let mut ours = vec![f32::NAN; cout * plane];
         let (lo, hi) = ours.split_at_mut(2 * plane);
-        // Under `simd`, as the network calls it and as the custom op runs (outside it, a
-        // multiply-add is the C library's `fmaf`, which MinGW's does not round once).
+        // Under `simd`, as the network calls it and as the custom op runs: outside it a
+        // multiply-add is a call to the C library's `fmaf`, which in the Windows build under
+        // Wine gave other bits than the FMA instruction.
         simd(
             #[inline(always)]
             || {
