@@ -1181,9 +1181,20 @@ pub fn pointwise_gemm(
     // pixels are a multiple of 4 KiB apart, so the `cin` rows of a block share one L1 set and
     // evicted each other between row groups (`examples/pointwise.rs`: 16 -> 16 channels at 9216
     // pixels 15.8 -> 28.7 GMAC/s).
-    let mut panel = [0f32; MAX_PANEL];
     let packs = cin * N <= MAX_PANEL && hw % 1024 == 0;
     let mut j = 0;
+    #[cfg(target_arch = "x86_64")]
+    if act != Activation::Sigmoid && has_avx2_fma() {
+        assert!(
+            packed.len() >= blocks * R * cin
+                && out.len() >= blocks * R * hw
+                && residual.is_none_or(|r| r.len() >= blocks * R * hw)
+        );
+        // SAFETY: the CPU has AVX2 and FMA; the assertion (with `x` cut to `cin * hw`
+        // above) is the function's bounds contract.
+        j = unsafe { pointwise_avx2(packed, bias, act, x, cin, hw, residual, out, packs) };
+    }
+    let mut panel = [0f32; MAX_PANEL];
     while j + N <= hw {
         if packs {
             for (k, dst) in panel.chunks_exact_mut(N).take(cin).enumerate() {
@@ -1332,6 +1343,104 @@ unsafe fn gemm_block_avx2(
     }
 }
 
+/// [`pointwise_gemm`] over every whole block of 16 pixels with AVX2 + FMA, for the
+/// activations other than the sigmoid; returns the pixels done (`hw` rounded down to 16).
+/// Per block of 4 output rows x 16 pixels the sums stay in 8 registers across all `cin`
+/// inputs (one broadcast weight per row and input), and the bias, the activation and the
+/// residual are applied in registers before the one store to `out`: the same operations, in
+/// the same order, as the generic path's `acc` array, [`Activation::apply_slice`] and the
+/// residual loop, so the same values (no multiply-add is contracted in the epilogue).
+/// With `packs`, each 16-pixel input block is first copied into a contiguous panel (see
+/// [`pointwise_gemm`]).
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; `act` must not be [`Activation::Sigmoid`]; `x` must hold
+/// `cin * hw` values, `packed` `bias.len() * cin` (a multiple of 4 rows), `out` and
+/// `residual` `bias.len() * hw`; with `packs`, `cin * 16 <= MAX_PANEL`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pointwise_avx2(
+    packed: &[f32],
+    bias: &[f32],
+    act: Activation,
+    x: &[f32],
+    cin: usize,
+    hw: usize,
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+    packs: bool,
+) -> usize {
+    use std::arch::x86_64::*;
+    const R: usize = POINTWISE_ROWS;
+    const N: usize = POINTWISE_COLS;
+    let blocks = bias.len() / R;
+    let mut panel = [0f32; MAX_PANEL];
+    let (zero, three, six) = (
+        _mm256_setzero_ps(),
+        _mm256_set1_ps(3.0),
+        _mm256_set1_ps(6.0),
+    );
+    let sixth = _mm256_set1_ps(1.0 / 6.0);
+    let (wp, op) = (packed.as_ptr(), out.as_mut_ptr());
+    let rp = residual.map(<[f32]>::as_ptr);
+    let mut j = 0;
+    while j + N <= hw {
+        // The input block: rows `stride` apart from `src`.
+        let (src, stride) = if packs {
+            for (k, dst) in panel.chunks_exact_mut(N).take(cin).enumerate() {
+                dst.copy_from_slice(&x[k * hw + j..k * hw + j + N]);
+            }
+            (panel.as_ptr(), N)
+        } else {
+            // SAFETY: j < hw, inside `x`.
+            (unsafe { x.as_ptr().add(j) }, hw)
+        };
+        for b in 0..blocks {
+            let mut a = [zero; 8];
+            // SAFETY: the caller's bounds: row k of the block is at `k * stride` from `src`
+            // with 16 values, the block's weights are `4 * cin` values from `b * 4 * cin`,
+            // and output (and residual) row `b * 4 + r` holds `hw` values from its start.
+            unsafe {
+                let w = wp.add(b * R * cin);
+                for k in 0..cin {
+                    let row = src.add(k * stride);
+                    let (x0, x1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
+                    for r in 0..R {
+                        let wr = _mm256_broadcast_ss(&*w.add(R * k + r));
+                        a[2 * r] = _mm256_fmadd_ps(wr, x0, a[2 * r]);
+                        a[2 * r + 1] = _mm256_fmadd_ps(wr, x1, a[2 * r + 1]);
+                    }
+                }
+                for r in 0..R {
+                    let bv = _mm256_set1_ps(bias[b * R + r]);
+                    let o = (b * R + r) * hw + j;
+                    for half in 0..2 {
+                        let mut v = _mm256_add_ps(a[2 * r + half], bv);
+                        v = match act {
+                            Activation::Relu => _mm256_max_ps(v, zero),
+                            Activation::HardSwish => {
+                                let t = _mm256_min_ps(
+                                    _mm256_max_ps(_mm256_add_ps(v, three), zero),
+                                    six,
+                                );
+                                _mm256_mul_ps(_mm256_mul_ps(v, t), sixth)
+                            }
+                            _ => v,
+                        };
+                        if let Some(rp) = rp {
+                            v = _mm256_add_ps(v, _mm256_loadu_ps(rp.add(o + 8 * half)));
+                        }
+                        _mm256_storeu_ps(op.add(o + 8 * half), v);
+                    }
+                }
+            }
+        }
+        j += N;
+    }
+    j
+}
+
 impl TransposedConv2x2Sigmoid {
     /// Output rows `2 * first .. 2 * (first + n)` (`out` holds `n` pairs of output rows,
     /// `2 * n * 2w` values) from input rows `first..first + n` of `input` `[C, h, w]`, `C`
@@ -1414,6 +1523,64 @@ mod tests {
         Activation::Sigmoid.apply_slice(&mut v, 0.0);
         assert!(v[0] < 1e-38 && v[1] < 1e-38, "{v:?}");
         assert_eq!(v[2..], [0.5, 1.0, 1.0]);
+    }
+
+    /// The 1x1 kernel (register blocks with bias, activation and residual in the epilogue)
+    /// equals its definition: per output value the products summed in input
+    /// order (one rounding per multiply-add where the CPU fuses them, as the kernel does),
+    /// then the bias, the activation and the residual. Both layouts of the input block (the
+    /// copied panel at 1024 pixels, in place at 1040) and every activation but the sigmoid
+    /// (whose vectorised exponential differs from `apply`'s by design).
+    #[test]
+    fn pointwise_gemm_equals_its_definition() {
+        for &(cin, cout, hw) in &[(16, 8, 1024), (24, 12, 1040), (3, 4, 16)] {
+            let x: Vec<f32> = (0..cin * hw)
+                .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+                .collect();
+            let weight: Vec<f32> = (0..cout * cin)
+                .map(|i| ((i * 13 % 29) as f32 / 14.0) - 1.0)
+                .collect();
+            let bias: Vec<f32> = (0..cout).map(|o| o as f32 * 0.37 - 1.3).collect();
+            let res: Vec<f32> = (0..cout * hw).map(|i| (i % 11) as f32 * 0.1).collect();
+            let mut packed = Vec::new();
+            pack_pointwise(&weight, cout, cin, None, None, &mut packed);
+            for act in [Activation::None, Activation::Relu, Activation::HardSwish] {
+                for residual in [None, Some(&res[..])] {
+                    let mut got = vec![0f32; cout * hw];
+                    let mut want = vec![0f32; cout * hw];
+                    simd(
+                        #[inline(always)]
+                        || {
+                            pointwise_gemm(&packed, &bias, act, &x, cin, hw, residual, &mut got);
+                            for o in 0..cout {
+                                for j in 0..hw {
+                                    let mut z = 0f32;
+                                    for k in 0..cin {
+                                        let (w, v) = (weight[o * cin + k], x[k * hw + j]);
+                                        z = if fused_multiply_add() {
+                                            w.mul_add(v, z)
+                                        } else {
+                                            z + w * v
+                                        };
+                                    }
+                                    let r = residual.map_or(0.0, |r| r[o * hw + j]);
+                                    want[o * hw + j] = act.apply(z + bias[o]) + r;
+                                }
+                            }
+                        },
+                    );
+                    // Equal values: the same bits, or zeros of either sign (the hard-swish
+                    // of an input below -3 is -0 in the kernels and +0 in `apply`).
+                    let bad = got.iter().zip(&want).position(|(a, b)| a != b);
+                    assert!(
+                        bad.is_none(),
+                        "{cin}->{cout} x {hw}, {act:?}, residual {}: {:?}",
+                        residual.is_some(),
+                        bad.map(|i| (i, got[i], want[i]))
+                    );
+                }
+            }
+        }
     }
 
     #[test]
