@@ -1,5 +1,6 @@
 //! The 1x1 convolution kernel (`kernels::pointwise_gemm`) alone on the layer shapes of the
-//! landscape network, in cache: best of 5 repetitions, milliseconds per call and GMAC/s.
+//! landscape network and the largest ones of the square network (at 16384 and 4096 pixels), in
+//! cache: best of 5 repetitions, milliseconds per call and GMAC/s.
 //!
 //! ```text
 //! cargo run --release --no-default-features --example pointwise
@@ -22,6 +23,8 @@ fn main() {
         (16, 72, 2304),
         (24, 88, 576),
         (16, 16, 1024),
+        (16, 16, 16384),
+        (16, 72, 4096),
     ];
     for (cin, cout, hw) in shapes {
         let x: Vec<f32> = (0..cin * hw).map(|i| (i % 7) as f32 * 0.1).collect();
