@@ -1184,7 +1184,7 @@ pub fn pointwise_gemm(
     let packs = cin * N <= MAX_PANEL && hw % 1024 == 0;
     let mut j = 0;
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
+    if act != Activation::Sigmoid && has_avx2_fma() {
         assert!(
             packed.len() >= blocks * R * cin
                 && out.len() >= blocks * R * hw
@@ -1242,8 +1242,9 @@ pub fn pointwise_gemm(
 }
 
 /// `acc[r][i] = sum_k w[k * R + r] * x[k * hw + j + i]` for one block of
-/// [`POINTWISE_ROWS`] x 16 outputs: on aarch64 with NEON (`super::neon`, 16 registers),
-/// otherwise in plain Rust (x86-64 CPUs with AVX2 + FMA take [`pointwise_avx2`] instead).
+/// [`POINTWISE_ROWS`] x 16 outputs: with AVX2 + FMA (checked at run time) in 8 registers
+/// with fused multiply-adds, on aarch64 with NEON (`super::neon`, 16 registers), otherwise
+/// in plain Rust.
 #[inline(always)]
 fn gemm_block(
     w: &[f32],
@@ -1259,6 +1260,12 @@ fn gemm_block(
     #[cfg(target_arch = "aarch64")]
     {
         super::neon::gemm_block_neon(w, x, cin, hw, j, acc);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA; the assertion above keeps every load in bounds.
+        unsafe { gemm_block_avx2(w, x, cin, hw, j, acc) };
+        return;
     }
     #[cfg(not(target_arch = "aarch64"))]
     gemm_block_scalar(w, x, cin, hw, j, acc);
@@ -1296,20 +1303,58 @@ fn has_avx2_fma() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
-/// [`pointwise_gemm`] over every whole block of 16 pixels with AVX2 + FMA; returns the
-/// pixels done (`hw` rounded down to 16).
+/// [`gemm_block`] with AVX2 + FMA: 4 rows x 2 registers of accumulators, one broadcast
+/// weight per row and input channel.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; `w` must hold `4 * cin` values, `x` `cin * hw`, and
+/// `j + 16 <= hw`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemm_block_avx2(
+    w: &[f32],
+    x: &[f32],
+    cin: usize,
+    hw: usize,
+    j: usize,
+    acc: &mut [[f32; POINTWISE_COLS]; POINTWISE_ROWS],
+) {
+    use std::arch::x86_64::*;
+    let mut a = [_mm256_setzero_ps(); 8];
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    for k in 0..cin {
+        // SAFETY: k * hw + j + 16 <= cin * hw and 4 * k + 4 <= 4 * cin (the caller's bounds).
+        unsafe {
+            let row = xp.add(k * hw + j);
+            let (x0, x1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
+            for r in 0..4 {
+                let wr = _mm256_broadcast_ss(&*wp.add(4 * k + r));
+                a[2 * r] = _mm256_fmadd_ps(wr, x0, a[2 * r]);
+                a[2 * r + 1] = _mm256_fmadd_ps(wr, x1, a[2 * r + 1]);
+            }
+        }
+    }
+    for (r, out) in acc.iter_mut().enumerate() {
+        // SAFETY: each row holds 16 values.
+        unsafe {
+            _mm256_storeu_ps(out.as_mut_ptr(), a[2 * r]);
+            _mm256_storeu_ps(out.as_mut_ptr().add(8), a[2 * r + 1]);
+        }
+    }
+}
+
+/// [`pointwise_gemm`] over every whole block of 16 pixels with AVX2 + FMA, for the
+/// activations other than the sigmoid; returns the pixels done (`hw` rounded down to 16).
 /// Per block of 4 output rows x 16 pixels the sums stay in 8 registers across all `cin`
 /// inputs (one broadcast weight per row and input), and the bias, the activation and the
 /// residual are applied in registers before the one store to `out`: the same operations, in
 /// the same order, as the generic path's `acc` array, [`Activation::apply_slice`] and the
-/// residual loop, so the same values (no multiply-add is contracted in the epilogue). The
-/// sigmoid (which no 1x1 layer over whole planes uses) goes through `apply_slice` on the
-/// stored sums.
+/// residual loop, so the same values (no multiply-add is contracted in the epilogue).
 /// With `packs`, each 16-pixel input block is first copied into a contiguous panel (see
 /// [`pointwise_gemm`]).
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA; `x` must hold
+/// The CPU must have AVX2 and FMA; `act` must not be [`Activation::Sigmoid`]; `x` must hold
 /// `cin * hw` values, `packed` `bias.len() * cin` (a multiple of 4 rows), `out` and
 /// `residual` `bias.len() * hw`; with `packs`, `cin * 16 <= MAX_PANEL`.
 #[cfg(target_arch = "x86_64")]
@@ -1371,10 +1416,8 @@ unsafe fn pointwise_avx2(
                     let bv = _mm256_set1_ps(bias[b * R + r]);
                     let o = (b * R + r) * hw + j;
                     for half in 0..2 {
-                        let sum = a[2 * r + half];
-                        let v = _mm256_add_ps(sum, bv);
-                        let mut v = match act {
-                            Activation::None => v,
+                        let mut v = _mm256_add_ps(a[2 * r + half], bv);
+                        v = match act {
                             Activation::Relu => _mm256_max_ps(v, zero),
                             Activation::HardSwish => {
                                 let t = _mm256_min_ps(
@@ -1383,12 +1426,7 @@ unsafe fn pointwise_avx2(
                                 );
                                 _mm256_mul_ps(_mm256_mul_ps(v, t), sixth)
                             }
-                            Activation::Sigmoid => {
-                                let mut t = [0f32; 8];
-                                _mm256_storeu_ps(t.as_mut_ptr(), sum);
-                                act.apply_slice(&mut t, bias[b * R + r]);
-                                _mm256_loadu_ps(t.as_ptr())
-                            }
+                            _ => v,
                         };
                         if let Some(rp) = rp {
                             v = _mm256_add_ps(v, _mm256_loadu_ps(rp.add(o + 8 * half)));
