@@ -224,24 +224,53 @@ fn split2<F>(
     }
 }
 
-/// Per-channel means of `x` `[c, hw]` into `out` `[c]`.
-fn channel_means(x: &[f32], c: usize, hw: usize, out: &mut Vec<f32>) {
-    let out = fit(out, c);
-    simd(
-        #[inline(always)]
-        || {
-            for (m, plane) in out.iter_mut().zip(x.chunks_exact(hw)) {
-                let mut acc = [0f32; 8];
-                let chunks = plane.chunks_exact(8);
-                let rest: f32 = chunks.remainder().iter().sum();
-                for c in chunks {
-                    for i in 0..8 {
-                        acc[i] += c[i];
-                    }
+/// Values (`c * hw`) from which [`channel_means`] splits the channels between the threads
+/// (a pass of about 4 µs on the 2-core VM; below it a join, 1-2 µs, eats the gain). At 2
+/// threads the means are what the helper waited on most after the stem's input layout: the
+/// four largest (the skip, low-resolution and squeeze-excite inputs at 1/2 and 1/4 size)
+/// took about 53 µs of a square frame's ~160 µs on one thread only, by timers around each
+/// pass (a temporary patch, not kept).
+const SPLIT_MEANS: usize = 32_768;
+
+/// Per-channel means of `x` `[c, hw]` into `out` `[c]`, split by channels between the
+/// threads when `x` holds at least [`SPLIT_MEANS`] values (same values either way: each
+/// channel's sum runs in the same order).
+fn channel_means(
+    helper: &mut Option<Helper>,
+    scratch: &mut [Vec<f32>; 2],
+    x: &[f32],
+    c: usize,
+    hw: usize,
+    out: &mut Vec<f32>,
+) {
+    /// The means of the planes of `x` from channel `first` into `part`.
+    #[inline(always)]
+    fn means(x: &[f32], hw: usize, first: usize, part: &mut [f32]) {
+        for (m, plane) in part.iter_mut().zip(x[first * hw..].chunks_exact(hw)) {
+            let mut acc = [0f32; 8];
+            let chunks = plane.chunks_exact(8);
+            let rest: f32 = chunks.remainder().iter().sum();
+            for c in chunks {
+                for i in 0..8 {
+                    acc[i] += c[i];
                 }
-                *m = (acc.iter().sum::<f32>() + rest) / hw as f32;
             }
-        },
+            *m = (acc.iter().sum::<f32>() + rest) / hw as f32;
+        }
+    }
+    let helper = if c * hw >= SPLIT_MEANS {
+        helper
+    } else {
+        &mut None
+    };
+    split2(
+        helper,
+        scratch,
+        fit(out, c),
+        1,
+        1,
+        #[inline(always)]
+        |first, part, _| means(x, hw, first, part),
     );
 }
 
@@ -459,8 +488,20 @@ impl FusedNet {
         } = ws;
         // Stem: 1/2, 16 channels.
         let (h2, w2) = (h / 2, w / 2);
-        self.stem
-            .prepare(input, h, w, &mut t.stem, t.stem_size == (h, w));
+        let same = t.stem_size == (h, w);
+        let stem_op = &self.stem;
+        match &mut t.helper {
+            // Planes R and G here, B on the helper: the layout is about 2 % of a frame on
+            // one thread (56 µs square), so a 2:1 split is near enough.
+            Some(helper) => {
+                let (rg, b) = t.stem.split_at_mut(2);
+                helper.join(
+                    || simd(|| stem_op.prepare(input, h, w, rg, same)),
+                    || simd(|| stem_op.prepare(&input[2 * h * w..], h, w, b, same)),
+                )
+            }
+            None => simd(|| stem_op.prepare(input, h, w, &mut t.stem, same)),
+        }
         t.stem_size = (h, w);
         {
             let Temps {
@@ -515,7 +556,7 @@ impl FusedNet {
                 helper,
                 ..
             } = t;
-            channel_means(src, 32, hw, means);
+            channel_means(helper, scratch, src, 32, hw, means);
             self.head_gate.apply_vec(&means[..32], fit(gate, 128));
             let hc = &self.head_conv;
             pack_pointwise(&hc.weight, 128, 32, Some(&gate[..128]), None, packed);
@@ -722,8 +763,8 @@ impl FusedNet {
         );
         // Gate on mean(skip + up) = mean(skip) + mean(low): 2x half-pixel upsampling with
         // edge clamping keeps the mean.
-        channel_means(skip, c, 4 * hw, means);
-        channel_means(low, c, hw, other_means);
+        channel_means(helper, scratch, skip, c, 4 * hw, means);
+        channel_means(helper, scratch, low, c, hw, other_means);
         for (m, o) in means.iter_mut().zip(other_means.iter()).take(c) {
             *m += o;
         }
@@ -766,7 +807,7 @@ impl FusedNet {
         let p = &blk.project;
         let weights: &[f32] = match &blk.se {
             Some(se) => {
-                channel_means(dwo, cfg.expanded, ohw, means);
+                channel_means(helper, scratch, dwo, cfg.expanded, ohw, means);
                 se.apply(&means[..cfg.expanded], mid, gate);
                 pack_pointwise(
                     &p.weight,

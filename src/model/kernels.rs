@@ -960,7 +960,9 @@ impl DenseConv {
     /// (one reused buffer per input channel) for [`DenseConv::run_channels`]. With
     /// `same_size` the caller promises that `bufs` hold the layout of an `h` x `w` input of
     /// this layer already (the previous frame's): their zero padding is kept and only the
-    /// input's values are written.
+    /// input's values are written. Lays out `bufs.len()` planes at most, from the first of
+    /// `input`: a caller may split the planes between threads. Call under [`simd`].
+    #[inline(always)]
     pub fn prepare(
         &self,
         input: &[f32],
