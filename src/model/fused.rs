@@ -225,11 +225,10 @@ fn split2<F>(
 }
 
 /// Values (`c * hw`) from which [`channel_means`] splits the channels between the threads
-/// (a pass of about 4 µs on the 2-core VM; below it a join, 1-2 µs, eats the gain). At 2
-/// threads the means are what the helper waited on most after the stem's input layout: the
-/// four largest (the skip, low-resolution and squeeze-excite inputs at 1/2 and 1/4 size)
-/// took about 53 µs of a square frame's ~160 µs on one thread only, by timers around each
-/// pass (a temporary patch, not kept).
+/// (a pass of about 4 µs on the 2-core VM; below it a join, 1-2 µs, eats the gain). After the
+/// stem's input layout the means are the largest pass outside the split layers: 71 µs of a
+/// square frame's 0.19 ms there on one thread (`tools/hand-off-timers.patch`,
+/// docs/devices.md), most of it in the planes at 1/2 and 1/4 size.
 const SPLIT_MEANS: usize = 32_768;
 
 /// Per-channel means of `x` `[c, hw]` into `out` `[c]`, split by channels between the
@@ -492,15 +491,31 @@ impl FusedNet {
         let stem_op = &self.stem;
         match &mut t.helper {
             // Planes R and G here, B on the helper: the layout is about 2 % of a frame on
-            // one thread (56 µs square), so a 2:1 split is near enough.
+            // one thread (58-73 µs square, `tools/hand-off-timers.patch`), so a 2:1 split
+            // is near enough.
             Some(helper) => {
                 let (rg, b) = t.stem.split_at_mut(2);
                 helper.join(
-                    || simd(|| stem_op.prepare(input, h, w, rg, same)),
-                    || simd(|| stem_op.prepare(&input[2 * h * w..], h, w, b, same)),
+                    #[inline(always)]
+                    || {
+                        simd(
+                            #[inline(always)]
+                            || stem_op.prepare(input, h, w, rg, same),
+                        )
+                    },
+                    #[inline(always)]
+                    || {
+                        simd(
+                            #[inline(always)]
+                            || stem_op.prepare(&input[2 * h * w..], h, w, b, same),
+                        )
+                    },
                 )
             }
-            None => simd(|| stem_op.prepare(input, h, w, &mut t.stem, same)),
+            None => simd(
+                #[inline(always)]
+                || stem_op.prepare(input, h, w, &mut t.stem, same),
+            ),
         }
         t.stem_size = (h, w);
         {
