@@ -11,8 +11,8 @@
 
 use super::helper::Helper;
 use super::kernels::{
-    pack_pointwise, pointwise_gemm, Activation, DenseConv, DepthwiseConv, TransposedConv2x2Sigmoid,
-    Upsample2x, POINTWISE_ROWS,
+    pack_pointwise, pointwise_gemm, pointwise_gemm_columns, Activation, ColumnsMut, DenseConv,
+    DepthwiseConv, TransposedConv2x2Sigmoid, Upsample2x, POINTWISE_COLS, POINTWISE_ROWS,
 };
 use super::net::{BlockConfig, BLOCKS};
 use crate::simd::simd;
@@ -273,8 +273,62 @@ fn channel_means(
     );
 }
 
-/// A 1x1 layer over `x` `[cin, hw]` into `out` (`[cout, hw]`), with the packed weights given
-/// (the layer's own or gate-scaled ones), split between the threads by output rows.
+/// The row at which a layer of `rows` rows of `w` pixels is split by pixels between the two
+/// threads: the first row from the middle (the caller, which also posts the join, takes the
+/// larger half) whose first pixel starts a 16-pixel block of [`pointwise_gemm_columns`]
+/// (then both halves compute exactly what one thread does); `None` when there is none.
+fn split_row(rows: usize, w: usize) -> Option<usize> {
+    (rows.div_ceil(2)..rows).find(|r| r * w % POINTWISE_COLS == 0)
+}
+
+/// Runs `f(part, scratch)` over `out`, planes of `rows` rows of `w` pixels: on the calling
+/// thread alone, or split by pixels at [`split_row`] with the helper taking the lower rows
+/// of every plane. Every layer at one size splits at the same row, so a thread mostly reads
+/// what it wrote itself (splitting by channels made each thread of a 1x1 layer read every
+/// input plane, half of them from the other core's cache: 1.34x the one-thread time,
+/// `tools/hand-off-timers.patch`).
+#[inline(always)]
+fn split_pixels<F>(
+    helper: &mut Option<Helper>,
+    scratch: &mut [Vec<f32>; 2],
+    out: &mut [f32],
+    (rows, w): (usize, usize),
+    f: F,
+) where
+    F: Fn(&mut ColumnsMut, &mut Vec<f32>) + Sync,
+{
+    let mut whole = ColumnsMut::new(out, rows * w);
+    let [s0, s1] = scratch;
+    match (helper, split_row(rows, w)) {
+        (Some(h), Some(mid)) => {
+            let (mut lo, mut hi) = whole.split_at(mid * w);
+            let f = &f;
+            h.join(
+                #[inline(always)]
+                || {
+                    simd(
+                        #[inline(always)]
+                        || f(&mut lo, s0),
+                    )
+                },
+                #[inline(always)]
+                || {
+                    simd(
+                        #[inline(always)]
+                        || f(&mut hi, s1),
+                    )
+                },
+            );
+        }
+        _ => simd(
+            #[inline(always)]
+            || f(&mut whole, s0),
+        ),
+    }
+}
+
+/// A 1x1 layer over `x` `[cin, h*w]` into `out` (`[cout, h*w]`), with the packed weights
+/// given (the layer's own or gate-scaled ones), split between the threads by pixels.
 #[allow(clippy::too_many_arguments)]
 fn pointwise(
     helper: &mut Option<Helper>,
@@ -284,34 +338,22 @@ fn pointwise(
     act: Activation,
     x: &[f32],
     cin: usize,
-    hw: usize,
+    size: (usize, usize),
     residual: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    split2(
+    let hw = size.0 * size.1;
+    split_pixels(
         helper,
         scratch,
-        out,
-        hw,
-        POINTWISE_ROWS,
+        &mut out[..bias.len() * hw],
+        size,
         #[inline(always)]
-        |first, part, _| {
-            let n = part.len() / hw;
-            pointwise_gemm(
-                &packed[first * cin..],
-                &bias[first..first + n],
-                act,
-                x,
-                cin,
-                hw,
-                residual.map(|r| &r[first * hw..]),
-                part,
-            )
-        },
+        |part, _| pointwise_gemm_columns(packed, bias, act, x, cin, hw, residual, part),
     );
 }
 
-/// A depthwise layer over `x` `[c, h*w]` into `out` `[c, oh*ow]`, split by channels.
+/// A depthwise layer over `x` `[c, h*w]` into `out` `[c, oh*ow]`, split by output rows.
 fn depthwise(
     helper: &mut Option<Helper>,
     scratch: &mut [Vec<f32>; 2],
@@ -321,18 +363,13 @@ fn depthwise(
     w: usize,
     out: &mut [f32],
 ) {
-    let (oh, ow) = op.output_size(h, w);
-    split2(
+    split_pixels(
         helper,
         scratch,
         out,
-        oh * ow,
-        1,
+        op.output_size(h, w),
         #[inline(always)]
-        |first, part, s| {
-            let n = part.len() / (oh * ow);
-            op.run_planes(first, &x[first * h * w..(first + n) * h * w], h, w, part, s);
-        },
+        |part, s| op.run_rows(x, h, w, part, s),
     );
 }
 
@@ -587,7 +624,7 @@ impl FusedNet {
                 hc.act,
                 src,
                 32,
-                hw,
+                (ch, cw),
                 None,
                 fit(nxt, 128 * hw),
             );
@@ -774,7 +811,16 @@ impl FusedNet {
         let low = fit(exp, c * hw);
         let pr = &st.proj;
         pointwise(
-            helper, scratch, &pr.packed, &pr.bias, pr.act, x, cin, hw, None, low,
+            helper,
+            scratch,
+            &pr.packed,
+            &pr.bias,
+            pr.act,
+            x,
+            cin,
+            (h, w),
+            None,
+            low,
         );
         // Gate on mean(skip + up) = mean(skip) + mean(low): 2x half-pixel upsampling with
         // edge clamping keeps the mean.
@@ -813,7 +859,16 @@ impl FusedNet {
         let e = &blk.expand;
         let exp = fit(exp, cfg.expanded * hw);
         pointwise(
-            helper, scratch, &e.packed, &e.bias, e.act, x, cfg.cin, hw, None, exp,
+            helper,
+            scratch,
+            &e.packed,
+            &e.bias,
+            e.act,
+            x,
+            cfg.cin,
+            (h, w),
+            None,
+            exp,
         );
         let (oh, ow) = blk.dw.output_size(h, w);
         let ohw = oh * ow;
@@ -845,7 +900,7 @@ impl FusedNet {
             p.act,
             dwo,
             cfg.expanded,
-            ohw,
+            (oh, ow),
             residual,
             fit(out, cfg.cout * ohw),
         );
@@ -901,7 +956,16 @@ impl FusedNet {
         let conv = fit(up, c * uhw);
         let cv = &st.conv;
         pointwise(
-            helper, scratch, &cv.packed, &cv.bias, cv.act, merged, c, uhw, None, conv,
+            helper,
+            scratch,
+            &cv.packed,
+            &cv.bias,
+            cv.act,
+            merged,
+            c,
+            (2 * h, 2 * w),
+            None,
+            conv,
         );
         depthwise(
             helper,

@@ -199,31 +199,55 @@ impl DepthwiseConv {
         self.run_prepared(c, &prepared, input, out);
     }
 
-    /// Runs channels `first..first + out.len() / (oh * ow)` of the layer: `input` holds
-    /// those channels' `h * w` planes one after the other, `out` their `oh * ow` outputs.
-    /// The same values, bit for bit, as [`DepthwiseConv::run_plane`] per channel; the padded
-    /// layout in `scratch` is zeroed once for all of them (each channel rewrites only its
-    /// interior), not once per plane.
+    /// Output rows `out.columns() / ow` of every channel: `input` holds the layer's `h * w`
+    /// input planes one after the other, `out` gives whole output rows (`ow` values each) of
+    /// the `[c, oh * ow]` output, one view row per channel. Only the input rows those outputs
+    /// read are laid out, so two threads can take halves of the rows (a split by pixels: each
+    /// reads its own rows and the `k / 2` beyond the split). The same values, bit for bit, as
+    /// [`DepthwiseConv::run_plane`] per channel; the padded layout in `scratch` is zeroed once
+    /// for all channels (each channel rewrites only its interior rows). Call under [`simd`].
+    ///
+    /// # Panics
+    /// If `out`'s columns are not whole output rows or a slice is too short.
     #[inline(always)]
-    pub fn run_planes(
+    pub fn run_rows(
         &self,
-        first: usize,
         input: &[f32],
         h: usize,
         w: usize,
-        out: &mut [f32],
+        out: &mut ColumnsMut,
         scratch: &mut Vec<f32>,
     ) {
         let (oh, ow) = self.output_size(h, w);
         let (k, s) = (self.kernel, self.stride);
-        for (i, (x, o)) in input
-            .chunks_exact(h * w)
-            .zip(out.chunks_exact_mut(oh * ow))
-            .enumerate()
-        {
-            PreparedPlane::fill_interior(x, h, w, k, s, scratch, i > 0);
-            let prepared = PreparedPlane::view(scratch, h, w, k, s);
-            self.run_prepared(first + i, &prepared, x, o);
+        let cols = out.columns();
+        assert!(
+            out.stride() == oh * ow && cols.start % ow == 0 && cols.end % ow == 0,
+            "whole output rows"
+        );
+        let (r0, r1) = (cols.start / ow, cols.end / ow);
+        if r0 == r1 {
+            return;
+        }
+        // Output row oy reads padded rows s * oy .. s * oy + k, i.e. input rows from
+        // s * oy - top padding.
+        let pt = PreparedPlane::geometry(h, w, k, s)[4];
+        let (y0, y1) = ((s * r0).saturating_sub(pt), (s * (r1 - 1) + k - pt).min(h));
+        for (c, x) in input.chunks_exact(h * w).take(out.rows()).enumerate() {
+            PreparedPlane::fill_interior(x, h, w, k, s, scratch, c > 0, y0..y1);
+            // Output row r0 first: every phase's rows from r0 on are at the same offset.
+            let whole = PreparedPlane::view(scratch, h, w, k, s);
+            let prepared = PreparedPlane {
+                data: &whole.data[r0 * whole.pw..],
+                oh: r1 - r0,
+                ..whole
+            };
+            let own = if self.residual {
+                &x[r0 * w..r1 * w]
+            } else {
+                &[]
+            };
+            self.run_prepared(c, &prepared, own, out.row(c));
         }
     }
 
@@ -336,14 +360,15 @@ impl<'a> PreparedPlane<'a> {
     /// allocation once it has grown to the plane's size).
     #[inline(always)]
     fn fill(input: &[f32], h: usize, w: usize, k: usize, s: usize, buf: &mut Vec<f32>) {
-        Self::fill_interior(input, h, w, k, s, buf, false);
+        Self::fill_interior(input, h, w, k, s, buf, false, 0..h);
     }
 
     /// [`PreparedPlane::fill`]; with `padding_is_zero` the caller promises that `buf` holds a
     /// plane of the same geometry (`h`, `w`, `k`, `s`) already, whose zero padding is then
     /// kept and only the input's values are written. A buffer of another length is zeroed
-    /// whole all the same.
+    /// whole all the same. Only the input rows `rows` are written.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn fill_interior(
         input: &[f32],
         h: usize,
@@ -352,6 +377,7 @@ impl<'a> PreparedPlane<'a> {
         s: usize,
         buf: &mut Vec<f32>,
         padding_is_zero: bool,
+        rows: std::ops::Range<usize>,
     ) {
         let [ph, pw, _, _, pt, pl] = Self::geometry(h, w, k, s);
         if !padding_is_zero || buf.len() != s * s * ph * pw {
@@ -359,7 +385,12 @@ impl<'a> PreparedPlane<'a> {
             buf.resize(s * s * ph * pw, 0.0);
         }
         let phase_len = ph * pw;
-        for (y, row) in input.chunks_exact(w).take(h).enumerate() {
+        for (y, row) in input
+            .chunks_exact(w)
+            .enumerate()
+            .take(rows.end.min(h))
+            .skip(rows.start)
+        {
             let py = y + pt;
             if s == 1 {
                 buf[py * pw + pl..py * pw + pl + w].copy_from_slice(row);
@@ -980,6 +1011,7 @@ impl DenseConv {
                 self.stride,
                 buf,
                 same_size,
+                0..h,
             );
         }
     }
@@ -1120,7 +1152,7 @@ const STEM_GROUP: usize = 4;
 /// in blocks of this many rows by [`pack_pointwise`].
 pub const POINTWISE_ROWS: usize = 4;
 /// Pixels per register block of [`pointwise_gemm`] (two AVX registers per row).
-const POINTWISE_COLS: usize = 16;
+pub const POINTWISE_COLS: usize = 16;
 /// Values of the largest input panel [`pointwise_gemm`] copies (`cin x 16`, up to 128 inputs:
 /// every layer of this network).
 const MAX_PANEL: usize = 128 * POINTWISE_COLS;
@@ -1173,10 +1205,43 @@ pub fn pointwise_gemm(
     residual: Option<&[f32]>,
     out: &mut [f32],
 ) {
+    let rows = bias.len() / POINTWISE_ROWS * POINTWISE_ROWS;
+    let mut out = ColumnsMut::new(&mut out[..rows * hw], hw);
+    pointwise_gemm_columns(packed, bias, act, x, cin, hw, residual, &mut out);
+}
+
+/// [`pointwise_gemm`] on the pixels `out.columns()` only: `out` gives those columns of the
+/// `[bias.len() / 4 * 4, hw]` output (one row per output channel), `x` and `residual` are the
+/// whole `[cin, hw]` and `[cout, hw]` planes. The same values, bit for bit, as the whole
+/// product at those pixels when the columns start at a multiple of 16 (each 16-pixel block is
+/// computed alone; the pixels after the last whole block one at a time). What one thread
+/// runs when a layer is split by pixels. Call under [`simd`].
+///
+/// # Panics
+/// If `out` has fewer rows than the weights' whole blocks or a slice is too short.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn pointwise_gemm_columns(
+    packed: &[f32],
+    bias: &[f32],
+    act: Activation,
+    x: &[f32],
+    cin: usize,
+    hw: usize,
+    residual: Option<&[f32]>,
+    out: &mut ColumnsMut,
+) {
     const R: usize = POINTWISE_ROWS;
     const N: usize = POINTWISE_COLS;
     let x = &x[..cin * hw];
     let blocks = bias.len() / R;
+    let cols = out.columns();
+    assert!(
+        out.stride() == hw
+            && out.rows() >= blocks * R
+            && packed.len() >= blocks * R * cin
+            && residual.is_none_or(|r| r.len() >= blocks * R * hw)
+    );
     // Column blocks outside, row blocks inside: the `cin x 16` input block stays in L1 while
     // every group of output rows reads it.
     // The input block is first copied into a contiguous panel: the planes of 9216 (and 1024)
@@ -1184,20 +1249,15 @@ pub fn pointwise_gemm(
     // evicted each other between row groups (`examples/pointwise.rs`: 16 -> 16 channels at 9216
     // pixels 15.8 -> 28.7 GMAC/s).
     let packs = cin * N <= MAX_PANEL && hw % 1024 == 0;
-    let mut j = 0;
+    let mut j = cols.start;
     #[cfg(target_arch = "x86_64")]
     if act != Activation::Sigmoid && has_avx2_fma() {
-        assert!(
-            packed.len() >= blocks * R * cin
-                && out.len() >= blocks * R * hw
-                && residual.is_none_or(|r| r.len() >= blocks * R * hw)
-        );
         // SAFETY: the CPU has AVX2 and FMA; the assertion (with `x` cut to `cin * hw`
         // above) is the function's bounds contract.
         j = unsafe { pointwise_avx2(packed, bias, act, x, cin, hw, residual, out, packs) };
     }
     let mut panel = [0f32; MAX_PANEL];
-    while j + N <= hw {
+    while j + N <= cols.end {
         if packs {
             for (k, dst) in panel.chunks_exact_mut(N).take(cin).enumerate() {
                 dst.copy_from_slice(&x[k * hw + j..k * hw + j + N]);
@@ -1214,7 +1274,7 @@ pub fn pointwise_gemm(
             for (r, a) in acc.iter_mut().enumerate() {
                 let o = (b * R + r) * hw + j;
                 act.apply_slice(a, bias[b * R + r]);
-                let dst = &mut out[o..o + N];
+                let dst = &mut out.row(b * R + r)[j - cols.start..][..N];
                 match residual {
                     Some(res) => {
                         for ((d, v), add) in dst.iter_mut().zip(a.iter()).zip(&res[o..o + N]) {
@@ -1228,7 +1288,7 @@ pub fn pointwise_gemm(
         j += N;
     }
     // Remaining pixels (none for this network's sizes), one at a time.
-    for jj in j..hw {
+    for jj in j..cols.end {
         for b in 0..blocks {
             let w = &packed[b * R * cin..(b + 1) * R * cin];
             for r in 0..R {
@@ -1237,8 +1297,101 @@ pub fn pointwise_gemm(
                     z += w[k * R + r] * x[k * hw + jj];
                 }
                 let o = (b * R + r) * hw + jj;
-                out[o] = act.apply(z + bias[b * R + r]) + residual.map_or(0.0, |res| res[o]);
+                out.row(b * R + r)[jj - cols.start] =
+                    act.apply(z + bias[b * R + r]) + residual.map_or(0.0, |res| res[o]);
             }
+        }
+    }
+}
+
+/// Exclusive access to the columns `lo..hi` of every row of a row-major `[rows, stride]`
+/// buffer: with one row per channel plane, the pixels `lo..hi` of every channel, which is what
+/// one thread writes when a layer is split by pixels. [`ColumnsMut::split_at`] gives two
+/// views that share no value, so two threads write one stack of planes, each its own pixels,
+/// as two `&mut` slices would.
+#[derive(Debug)]
+pub struct ColumnsMut<'a> {
+    ptr: *mut f32,
+    rows: usize,
+    stride: usize,
+    lo: usize,
+    hi: usize,
+    _buf: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: a `ColumnsMut` is a unique borrow of its values, like `&mut [f32]` (which is Send).
+unsafe impl Send for ColumnsMut<'_> {}
+
+impl<'a> ColumnsMut<'a> {
+    /// Every column of `buf` seen as rows of `stride` values.
+    ///
+    /// # Panics
+    /// If `stride` is 0 or does not divide `buf.len()`.
+    pub fn new(buf: &'a mut [f32], stride: usize) -> Self {
+        assert!(
+            stride > 0 && buf.len() % stride == 0,
+            "rows of {stride} values"
+        );
+        Self {
+            ptr: buf.as_mut_ptr(),
+            rows: buf.len() / stride,
+            stride,
+            lo: 0,
+            hi: stride,
+            _buf: std::marker::PhantomData,
+        }
+    }
+
+    /// Columns `lo..mid` and `mid..hi`.
+    ///
+    /// # Panics
+    /// If `mid` is outside `lo..=hi`.
+    pub fn split_at(self, mid: usize) -> (Self, Self) {
+        assert!(
+            (self.lo..=self.hi).contains(&mid),
+            "split inside the columns"
+        );
+        let left = Self { hi: mid, ..self };
+        (left, Self { lo: mid, ..self })
+    }
+
+    /// The columns this view writes.
+    pub fn columns(&self) -> std::ops::Range<usize> {
+        self.lo..self.hi
+    }
+
+    /// Rows (channel planes).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Values per row of the whole buffer (a plane's pixels).
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
+
+    /// The first value of the whole buffer, for a kernel that writes this view's columns
+    /// (and no other value) through pointer offsets `row * stride + column`.
+    #[inline(always)]
+    pub fn as_mut_ptr(&mut self) -> *mut f32 {
+        self.ptr
+    }
+
+    /// Row `r`'s columns (`hi - lo` values).
+    ///
+    /// # Panics
+    /// If `r >= rows`.
+    #[inline(always)]
+    pub fn row(&mut self, r: usize) -> &mut [f32] {
+        assert!(r < self.rows, "row {r} of {}", self.rows);
+        // SAFETY: `r * stride + hi <= rows * stride`, the borrowed buffer's length; no other
+        // view split from the same buffer holds these columns, and `&mut self` keeps the
+        // returned slice the only reference to them while it lives.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.ptr.add(r * self.stride + self.lo),
+                self.hi - self.lo,
+            )
         }
     }
 }
@@ -1345,8 +1498,8 @@ unsafe fn gemm_block_avx2(
     }
 }
 
-/// [`pointwise_gemm`] over every whole block of 16 pixels with AVX2 + FMA, for the
-/// activations other than the sigmoid; returns the pixels done (`hw` rounded down to 16).
+/// [`pointwise_gemm_columns`] over every whole block of 16 pixels of `out.columns()` with
+/// AVX2 + FMA, for the activations other than the sigmoid; returns the first pixel not done.
 /// Per block of 4 output rows x 16 pixels the sums stay in 8 registers across all `cin`
 /// inputs (one broadcast weight per row and input), and the bias, the activation and the
 /// residual are applied in registers before the one store to `out`: the same operations, in
@@ -1357,8 +1510,9 @@ unsafe fn gemm_block_avx2(
 ///
 /// # Safety
 /// The CPU must have AVX2 and FMA; `act` must not be [`Activation::Sigmoid`]; `x` must hold
-/// `cin * hw` values, `packed` `bias.len() * cin` (a multiple of 4 rows), `out` and
-/// `residual` `bias.len() * hw`; with `packs`, `cin * 16 <= MAX_PANEL`.
+/// `cin * hw` values, `packed` `bias.len() * cin` (a multiple of 4 rows), `residual`
+/// `bias.len() * hw`; `out` must have at least `bias.len()` rows of `hw` values; with
+/// `packs`, `cin * 16 <= MAX_PANEL`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -1370,7 +1524,7 @@ unsafe fn pointwise_avx2(
     cin: usize,
     hw: usize,
     residual: Option<&[f32]>,
-    out: &mut [f32],
+    out: &mut ColumnsMut,
     packs: bool,
 ) -> usize {
     use std::arch::x86_64::*;
@@ -1385,9 +1539,10 @@ unsafe fn pointwise_avx2(
     );
     let sixth = _mm256_set1_ps(1.0 / 6.0);
     let (wp, op) = (packed.as_ptr(), out.as_mut_ptr());
+    let cols = out.columns();
     let rp = residual.map(<[f32]>::as_ptr);
-    let mut j = 0;
-    while j + N <= hw {
+    let mut j = cols.start;
+    while j + N <= cols.end {
         // The input block: rows `stride` apart from `src`.
         let (src, stride) = if packs {
             for (k, dst) in panel.chunks_exact_mut(N).take(cin).enumerate() {
@@ -1402,7 +1557,8 @@ unsafe fn pointwise_avx2(
             let mut a = [zero; 8];
             // SAFETY: the caller's bounds: row k of the block is at `k * stride` from `src`
             // with 16 values, the block's weights are `4 * cin` values from `b * 4 * cin`,
-            // and output (and residual) row `b * 4 + r` holds `hw` values from its start.
+            // and output (and residual) row `b * 4 + r` holds `hw` values from its start;
+            // the output's `j..j + 16` lie in `out`'s columns, which no other thread writes.
             unsafe {
                 let w = wp.add(b * R * cin);
                 for k in 0..cin {
@@ -1587,6 +1743,27 @@ mod tests {
                         residual.is_some(),
                         bad.map(|i| (i, got[i], want[i]))
                     );
+                    // Split by pixels at a multiple of 16 (as two threads run it): the same
+                    // bits as the whole product, the tail pixels included (1040 = 65 x 16).
+                    for mid in [0, 16, hw / 32 * 16, hw / 16 * 16, hw] {
+                        let mut halves = vec![f32::NAN; cout * hw];
+                        let (mut a, mut b) = ColumnsMut::new(&mut halves, hw).split_at(mid.min(hw));
+                        simd(
+                            #[inline(always)]
+                            || {
+                                for part in [&mut b, &mut a] {
+                                    pointwise_gemm_columns(
+                                        &packed, &bias, act, &x, cin, hw, residual, part,
+                                    );
+                                }
+                            },
+                        );
+                        let same = got
+                            .iter()
+                            .zip(&halves)
+                            .all(|(p, q)| p.to_bits() == q.to_bits());
+                        assert!(same, "{cin}->{cout} x {hw}, {act:?}, split at {mid}");
+                    }
                 }
             }
         }
@@ -1603,11 +1780,12 @@ mod tests {
         assert_eq!(same_padding(9, 3, 2), (1, 1));
     }
 
-    /// `run_planes` zeroes the padded layout once per call: its planes must equal
-    /// `run_plane` per channel bit for bit, also when the scratch holds another layer's
-    /// values (nonzero where this layer's padding lies) or has another layer's length.
+    /// `run_rows` lays out only the rows it reads and zeroes the layout once per call: split
+    /// at any output row, its two halves must equal `run_plane` per channel bit for bit, also
+    /// when the scratch holds another layer's values (nonzero where this layer's padding
+    /// lies) or has another layer's length.
     #[test]
-    fn run_planes_equals_run_plane_with_a_dirty_scratch() {
+    fn run_rows_equals_run_plane_at_every_split_with_a_dirty_scratch() {
         for &(k, s, h, w) in &[(3, 1, 7, 9), (3, 2, 8, 10), (5, 2, 9, 16), (5, 1, 6, 5)] {
             let c = 4;
             let x: Vec<f32> = (0..c * h * w)
@@ -1630,18 +1808,21 @@ mod tests {
                 op.run_plane(ch, &x[ch * h * w..(ch + 1) * h * w], h, w, o, &mut scratch);
             }
             // The same length as this layer's layout, full of non-zeros; then a shorter one.
-            for dirty in [vec![7.5f32; scratch.len()], vec![7.5f32; 3]] {
-                let mut scratch = dirty;
-                let mut all = vec![f32::NAN; c * oh * ow];
-                // Channels 1.. as one call (as the second thread runs its half).
-                let (first, rest) = all.split_at_mut(oh * ow);
-                op.run_planes(0, &x[..h * w], h, w, first, &mut scratch);
-                op.run_planes(1, &x[h * w..], h, w, rest, &mut scratch);
-                let same = one
-                    .iter()
-                    .zip(&all)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "k {k} s {s}: {one:?} != {all:?}");
+            for mid in 0..=oh {
+                for dirty in [vec![7.5f32; scratch.len()], vec![7.5f32; 3]] {
+                    let mut scratch = dirty;
+                    let mut all = vec![f32::NAN; c * oh * ow];
+                    // Rows mid.. first (as the second thread runs its half), then 0..mid.
+                    let (mut top, mut bottom) =
+                        ColumnsMut::new(&mut all, oh * ow).split_at(mid * ow);
+                    op.run_rows(&x, h, w, &mut bottom, &mut scratch);
+                    op.run_rows(&x, h, w, &mut top, &mut scratch);
+                    let same = one
+                        .iter()
+                        .zip(&all)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "k {k} s {s} split {mid}: {one:?} != {all:?}");
+                }
             }
         }
     }
