@@ -381,32 +381,37 @@ fn bench_prints_stage_timings() {
 }
 
 /// `bench --threads 1,2`: the network alone on each thread count, both medians and the
-/// speed-up of each over the first, from one run.
+/// speed-up of each over the first, from one run; frame by frame or in blocks (`--block`).
 #[test]
 fn bench_threads_prints_both_counts_and_the_speed_up() {
-    let out = run(&[
-        "bench",
-        "--threads",
-        "1,2",
-        "--frames",
-        "3",
-        "--image",
-        s(&photo()),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = String::from_utf8_lossy(&out.stdout);
-    let rows: Vec<Vec<&str>> = text
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|w| w.len() == 3 && (w[0] == "1" || w[0] == "2"))
-        .collect();
-    assert_eq!(rows.len(), 2, "{text}");
-    for row in &rows {
-        let ms: f64 = row[1].parse().unwrap();
-        assert!(ms > 0.0 && ms.is_finite(), "{text}");
-        assert!(row[2].ends_with('x'), "{text}");
+    for (block, order) in [("1", "frame by frame"), ("2", "in blocks of 2 frames")] {
+        let out = run(&[
+            "bench",
+            "--threads",
+            "1,2",
+            "--frames",
+            "3",
+            "--block",
+            block,
+            "--image",
+            s(&photo()),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(order), "{text}");
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|w| w.len() == 3 && (w[0] == "1" || w[0] == "2"))
+            .collect();
+        assert_eq!(rows.len(), 2, "{text}");
+        for row in &rows {
+            let ms: f64 = row[1].parse().unwrap();
+            assert!(ms > 0.0 && ms.is_finite(), "{text}");
+            assert!(row[2].ends_with('x'), "{text}");
+        }
+        assert_eq!(rows[0][2], "1.00x", "{text}");
     }
-    assert_eq!(rows[0][2], "1.00x", "{text}");
 }
 
 // --- Bad input -------------------------------------------------------------------------------
@@ -814,6 +819,7 @@ fn numeric_options_are_validated() {
         vec!["eval", "--images", "x", "--masks", "y", "--threshold", "-1"],
         vec!["bench", "--frames", "0"],
         vec!["bench", "--threads", "3"],
+        vec!["bench", "--threads", "1,2", "--block", "0"],
         vec!["bench", "--size", "100000x10"],
     ] {
         let out = run(&args);

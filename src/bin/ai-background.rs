@@ -112,6 +112,12 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "1",
               value_parser = clap::value_parser!(u16).range(1..=2))]
         threads: Vec<u16>,
+        /// With several `--threads`: frames of one thread count in a row before the next
+        /// (1: frame by frame). A worker runs one count, so blocks measure each count with
+        /// its own data in the caches and its helper thread awake, as in use at full load;
+        /// frame by frame, each frame follows the other count's.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        block: u64,
         #[command(flatten)]
         model: ModelArgs,
     },
@@ -451,8 +457,9 @@ fn main() {
             image,
             model,
             threads,
+            block,
             ..
-        } if threads.len() > 1 => bench_threads(&threads, frames, image.as_deref(), &model),
+        } if threads.len() > 1 => bench_threads(&threads, frames, block, image.as_deref(), &model),
         Command::Bench {
             frames,
             image,
@@ -468,6 +475,7 @@ fn main() {
             model,
             path: None,
             threads,
+            ..
         } => bench(
             size,
             frames,
@@ -896,10 +904,12 @@ fn model_input(image: Option<&Path>, preset: Preset) -> Result<Vec<f32>> {
 }
 
 /// `bench --threads 1,2`: the fused CPU network alone on each thread count, interleaved
-/// frame by frame (5 warm-up rounds), medians and speed-ups over the first count.
+/// frame by frame or in blocks of `block` frames (after 5 warm-up frames of each), medians
+/// and speed-ups over the first count.
 fn bench_threads(
     threads: &[u16],
     frames: u64,
+    block: u64,
     image: Option<&Path>,
     model: &ModelArgs,
 ) -> Result<()> {
@@ -909,15 +919,23 @@ fn bench_threads(
     let seg = Segmenter::new(preset, &candle_core::Device::Cpu)?;
     let mut output = vec![0f32; w * h];
     let mut times = vec![Vec::with_capacity(frames as usize); threads.len()];
-    for round in 0..frames + 5 {
-        check_interrupt()?;
-        for (&n, t) in threads.iter().zip(&mut times) {
-            let start = Instant::now();
+    for &n in threads {
+        for _ in 0..5 {
             seg.segment_threads(&input, &mut output, n.into())?;
-            if round >= 5 {
+        }
+    }
+    let mut done = 0;
+    while done < frames {
+        let k = block.min(frames - done);
+        for (&n, t) in threads.iter().zip(&mut times) {
+            check_interrupt()?;
+            for _ in 0..k {
+                let start = Instant::now();
+                seg.segment_threads(&input, &mut output, n.into())?;
                 t.push(start.elapsed());
             }
         }
+        done += k;
     }
     let medians: Vec<f64> = times
         .into_iter()
@@ -926,8 +944,12 @@ fn bench_threads(
             t[t.len() / 2].as_secs_f64() * 1e3
         })
         .collect();
+    let order = match block {
+        1 => "frame by frame".to_string(),
+        b => format!("in blocks of {b} frames"),
+    };
     println!(
-        "{}, {frames} frames, thread counts interleaved:",
+        "{}, {frames} frames, thread counts interleaved {order}:",
         seg.describe()
     );
     println!("{:<8} {:>10} {:>10}", "threads", "median ms", "speed-up");
