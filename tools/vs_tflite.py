@@ -3,8 +3,8 @@ network (1 and 2 threads), interleaved in one run, on the same photo.
 
 Run by ``scripts/vs-tflite.sh``. Our side is ``ai-background bench --threads 1,2`` (the fused
 network alone, slices in and out), run twice per round: with ``--block`` (each thread count's
-frames in a row, as the TFLite side and as a worker at full load runs them) and frame by frame
-(each frame after the other count's: the figure of the runs before 3 December); the TFLite
+frames in a row, as the TFLite side runs its frames) and frame by frame (each frame after the
+other count's: the figure of the runs before 3 December); the TFLite
 side is ``Interpreter.invoke()`` after ``set_tensor`` (XNNPACK, ``num_threads=1``). The sides
 are interleaved in blocks: a block of ``--block`` TFLite frames, then our two ``bench`` runs
 of ``--block`` frames, ``--rounds`` times per preset, so drift of a shared machine affects

@@ -113,9 +113,10 @@ enum Command {
               value_parser = clap::value_parser!(u16).range(1..=2))]
         threads: Vec<u16>,
         /// With several `--threads`: frames of one thread count in a row before the next
-        /// (1: frame by frame). A worker runs one count, so blocks measure each count with
-        /// its own data in the caches and its helper thread awake, as in use at full load;
-        /// frame by frame, each frame follows the other count's.
+        /// (1: frame by frame). In blocks each count runs with its own data in the caches
+        /// and its helper thread awake, as frames that come back to back; frame by frame,
+        /// each frame follows the other count's (which evicted some of its data, and during
+        /// which the helper went to sleep, as it does between frames 33 ms apart).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         block: u64,
         #[command(flatten)]
