@@ -179,6 +179,18 @@ fn fit(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut v[..n]
 }
 
+/// `h.join(a, b)` with each side under [`simd`], so both threads run their half compiled for
+/// the CPU's instruction set (the closures passed are `#[inline(always)]`).
+#[inline(always)]
+fn join_simd(h: &mut Helper, a: impl FnOnce(), b: impl FnOnce() + Send) {
+    h.join(
+        #[inline(always)]
+        || simd(a),
+        #[inline(always)]
+        || simd(b),
+    )
+}
+
 /// Runs `f(first, part, scratch)` over `items` equal parts of `out` (`per` values each), on
 /// the calling thread alone, or split in two at a multiple of `align` items with the helper
 /// taking the second half. `first` is the index of the part's first item.
@@ -200,21 +212,12 @@ fn split2<F>(
             let mid = (items / 2).div_ceil(align) * align;
             let (lo, hi) = out.split_at_mut(mid * per);
             let f = &f;
-            h.join(
+            join_simd(
+                h,
                 #[inline(always)]
-                || {
-                    simd(
-                        #[inline(always)]
-                        || f(0, lo, s0),
-                    )
-                },
+                || f(0, lo, s0),
                 #[inline(always)]
-                || {
-                    simd(
-                        #[inline(always)]
-                        || f(mid, hi, s1),
-                    )
-                },
+                || f(mid, hi, s1),
             );
         }
         _ => simd(
@@ -303,21 +306,12 @@ fn split_pixels<F>(
         (Some(h), Some(mid)) => {
             let (mut lo, mut hi) = whole.split_at(mid * w);
             let f = &f;
-            h.join(
+            join_simd(
+                h,
                 #[inline(always)]
-                || {
-                    simd(
-                        #[inline(always)]
-                        || f(&mut lo, s0),
-                    )
-                },
+                || f(&mut lo, s0),
                 #[inline(always)]
-                || {
-                    simd(
-                        #[inline(always)]
-                        || f(&mut hi, s1),
-                    )
-                },
+                || f(&mut hi, s1),
             );
         }
         _ => simd(
@@ -532,21 +526,12 @@ impl FusedNet {
             // is near enough.
             Some(helper) => {
                 let (rg, b) = t.stem.split_at_mut(2);
-                helper.join(
+                join_simd(
+                    helper,
                     #[inline(always)]
-                    || {
-                        simd(
-                            #[inline(always)]
-                            || stem_op.prepare(input, h, w, rg, same),
-                        )
-                    },
+                    || stem_op.prepare(input, h, w, rg, same),
                     #[inline(always)]
-                    || {
-                        simd(
-                            #[inline(always)]
-                            || stem_op.prepare(&input[2 * h * w..], h, w, b, same),
-                        )
-                    },
+                    || stem_op.prepare(&input[2 * h * w..], h, w, b, same),
                 )
             }
             None => simd(
