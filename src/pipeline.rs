@@ -214,6 +214,8 @@ impl MaskPipeline {
             self.reset();
             self.frame_size = (fw, fh);
         }
+        // The helper thread (2 threads) wakes while the frame is pre-processed.
+        self.backend.wake_threads(settings.threads);
         let (mw, mh) = self.pre.size();
         let input = self.pre.run(frame);
         input_luma(input, mw * mh, &mut self.input_luma);
@@ -353,4 +355,74 @@ fn luma_rows<const BPP: usize, const R: usize, const G: usize, const B: usize>(
             }
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::PixelFormat;
+    use std::sync::Mutex;
+
+    /// A backend that records the calls it gets and answers 0.5 everywhere.
+    #[derive(Default)]
+    struct Recording(Mutex<Vec<(&'static str, usize)>>);
+
+    impl SegmentationBackend for Recording {
+        fn input_size(&self) -> (usize, usize) {
+            (16, 16)
+        }
+
+        fn segment(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
+            self.segment_threads(input, output, 1)
+        }
+
+        fn segment_threads(
+            &self,
+            _input: &[f32],
+            output: &mut [f32],
+            threads: usize,
+        ) -> Result<()> {
+            self.0.lock().unwrap().push(("segment", threads));
+            output.fill(0.5);
+            Ok(())
+        }
+
+        fn wake_threads(&self, threads: usize) {
+            self.0.lock().unwrap().push(("wake", threads));
+        }
+
+        fn describe(&self) -> String {
+            "recording".into()
+        }
+    }
+
+    /// Each frame first tells the backend to wake its helper threads (before pre-processing,
+    /// so they are awake when the network starts), then runs it, both with the settings'
+    /// thread count.
+    #[test]
+    fn each_frame_wakes_the_helper_before_the_network() {
+        let backend = Arc::new(Recording::default());
+        let mut pipeline = MaskPipeline::new(backend.clone());
+        let pixels = vec![128u8; 64 * 48 * 4];
+        let frame = FrameRef::packed(&pixels, 64, 48, PixelFormat::Rgba).unwrap();
+        for threads in [2, 1, 2] {
+            let settings = PipelineSettings {
+                threads,
+                ..PipelineSettings::default()
+            };
+            pipeline.process(&frame, &settings).unwrap();
+        }
+        let calls = backend.0.lock().unwrap().clone();
+        assert_eq!(
+            calls,
+            [
+                ("wake", 2),
+                ("segment", 2),
+                ("wake", 1),
+                ("segment", 1),
+                ("wake", 2),
+                ("segment", 2)
+            ]
+        );
+    }
 }

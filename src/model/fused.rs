@@ -531,6 +531,22 @@ impl FusedNet {
         Ok(())
     }
 
+    /// A hint that [`FusedNet::run`] on `threads` threads follows soon (within about 200 µs,
+    /// the helper's spin): wakes the helper thread of the workspace that run will take, so
+    /// the frame's first hand-off does not wait for it to wake from sleep. Does nothing for
+    /// one thread or before the first two-thread run.
+    pub fn wake(&self, threads: usize) {
+        if threads < 2 {
+            return;
+        }
+        let pool = self.pool.lock();
+        if let Some(ws) = pool.iter().rev().find(|ws| ws.threads() == 2) {
+            if let Some(h) = &ws.t.helper {
+                h.wake();
+            }
+        }
+    }
+
     fn forward(&self, ws: &mut Workspace, input: &[f32], output: &mut [f32], h: usize, w: usize) {
         let Workspace {
             s2,

@@ -121,6 +121,13 @@ pub trait SegmentationBackend: Send + Sync {
         self.segment(input, output)
     }
 
+    /// A hint that [`SegmentationBackend::segment_threads`] with `threads` follows soon
+    /// (within about 0.2 ms): the fused CPU network wakes its sleeping helper thread, so the
+    /// frame does not wait for it (tens of microseconds). The default does nothing.
+    fn wake_threads(&self, threads: usize) {
+        let _ = threads;
+    }
+
     /// A short description for logs ("candle landscape on cpu").
     fn describe(&self) -> String;
 }
@@ -320,6 +327,12 @@ impl SegmentationBackend for Segmenter {
 
     fn segment(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
         self.segment_threads(input, output, 1)
+    }
+
+    fn wake_threads(&self, threads: usize) {
+        if let Net::Fused(net) = &self.net {
+            net.wake(threads);
+        }
     }
 
     /// The fused CPU network runs on the slices directly with buffers kept between frames
