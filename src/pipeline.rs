@@ -360,7 +360,6 @@ fn luma_rows<const BPP: usize, const R: usize, const G: usize, const B: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::PixelFormat;
     use std::sync::Mutex;
 
     /// A backend that records the calls it gets and answers 0.5 everywhere.
