@@ -25,12 +25,11 @@ fn get(vb: &VarBuilder, shape: &[usize], name: &str) -> Result<Vec<f32>> {
     vb.get(shape, name)?.flatten_all()?.to_vec1::<f32>()
 }
 
-/// A 1x1 convolution: row-major `[cout, cin]` weights, the same transposed (`[cin, cout]`,
-/// for [`Pw::apply_vec`]) and packed for [`pointwise_gemm`], bias and activation.
+/// A 1x1 convolution: row-major `[cout, cin]` weights, the same packed for
+/// [`pointwise_gemm`], bias and activation.
 #[derive(Clone, Debug)]
 struct Pw {
     weight: Vec<f32>,
-    transposed: Vec<f32>,
     packed: Vec<f32>,
     bias: Vec<f32>,
     cin: usize,
@@ -45,12 +44,8 @@ impl Pw {
         let weight = get(&vb, &[cout, cin, 1, 1], "weight")?;
         let mut packed = Vec::new();
         pack_pointwise(&weight, cout, cin, None, None, &mut packed);
-        let transposed = (0..cin * cout)
-            .map(|i| weight[(i % cout) * cin + i / cout])
-            .collect();
         Ok(Self {
             weight,
-            transposed,
             packed,
             bias: get(&vb, &[cout], "bias")?,
             cin,
@@ -61,8 +56,37 @@ impl Pw {
     fn cout(&self) -> usize {
         self.bias.len()
     }
+}
 
-    /// The layer on one pixel (`[cin]` -> `out`, `[cout]`), for gates on channel means.
+/// A fully connected layer on one pixel, as the gates use on channel means: a 1x1
+/// convolution's `[cout, cin]` weights kept transposed (`[cin, cout]`), bias and activation.
+#[derive(Clone, Debug)]
+struct Fc {
+    transposed: Vec<f32>,
+    bias: Vec<f32>,
+    cin: usize,
+    act: Activation,
+}
+
+impl Fc {
+    fn new(cin: usize, cout: usize, act: Activation, vb: VarBuilder) -> Result<Self> {
+        let weight = get(&vb, &[cout, cin, 1, 1], "weight")?;
+        let transposed = (0..cin * cout)
+            .map(|i| weight[(i % cout) * cin + i / cout])
+            .collect();
+        Ok(Self {
+            transposed,
+            bias: get(&vb, &[cout], "bias")?,
+            cin,
+            act,
+        })
+    }
+
+    fn cout(&self) -> usize {
+        self.bias.len()
+    }
+
+    /// `x` `[cin]` -> `out` `[cout]`.
     ///
     /// Each output's dot product is summed in input order, as `row.iter().zip(x).map(|(w,
     /// v)| w * v).sum()` would (a multiply then an add, never fused), but all outputs advance
@@ -98,15 +122,15 @@ impl Pw {
 /// channel means.
 #[derive(Clone, Debug)]
 struct Gate {
-    reduce: Pw,
-    expand: Pw,
+    reduce: Fc,
+    expand: Fc,
 }
 
 impl Gate {
     fn new(c: usize, reduced: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            reduce: Pw::new(c, reduced, Activation::Relu, vb.pp("reduce"))?,
-            expand: Pw::new(reduced, c, Activation::Sigmoid, vb.pp("expand"))?,
+            reduce: Fc::new(c, reduced, Activation::Relu, vb.pp("reduce"))?,
+            expand: Fc::new(reduced, c, Activation::Sigmoid, vb.pp("expand"))?,
         })
     }
 
@@ -396,7 +420,7 @@ pub struct FusedNet {
     stem: DenseConv,
     blocks: Vec<Block>,
     head_conv: Pw,
-    head_gate: Pw,
+    head_gate: Fc,
     decoder: [Stage; 3],
     output: TransposedConv2x2Sigmoid,
     /// Rows per band in [`FusedNet::last_stage`]: [`BAND`] (tests vary it).
@@ -475,7 +499,7 @@ impl FusedNet {
             stem,
             blocks,
             head_conv: Pw::new(32, 128, Activation::Relu, head.pp("conv"))?,
-            head_gate: Pw::new(32, 128, Activation::Sigmoid, head.pp("gate"))?,
+            head_gate: Fc::new(32, 128, Activation::Sigmoid, head.pp("gate"))?,
             decoder: [
                 stage(128, 24, d.pp(0))?,
                 stage(24, 16, d.pp(1))?,
@@ -1041,7 +1065,7 @@ mod tests {
             &Device::Cpu,
         )?;
         let net = FusedNet::new(vb.clone())?;
-        let mut fcs: Vec<(&Pw, Vec<f32>)> = vec![(
+        let mut fcs: Vec<(&Fc, Vec<f32>)> = vec![(
             &net.head_gate,
             get(&vb.pp("head").pp("gate"), &[128, 32, 1, 1], "weight")?,
         )];
