@@ -327,12 +327,10 @@ fn channel_means(
 }
 
 /// The row at which a layer of `rows` rows of `w` pixels is split by pixels between the two
-/// threads for the caller's share `share` (0..1, from [`Balance::share`]): the first row from
+/// threads for the caller's share `share` (0..1, [`Balance::share`](super::helper::Balance::share)): the first row from
 /// `share * rows` on (rounded up: at 0.5 the caller, which also posts the join, takes the
 /// larger half) whose first pixel starts a 16-pixel block of [`pointwise_gemm_columns`]
 /// (then both halves compute exactly what one thread does); `None` when there is none.
-///
-/// [`Balance::share`]: super::helper::Balance::share
 fn split_row(rows: usize, w: usize, share: f64) -> Option<usize> {
     let first = ((rows as f64 * share).ceil() as usize).max(1);
     (first..rows).find(|r| r * w % POINTWISE_COLS == 0)
@@ -341,13 +339,10 @@ fn split_row(rows: usize, w: usize, share: f64) -> Option<usize> {
 /// Runs `f(part, scratch)` over `out`, planes of `rows` rows of `w` pixels: on the calling
 /// thread alone, or split by pixels at [`split_row`] with the helper taking the lower rows
 /// of every plane. Every layer at one size splits at the same row within a frame (the
-/// caller's share, [`Balance::share`], is fixed for the frame), so a thread mostly reads
-/// what it wrote itself (splitting by channels made each thread of a 1x1 layer read every
-/// input plane, half of them from the other core's cache: 1.34x the one-thread time,
-/// `tools/hand-off-timers.patch`). Each split's two times go to [`Balance::record`].
-///
-/// [`Balance::share`]: super::helper::Balance::share
-/// [`Balance::record`]: super::helper::Balance::record
+/// caller's share is [`Balance::share`](super::helper::Balance::share), fixed for the frame), so a thread mostly reads what
+/// it wrote itself (splitting by channels made each thread of a 1x1 layer read every input
+/// plane, half of them from the other core's cache: 1.34x the one-thread time,
+/// `tools/hand-off-timers.patch`). Each split's two times go to [`Balance::record`](super::helper::Balance::record).
 #[inline(always)]
 fn split_pixels<F>(
     helper: &mut Option<Helper>,

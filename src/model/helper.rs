@@ -68,13 +68,13 @@ pub struct Helper {
 /// the times of the last few dozen splits: when the helper's core is shared with other work
 /// (OBS's own threads, another program, a busy host) it runs its half slower, and an even
 /// split would leave the caller waiting. Only where the split falls changes, never a value
-/// (the kernels give the same bits at every row the split may fall on).
+/// (the kernels give the same bits at any split).
 ///
 /// Each split `i` gave the caller a share `s_i` of the work and took `tc_i` on the caller and
 /// `th_i` on the helper. With speeds `rc` and `rh` (work per ns), `tc_i = s_i W_i / rc` and
 /// `th_i = (1 - s_i) W_i / rh`, so `sum (1 - s_i) tc_i / sum s_i th_i = rh / rc` whatever
 /// the layers' work `W_i`, and the shares that balance them are `rc / (rc + rh)`. The sums
-/// decay by [`Balance::DECAY`] per split (a frame has a few dozen).
+/// decay by [`Balance::DECAY`] per split (a landscape frame has 42 splits).
 #[derive(Clone, Debug)]
 pub struct Balance {
     /// Decayed `sum (1 - s_i) tc_i` and `sum s_i th_i` (ns).
