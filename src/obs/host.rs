@@ -450,8 +450,10 @@ impl Host {
     /// by `gain` (above 1.0: extended range); `frames` (default 1) with `shift` (pixels): a
     /// numbered sequence of `frames` pictures, picture `k` the image shifted right by
     /// `k * shift` pixels (wrapping round), showing picture `tick % frames` on each video
-    /// tick, so that a rendered frame tells which tick it is from. Call once, before
-    /// creating such sources.
+    /// tick, so that a rendered frame tells which tick it is from; with `per_render` (bool)
+    /// picture `renders % frames` instead, the next picture on every render, so that
+    /// consecutive rendered frames differ however many ticks pass between them. Call once,
+    /// before creating such sources.
     pub fn register_float_image_source(&self) {
         let info = sys::obs_source_info {
             id: super::module::leak_cstring(FLOAT_IMAGE_SOURCE).as_ptr(),
@@ -625,8 +627,11 @@ impl Host {
 struct FloatImageSource {
     /// One texture per picture of the sequence (one for a still image).
     textures: Vec<Texture>,
-    /// Video ticks seen.
+    /// Video ticks seen, or with `per_render` renders done: the picture shown is this
+    /// count modulo the number of pictures.
     ticks: AtomicU64,
+    /// Advance the picture on each render instead of each video tick.
+    per_render: bool,
     width: u32,
     height: u32,
     space: ColorSpace,
@@ -641,6 +646,7 @@ fn float_image_source(settings: DataRef<'_>) -> FloatImageSource {
         return FloatImageSource {
             textures: Vec::new(),
             ticks: AtomicU64::new(0),
+            per_render: false,
             width: 0,
             height: 0,
             space,
@@ -649,6 +655,7 @@ fn float_image_source(settings: DataRef<'_>) -> FloatImageSource {
     let (w, h) = img.dimensions();
     let frames = settings.get_int("frames").clamp(1, 16) as u32;
     let shift = settings.get_int("shift").max(0) as u32;
+    let per_render = settings.get_bool("per_render");
     let guard = GraphicsGuard::enter();
     let textures = (0..frames)
         .filter_map(|k| {
@@ -662,6 +669,7 @@ fn float_image_source(settings: DataRef<'_>) -> FloatImageSource {
     FloatImageSource {
         textures,
         ticks: AtomicU64::new(0),
+        per_render,
         width: w,
         height: h,
         space,
@@ -703,7 +711,7 @@ fn float_texture(
 
 unsafe extern "C" fn fis_tick(data: *mut c_void, _seconds: f32) {
     // SAFETY: instance contract.
-    if let Some(s) = unsafe { fis(data) } {
+    if let Some(s) = unsafe { fis(data) }.filter(|s| !s.per_render) {
         s.ticks.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -756,10 +764,12 @@ unsafe extern "C" fn fis_render(data: *mut c_void, effect: *mut sys::gs_effect_t
         return;
     };
     let n = s.textures.len().max(1) as u64;
-    let Some(tex) = s
-        .textures
-        .get((s.ticks.load(Ordering::Relaxed) % n) as usize)
-    else {
+    let count = if s.per_render {
+        s.ticks.fetch_add(1, Ordering::Relaxed)
+    } else {
+        s.ticks.load(Ordering::Relaxed)
+    };
+    let Some(tex) = s.textures.get((count % n) as usize) else {
         return;
     };
     // SAFETY: libobs calls video_render inside the graphics context with its default
