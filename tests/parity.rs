@@ -97,9 +97,9 @@ fn square_matches_tflite() {
     check_preset(Preset::Square, &seg);
 }
 
-/// Two threads split every layer by output channels (rows of the output layer), which does not
-/// change any sum's order: the output equals one thread's bit for bit, on every fixture, and
-/// repeatedly (the helper thread is reused across frames).
+/// Two threads split every layer by pixels, at a row that the helper's learnt balance picks,
+/// which does not change any sum's order: the output equals one thread's bit for bit, on every
+/// fixture, and repeatedly (the helper thread and its balance are reused across frames).
 #[test]
 fn two_threads_equal_one() {
     for preset in Preset::ALL {

@@ -19,6 +19,8 @@ use crate::simd::simd;
 use candle_core::{bail, Result};
 use candle_nn::VarBuilder;
 use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 /// Reads a tensor of `shape` as `f32` values.
 fn get(vb: &VarBuilder, shape: &[usize], name: &str) -> Result<Vec<f32>> {
@@ -325,19 +327,27 @@ fn channel_means(
 }
 
 /// The row at which a layer of `rows` rows of `w` pixels is split by pixels between the two
-/// threads: the first row from the middle (the caller, which also posts the join, takes the
+/// threads for the caller's share `share` (0..1, from [`Balance::share`]): the first row from
+/// `share * rows` on (rounded up: at 0.5 the caller, which also posts the join, takes the
 /// larger half) whose first pixel starts a 16-pixel block of [`pointwise_gemm_columns`]
 /// (then both halves compute exactly what one thread does); `None` when there is none.
-fn split_row(rows: usize, w: usize) -> Option<usize> {
-    (rows.div_ceil(2)..rows).find(|r| r * w % POINTWISE_COLS == 0)
+///
+/// [`Balance::share`]: super::helper::Balance::share
+fn split_row(rows: usize, w: usize, share: f64) -> Option<usize> {
+    let first = ((rows as f64 * share).ceil() as usize).max(1);
+    (first..rows).find(|r| r * w % POINTWISE_COLS == 0)
 }
 
 /// Runs `f(part, scratch)` over `out`, planes of `rows` rows of `w` pixels: on the calling
 /// thread alone, or split by pixels at [`split_row`] with the helper taking the lower rows
-/// of every plane. Every layer at one size splits at the same row, so a thread mostly reads
+/// of every plane. Every layer at one size splits at the same row within a frame (the
+/// caller's share, [`Balance::share`], is fixed for the frame), so a thread mostly reads
 /// what it wrote itself (splitting by channels made each thread of a 1x1 layer read every
 /// input plane, half of them from the other core's cache: 1.34x the one-thread time,
-/// `tools/hand-off-timers.patch`).
+/// `tools/hand-off-timers.patch`). Each split's two times go to [`Balance::record`].
+///
+/// [`Balance::share`]: super::helper::Balance::share
+/// [`Balance::record`]: super::helper::Balance::record
 #[inline(always)]
 fn split_pixels<F>(
     helper: &mut Option<Helper>,
@@ -350,16 +360,37 @@ fn split_pixels<F>(
 {
     let mut whole = ColumnsMut::new(out, rows * w);
     let [s0, s1] = scratch;
-    match (helper, split_row(rows, w)) {
+    let split = helper
+        .as_ref()
+        .and_then(|h| split_row(rows, w, h.balance.share()));
+    match (helper, split) {
         (Some(h), Some(mid)) => {
             let (mut lo, mut hi) = whole.split_at(mid * w);
             let f = &f;
-            join_simd(
-                h,
+            let helper_ns = AtomicU64::new(0);
+            let start = Instant::now();
+            let caller = h.join(
                 #[inline(always)]
-                || f(&mut lo, s0),
+                || {
+                    simd(
+                        #[inline(always)]
+                        || f(&mut lo, s0),
+                    );
+                    start.elapsed()
+                },
                 #[inline(always)]
-                || f(&mut hi, s1),
+                || {
+                    simd(
+                        #[inline(always)]
+                        || f(&mut hi, s1),
+                    );
+                    helper_ns.store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                },
+            );
+            h.balance.record(
+                mid as f64 / rows as f64,
+                caller.as_nanos() as f64,
+                helper_ns.into_inner() as f64,
             );
         }
         _ => simd(
@@ -580,6 +611,9 @@ impl FusedNet {
             b,
             t,
         } = ws;
+        if let Some(h) = &mut t.helper {
+            h.balance.next_frame();
+        }
         // Stem: 1/2, 16 channels.
         let (h2, w2) = (h / 2, w / 2);
         let same = t.stem_size == (h, w);
@@ -1032,6 +1066,7 @@ impl FusedNet {
 mod tests {
     use super::*;
     use crate::frame::{FrameRef, PixelFormat};
+    use crate::model::helper::Balance;
     use crate::model::Preset;
     use crate::preprocess::Preprocessor;
     use candle_core::{DType, Device};
@@ -1169,6 +1204,61 @@ mod tests {
                     "{preset:?}, bands of {band} rows, {threads} threads"
                 );
             }
+        }
+        Ok(())
+    }
+
+    /// The split follows the caller's share: at 0.5 the caller takes the larger half (the
+    /// 9-row landscape planes at 1/16 size split 5:4), otherwise the first row from the share
+    /// whose pixels start a 16-pixel block; `None` when no row is left to the helper.
+    #[test]
+    fn split_row_follows_the_share() {
+        assert_eq!(split_row(9, 16, 0.5), Some(5));
+        assert_eq!(split_row(36, 64, 0.5), Some(18));
+        assert_eq!(split_row(36, 64, 0.6), Some(22));
+        assert_eq!(split_row(36, 64, 0.25), Some(9));
+        assert_eq!(split_row(18, 8, 0.5), Some(10)); // 9 * 8 = 72 starts no block of 16
+        assert_eq!(split_row(9, 16, 0.95), None);
+        assert_eq!(split_row(1, 16, 0.5), None);
+    }
+
+    /// Wherever the learnt share puts the split, two threads give one thread's bits: the
+    /// helper's balance is set to lean each way as far as it can go, and the share the frames
+    /// used is checked.
+    #[test]
+    fn any_share_gives_the_bits_of_one_thread() -> Result<()> {
+        let vb = VarBuilder::from_slice_safetensors(
+            Preset::Landscape.embedded_weights(),
+            DType::F32,
+            &Device::Cpu,
+        )?;
+        let net = FusedNet::new(vb)?;
+        let (h, w) = (144, 256);
+        let input = demo_input(h, w);
+        let mut one = vec![0f32; h * w];
+        net.run(&input, &mut one, h, w, 1)?;
+        for share in [0.25, 0.4, 0.6, 0.75] {
+            let mut two = vec![f32::NAN; h * w];
+            net.run(&input, &mut two, h, w, 2)?;
+            {
+                let mut pool = net.pool.lock();
+                let ws = pool
+                    .iter_mut()
+                    .find(|ws| ws.threads() == 2)
+                    .expect("2 threads");
+                let helper = ws.t.helper.as_mut().expect("helper");
+                helper.balance = Balance::leaning(share);
+            }
+            net.run(&input, &mut two, h, w, 2)?;
+            let used = net
+                .pool
+                .lock()
+                .iter()
+                .find(|ws| ws.threads() == 2)
+                .map(|ws| ws.t.helper.as_ref().map(|h| h.balance.share()));
+            assert_eq!(used, Some(Some(share)), "the frame's share");
+            let differ = two.iter().zip(&one).filter(|(a, b)| a != b).count();
+            assert_eq!(differ, 0, "caller's share {share}");
         }
         Ok(())
     }

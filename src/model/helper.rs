@@ -14,7 +14,9 @@
 //! hand-off.
 //! When the helper has not picked up its half by the time the caller finished its own (a busy
 //! machine: the helper is waiting for a core), the caller takes it back and runs it itself,
-//! so two threads on a loaded machine cost little more than one.
+//! so two threads on a loaded machine cost little more than one. A helper that runs, but
+//! slower than the caller (its core shared with other work), gets less: [`Balance`] learns
+//! from each split's two times the caller's share at which both finish together.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -58,6 +60,79 @@ unsafe impl Send for Inner {}
 pub struct Helper {
     inner: Arc<Inner>,
     thread: Option<JoinHandle<()>>,
+    /// How the work is best shared between the caller and this helper.
+    pub balance: Balance,
+}
+
+/// The caller's share of a split layer that makes both threads finish together, learnt from
+/// the times of the last few dozen splits: when the helper's core is shared with other work
+/// (OBS's own threads, another program, a busy host) it runs its half slower, and an even
+/// split would leave the caller waiting. Only where the split falls changes, never a value
+/// (the kernels give the same bits at every row the split may fall on).
+///
+/// Each split `i` gave the caller a share `s_i` of the work and took `tc_i` on the caller and
+/// `th_i` on the helper. With speeds `rc` and `rh` (work per ns), `tc_i = s_i W_i / rc` and
+/// `th_i = (1 - s_i) W_i / rh`, so `sum (1 - s_i) tc_i / sum s_i th_i = rh / rc` whatever
+/// the layers' work `W_i`, and the shares that balance them are `rc / (rc + rh)`. The sums
+/// decay by [`Balance::DECAY`] per split (a frame has a few dozen).
+#[derive(Clone, Debug)]
+pub struct Balance {
+    /// Decayed `sum (1 - s_i) tc_i` and `sum s_i th_i` (ns).
+    caller: f64,
+    helper: f64,
+    /// The share of this frame ([`Balance::next_frame`]).
+    share: f64,
+}
+
+impl Default for Balance {
+    fn default() -> Self {
+        Self {
+            caller: 0.0,
+            helper: 0.0,
+            share: 0.5,
+        }
+    }
+}
+
+impl Balance {
+    /// Weight kept per split: about the last 50 splits count.
+    pub const DECAY: f64 = 0.98;
+    /// The caller's share stays within `MIN_SHARE..=1 - MIN_SHARE`, so a helper that stalls
+    /// once (a page fault, a preempted vCPU) cannot take all the work off it for long.
+    pub const MIN_SHARE: f64 = 0.25;
+
+    /// The caller's share (0..1) for this frame's splits: 0.5 before any split, then what
+    /// balanced the two threads up to the last [`Balance::next_frame`].
+    pub fn share(&self) -> f64 {
+        self.share
+    }
+
+    /// Starts a frame: its share becomes the one that balances the splits recorded so far,
+    /// so every layer of one size splits at the same row within a frame.
+    pub fn next_frame(&mut self) {
+        let total = self.caller + self.helper;
+        if total > 0.0 {
+            self.share = (self.helper / total).clamp(Self::MIN_SHARE, 1.0 - Self::MIN_SHARE);
+        }
+    }
+
+    /// A balance that has seen so much that a few frames hardly move it: the caller's share
+    /// is `share` from the next frame on (tests of the split).
+    #[cfg(test)]
+    pub(crate) fn leaning(share: f64) -> Self {
+        Self {
+            caller: (1.0 - share) * 1e15,
+            helper: share * 1e15,
+            share: 0.5,
+        }
+    }
+
+    /// Adds one split: the caller's share of its work `share` (0..1), the caller's and the
+    /// helper's time on their halves (any unit, the same for both).
+    pub fn record(&mut self, share: f64, caller: f64, helper: f64) {
+        self.caller = self.caller * Self::DECAY + (1.0 - share) * caller;
+        self.helper = self.helper * Self::DECAY + share * helper;
+    }
 }
 
 impl std::fmt::Debug for Helper {
@@ -132,6 +207,7 @@ impl Helper {
         Ok(Helper {
             inner,
             thread: Some(thread),
+            balance: Balance::default(),
         })
     }
 
@@ -232,6 +308,41 @@ impl Drop for Helper {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The share starts even, stays fixed within a frame, and converges to the one at which
+    /// both threads finish together: frames of splits whose times follow two fixed speeds
+    /// (the helper 1.5x slower: 60 % to the caller), then the clamp for a helper 10x slower.
+    #[test]
+    fn balance_finds_the_share_that_finishes_both_together() {
+        let mut b = Balance::default();
+        assert_eq!(b.share(), 0.5);
+        b.next_frame();
+        assert_eq!(b.share(), 0.5, "nothing recorded yet");
+        let frame = |b: &mut Balance, helper_slowdown: f64| {
+            b.next_frame();
+            let s = b.share();
+            // Layers of different work, each split at the frame's share.
+            for work in [10.0, 200.0, 35.0, 80.0] {
+                b.record(s, s * work, (1.0 - s) * work * helper_slowdown);
+                assert_eq!(b.share(), s, "the share changed within a frame");
+            }
+        };
+        for _ in 0..30 {
+            frame(&mut b, 1.5);
+        }
+        b.next_frame();
+        assert!((b.share() - 0.6).abs() < 1e-9, "{}", b.share());
+        for _ in 0..30 {
+            frame(&mut b, 10.0);
+        }
+        b.next_frame();
+        assert_eq!(b.share(), 1.0 - Balance::MIN_SHARE);
+        for _ in 0..200 {
+            frame(&mut b, 1.0);
+        }
+        b.next_frame();
+        assert!((b.share() - 0.5).abs() < 1e-6, "{}", b.share());
+    }
 
     #[test]
     fn join_runs_both_sides_and_sees_their_writes() {
