@@ -59,6 +59,87 @@ pub struct StageTimings {
     pub postprocess: Duration,
 }
 
+/// Whether a frame asked to run the network on 2 CPU threads runs on 2 or on 1: on 2 only
+/// while they are measured faster. On a 2-core machine whose other core is busy (OBS
+/// rendering on the CPU, an encoder, a game) the helper thread waits for that core at every
+/// layer, and 2 threads can take longer than 1 (inside OBS on a 2-vCPU VM with Mesa
+/// llvmpipe: 5.9-6.1 ms a frame against 3.4-3.9 ms, docs/obs-plugin.md, "Two CPU threads
+/// inside OBS").
+///
+/// It keeps a decayed mean of the inference time (ms) of the frames run on each count (after
+/// the first [`ThreadChoice::WARMUP`] frames, which grow buffers), runs the faster count, and
+/// the other one on the frame after [`ThreadChoice::FIRST_PROBE_AFTER`] more and then every
+/// [`ThreadChoice::PROBE_EVERY`]-th frame, so that a change of load is seen within a few
+/// seconds at 30 fps. The network's output is the same
+/// bits on either count (`tests/parity.rs`, `two_threads_equal_one`), so a switch never shows.
+#[derive(Clone, Debug, Default)]
+pub struct ThreadChoice {
+    /// Decayed mean inference time (ms) on 1 and on 2 threads; `None` before the first frame.
+    mean: [Option<f64>; 2],
+    /// Frames asked for 2 threads since the last probe of the other count.
+    since_probe: u32,
+    /// Frames asked for 2 threads.
+    frames: u64,
+}
+
+impl ThreadChoice {
+    /// One frame in this many runs on the count that is not the faster one (at 30 fps, one
+    /// a second: on a quiet machine where 2 threads run 1.6x faster, about 2 % more time on
+    /// average).
+    pub const PROBE_EVERY: u32 = 30;
+    /// Weight of a new frame in its count's mean (about the last 4 frames of a count count).
+    pub const WEIGHT: f64 = 0.25;
+    /// Frames not measured at the start: the first frames grow and zero the buffers (a
+    /// first frame took several ms more in the OBS bench, docs/obs-plugin.md).
+    pub const WARMUP: u64 = 3;
+    /// Measured frames on 2 threads before the first frame on 1.
+    pub const FIRST_PROBE_AFTER: u64 = 5;
+
+    /// The thread count (1 or 2) that is faster so far: 2 until 1 has been measured faster.
+    pub fn preferred(&self) -> usize {
+        match self.mean {
+            [Some(one), Some(two)] if one < two => 1,
+            _ => 2,
+        }
+    }
+
+    /// The count to run this frame on, for `asked` threads (the setting): `asked` when it is
+    /// 1, otherwise [`ThreadChoice::preferred`] or, on a probe frame, the other count.
+    pub fn pick(&mut self, asked: usize) -> usize {
+        if asked < 2 {
+            return 1;
+        }
+        self.frames += 1;
+        self.since_probe += 1;
+        let preferred = self.preferred();
+        let other = 3 - preferred;
+        let first =
+            self.mean[other - 1].is_none() && self.frames > Self::WARMUP + Self::FIRST_PROBE_AFTER;
+        if first || self.since_probe >= Self::PROBE_EVERY {
+            self.since_probe = 0;
+            other
+        } else {
+            preferred
+        }
+    }
+
+    /// Adds the inference time on `threads` (1 or 2) of the frame [`ThreadChoice::pick`]
+    /// chose last (not measured among the first [`ThreadChoice::WARMUP`]).
+    pub fn record(&mut self, threads: usize, inference: Duration) {
+        if self.frames <= Self::WARMUP {
+            return;
+        }
+        let ms = inference.as_secs_f64() * 1e3;
+        let slot = &mut self.mean[threads.clamp(1, 2) - 1];
+        *slot = Some(slot.map_or(ms, |m| m + Self::WEIGHT * (ms - m)));
+    }
+
+    /// The decayed mean inference times (ms) on 1 and on 2 threads, where measured.
+    pub fn means(&self) -> [Option<f64>; 2] {
+        self.mean
+    }
+}
+
 /// The mask as the pipeline hands it to a compositor: the person probability is
 /// `clamp(A * I + b, 0, 1)` with `A` and `b` sampled bilinearly (half-pixel centres,
 /// clamp-to-edge) at each frame pixel and `I` the pixel's Rec. 601 luma (0..1, sRGB-encoded);
@@ -423,5 +504,79 @@ mod tests {
                 ("segment", 2)
             ]
         );
+    }
+
+    /// Runs `frames` frames asked for 2 threads whose inference takes `ms(threads, frame)`;
+    /// returns the count each frame ran on.
+    fn choose(c: &mut ThreadChoice, frames: usize, ms: impl Fn(usize, usize) -> f64) -> Vec<usize> {
+        (0..frames)
+            .map(|i| {
+                let t = c.pick(2);
+                c.record(t, Duration::from_secs_f64(ms(t, i) / 1e3));
+                t
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_thread_asked_is_one_thread() {
+        let mut c = ThreadChoice::default();
+        for _ in 0..100 {
+            assert_eq!(c.pick(1), 1);
+            c.record(1, Duration::from_millis(3));
+        }
+        assert_eq!(c.means()[1], None);
+    }
+
+    /// The frames that probe the other count: the first after the warm-up, then every
+    /// [`ThreadChoice::PROBE_EVERY`].
+    fn probes(frames: usize) -> Vec<usize> {
+        let first = (ThreadChoice::WARMUP + ThreadChoice::FIRST_PROBE_AFTER) as usize;
+        (first..frames)
+            .step_by(ThreadChoice::PROBE_EVERY as usize)
+            .collect()
+    }
+
+    #[test]
+    fn two_threads_when_faster_with_a_probe_a_second() {
+        // A quiet machine: 2 threads 1.6x faster; the first frame, growing its buffers,
+        // took 50 ms (not measured).
+        let mut c = ThreadChoice::default();
+        let ran = choose(&mut c, 300, |t, i| match (t, i) {
+            (_, 0) => 50.0,
+            (2, _) => 1.0,
+            _ => 1.6,
+        });
+        let ones: Vec<usize> = (0..300).filter(|&i| ran[i] == 1).collect();
+        assert_eq!(ones, probes(300));
+        assert_eq!(c.preferred(), 2);
+        assert_eq!(c.means(), [Some(1.6), Some(1.0)]);
+    }
+
+    #[test]
+    fn one_thread_when_two_are_slower_and_two_again_when_they_are_faster() {
+        // The other core busy: 2 threads 6 ms, 1 thread 3.5 ms (the OBS bench on this VM).
+        let mut c = ThreadChoice::default();
+        let ran = choose(&mut c, 300, |t, _| if t == 2 { 6.0 } else { 3.5 });
+        // The first probe finds 1 faster; from then on 2 only on probes.
+        let first = probes(300)[0];
+        assert!(ran[..first].iter().all(|&t| t == 2));
+        let twos: Vec<usize> = (first + 1..300).filter(|&i| ran[i] == 2).collect();
+        assert_eq!(twos, probes(300)[1..]);
+        assert_eq!(c.preferred(), 1);
+        // The core freed: 2 threads 2.0 ms. Each probe pulls 2's mean down; once below 1's,
+        // 1 thread runs only on probes again.
+        let ran = choose(&mut c, 300, |t, _| if t == 2 { 2.0 } else { 3.5 });
+        let p = ThreadChoice::PROBE_EVERY as usize;
+        let back = (0..300 - p)
+            .find(|&i| ran[i..i + p - 1].iter().all(|&t| t == 2))
+            .expect("2 threads again");
+        assert!(back < 5 * p, "2 threads again only after {back} frames");
+        let ones_after = ran[back..].iter().filter(|&&t| t == 1).count();
+        assert!(
+            ones_after <= (300 - back) / p + 1,
+            "{ones_after} frames on 1 thread"
+        );
+        assert_eq!(c.preferred(), 2);
     }
 }

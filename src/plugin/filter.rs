@@ -1387,6 +1387,7 @@ impl AiBackground {
             "error": w.error,
             "faults": w.faults,
             "backoff_skipped": w.backoff_skipped,
+            "single_thread_frames": w.single_thread_frames,
             "effect_loaded": gpu_ok,
             "poisoned": self.poisoned.load(Ordering::Relaxed),
             "background_video": video,

@@ -23,7 +23,7 @@ use crate::frame::{FrameRef, PixelFormat};
 use crate::mask::Mask;
 use crate::model::{shared_segmenter, Preset, SegmentationBackend, Segmenter};
 use crate::obs::util::thread_cpu_time;
-use crate::pipeline::{MaskPipeline, PipelineSettings};
+use crate::pipeline::{MaskPipeline, PipelineSettings, ThreadChoice};
 use parking_lot::{Condvar, Mutex};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -161,6 +161,8 @@ pub struct WorkerStats {
     pub faults: u64,
     /// Frames skipped while waiting to retry after a fault.
     pub backoff_skipped: u64,
+    /// Frames asked for 2 CPU threads that ran on 1, the faster there ([`ThreadChoice`]).
+    pub single_thread_frames: u64,
 }
 
 #[derive(Default)]
@@ -274,6 +276,11 @@ fn recycle(shared: &Shared, buf: Vec<u8>) {
 struct Loaded {
     key: ModelKey,
     pipeline: MaskPipeline,
+    /// With "CPU threads" at 2: whether a frame runs on 2 threads or on 1 (2 only while
+    /// faster), per model.
+    threads: ThreadChoice,
+    /// The first fall-back to 1 thread has been logged.
+    fallback_logged: bool,
 }
 
 fn load(key: &ModelKey) -> Result<Arc<Segmenter>, String> {
@@ -498,6 +505,8 @@ fn process(
                 *loaded = Some(Loaded {
                     key,
                     pipeline: MaskPipeline::new(backend),
+                    threads: ThreadChoice::default(),
+                    fallback_logged: false,
                 });
             }
             Some(Err(e)) => {
@@ -535,7 +544,12 @@ fn process(
     if injected == Some(Fault::Panic) {
         panic!("injected test fault");
     }
-    let coef = match l.pipeline.coefficients(&frame, &job.pipeline) {
+    let asked = job.pipeline.threads;
+    let settings = PipelineSettings {
+        threads: l.threads.pick(asked),
+        ..job.pipeline
+    };
+    let coef = match l.pipeline.coefficients(&frame, &settings) {
         Ok(_) if injected == Some(Fault::Error) => {
             return Outcome::Failed("inference error: injected test fault".into())
         }
@@ -589,7 +603,24 @@ fn process(
     r.serial = *serial;
     *spare = shared.latest.lock().replace(next);
     let inference = l.pipeline.timings().inference;
+    if asked >= 2 {
+        l.threads.record(settings.threads, inference);
+        if let ([Some(one), Some(two)], false) = (l.threads.means(), l.fallback_logged) {
+            if l.threads.preferred() == 1 {
+                log::info!(
+                    "CPU threads 2: {two:.1} ms a frame against {one:.1} ms on 1 thread (other \
+                     work holds the second core); running on 1 while that holds, trying 2 \
+                     every {} frames",
+                    ThreadChoice::PROBE_EVERY
+                );
+                l.fallback_logged = true;
+            }
+        }
+    }
     let mut stats = shared.stats.lock();
+    if asked >= 2 && settings.threads == 1 {
+        stats.single_thread_frames += 1;
+    }
     stats.frames += 1;
     stats.wall += wall;
     stats.cpu += cpu;
