@@ -7,10 +7,13 @@
 //! xvfb-run -a -s "-screen 0 1920x1080x24" cargo bench --bench obs_render
 //! ```
 //!
-//! For each canvas (1280x720 and 1920x1080, 30 fps) a scene shows a person photo scaled to
+//! For each canvas (1280x720 and 1920x1080, 30 fps; `OBS_BENCH_CANVASES=320x180,640x360` picks
+//! others) a scene shows a person photo scaled to
 //! the canvas (an `image_source`), with an active raw output (libobs converts and reads back
-//! every frame, as for an encoder). Three runs: the scene without the filter, with the filter
-//! in blur mode (the default; the heaviest GPU path) and in transparent mode. After a warm-up
+//! every frame, as for an encoder). Four runs: the scene without the filter, with the filter
+//! in blur mode (the default; the heaviest GPU path), in transparent mode, and in blur mode
+//! with "CPU threads" at 2 (the network split over the worker and a helper thread; its
+//! inference time against the blur run's is the two threads' speed-up inside OBS). After a warm-up
 //! it samples for `OBS_BENCH_SECONDS` (default 6) seconds:
 //! - render thread: libobs' own average time per frame of its video thread
 //!   (`obs_get_average_frame_time_ns`: tick, render, output staging), sampled once a second;
@@ -96,6 +99,7 @@ fn measure(host: &Host, label: &str, filter: Option<&Source>, seconds: u64) -> R
                 "mask_lag_avg": a["mask_lag_avg"],
                 "mask_lag_max": a["mask_lag_max"],
                 "replaced": d("replaced"),
+                "single_thread_frames": d("single_thread_frames"),
                 "worker_frames": n,
                 "model": a["model"],
             })
@@ -150,9 +154,10 @@ fn child(width: u32, height: u32) -> Result<Vec<Run>, String> {
     host.start_raw_output();
 
     let mut runs = vec![measure(&host, "without filter", None, seconds)];
-    for mode in ["blur", "transparent"] {
+    // The third run: the worker's network on two threads (the "CPU threads" setting).
+    for (mode, threads) in [("blur", 1), ("transparent", 1), ("blur", 2)] {
         // OBS_BENCH_REFINE=0/1 overrides the filter's default edge refinement.
-        let mut fj = json!({ "mode": mode });
+        let mut fj = json!({ "mode": mode, "cpu_threads": threads });
         if let Ok(v) = std::env::var("OBS_BENCH_REFINE") {
             fj["refine"] = json!(v == "1");
         }
@@ -167,12 +172,12 @@ fn child(width: u32, height: u32) -> Result<Vec<Run>, String> {
         let filter =
             Source::create("ai_background_filter", "AI Background", Some(&fs)).ok_or("filter")?;
         src.filter_add(&filter);
-        runs.push(measure(
-            &host,
-            &format!("with filter ({mode})"),
-            Some(&filter),
-            seconds,
-        ));
+        let label = if threads == 1 {
+            format!("with filter ({mode})")
+        } else {
+            format!("with filter ({mode}, {threads} CPU threads)")
+        };
+        runs.push(measure(&host, &label, Some(&filter), seconds));
         // Removing the filter while it works: OBS destroys it (and the filter joins its
         // worker) on its destruction thread.
         let t = Instant::now();
@@ -237,7 +242,21 @@ fn main() {
         "obs_render: filter cost per frame on libobs 29, llvmpipe (LP_NUM_THREADS={lp_threads}), {FPS} fps, active raw output"
     );
     println!("command: xvfb-run -a -s \"-screen 0 1920x1080x24\" cargo bench --bench obs_render\n");
-    for (w, h) in CANVASES {
+    // OBS_BENCH_CANVASES=WxH,WxH picks other canvases (e.g. small ones, where llvmpipe's
+    // rendering leaves the worker more CPU).
+    let canvases: Vec<(u32, u32)> = match std::env::var("OBS_BENCH_CANVASES") {
+        Ok(list) => list
+            .split(',')
+            .map(|c| {
+                c.trim()
+                    .split_once('x')
+                    .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+                    .expect("OBS_BENCH_CANVASES=WxH,WxH")
+            })
+            .collect(),
+        Err(_) => CANVASES.to_vec(),
+    };
+    for (w, h) in canvases {
         let out = std::process::Command::new(&exe)
             .env("OBS_BENCH_CANVAS", format!("{w}x{h}"))
             .env("LP_NUM_THREADS", &lp_threads)
@@ -307,6 +326,22 @@ fn main() {
                 )
             })
             .collect();
+        for r in &runs {
+            let f = &r["filter"];
+            let ones = f["single_thread_frames"].as_f64().unwrap_or(0.0);
+            if r["label"]
+                .as_str()
+                .is_some_and(|l| l.contains("2 CPU threads"))
+            {
+                println!(
+                    "\n{}: {ones:.0} of {:.0} masks in the window ran on 1 thread (the faster \
+                     there, measured every {} frames)",
+                    r["label"].as_str().unwrap_or(""),
+                    f["worker_frames"].as_f64().unwrap_or(0.0),
+                    obs_ai_background::pipeline::ThreadChoice::PROBE_EVERY
+                );
+            }
+        }
         println!(
             "\nWorker thread CPU per frame averaged since the worker started (its first frames, \
              which grow and zero its buffers, included): {}",
