@@ -70,8 +70,8 @@ pub struct StageTimings {
 /// the first [`ThreadChoice::WARMUP`] frames, which grow buffers), runs the faster count, and
 /// the other one on the frame after [`ThreadChoice::FIRST_PROBE_AFTER`] more and then every
 /// [`ThreadChoice::PROBE_EVERY`]-th frame, so that a change of load is seen within a few
-/// seconds at 30 fps. The network's output is the same
-/// bits on either count (`tests/parity.rs`, `two_threads_equal_one`), so a switch never shows.
+/// seconds at 30 fps. The network's output is the same bits on either count
+/// (`tests/parity.rs`, `two_threads_equal_one`), so a switch never shows.
 #[derive(Clone, Debug, Default)]
 pub struct ThreadChoice {
     /// Decayed mean inference time (ms) on 1 and on 2 threads; `None` before the first frame.

@@ -605,8 +605,8 @@ fn process(
     let inference = l.pipeline.timings().inference;
     if asked >= 2 {
         l.threads.record(settings.threads, inference);
-        if let ([Some(one), Some(two)], false) = (l.threads.means(), l.fallback_logged) {
-            if l.threads.preferred() == 1 {
+        if let [Some(one), Some(two)] = l.threads.means() {
+            if l.threads.preferred() == 1 && !l.fallback_logged {
                 log::info!(
                     "CPU threads 2: {two:.1} ms a frame against {one:.1} ms on 1 thread (other \
                      work holds the second core); running on 1 while that holds, trying 2 \
