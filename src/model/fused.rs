@@ -174,12 +174,20 @@ struct Temps {
     gate: Vec<f32>,
     packed: Vec<f32>,
     bias: Vec<f32>,
-    stem: [Vec<f32>; 3],
-    /// The input size (`h`, `w`) whose layout `stem` holds, (0, 0) before the first frame.
-    stem_size: (usize, usize),
+    /// The stem's input laid out, one copy per thread (each lays out the rows it reads).
+    stem: [StemLayout; 2],
     /// Per-thread plane scratch.
     scratch: [Vec<f32>; 2],
     helper: Option<Helper>,
+}
+
+/// The three input planes laid out for the stem ([`DenseConv::prepare_rows`]) by one thread.
+#[derive(Default)]
+struct StemLayout {
+    planes: [Vec<f32>; 3],
+    /// The input size (`h`, `w`) whose layout `planes` hold (their zero padding), (0, 0)
+    /// before the first frame.
+    size: (usize, usize),
 }
 
 /// Everything a forward pass writes, kept between frames so a warm frame allocates nothing.
@@ -358,8 +366,24 @@ fn split_pixels<F>(
 ) where
     F: Fn(&mut ColumnsMut, &mut Vec<f32>) + Sync,
 {
-    let mut whole = ColumnsMut::new(out, rows * w);
     let [s0, s1] = scratch;
+    split_pixels_with(helper, (s0, s1), out, (rows, w), f);
+}
+
+/// [`split_pixels`] with a state of each thread's own: `f(part, mine)` on the caller and
+/// `f(part, theirs)` on the helper (`mine` alone on one thread).
+#[inline(always)]
+fn split_pixels_with<T, F>(
+    helper: &mut Option<Helper>,
+    (mine, theirs): (&mut T, &mut T),
+    out: &mut [f32],
+    (rows, w): (usize, usize),
+    f: F,
+) where
+    T: Send,
+    F: Fn(&mut ColumnsMut, &mut T) + Sync,
+{
+    let mut whole = ColumnsMut::new(out, rows * w);
     let split = helper
         .as_ref()
         .and_then(|h| split_row(rows, w, h.balance.share()));
@@ -374,7 +398,7 @@ fn split_pixels<F>(
                 || {
                     simd(
                         #[inline(always)]
-                        || f(&mut lo, s0),
+                        || f(&mut lo, mine),
                     );
                     start.elapsed()
                 },
@@ -382,7 +406,7 @@ fn split_pixels<F>(
                 || {
                     simd(
                         #[inline(always)]
-                        || f(&mut hi, s1),
+                        || f(&mut hi, theirs),
                     );
                     helper_ns.store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 },
@@ -395,7 +419,7 @@ fn split_pixels<F>(
         }
         _ => simd(
             #[inline(always)]
-            || f(&mut whole, s0),
+            || f(&mut whole, mine),
         ),
     }
 }
@@ -614,47 +638,37 @@ impl FusedNet {
         if let Some(h) = &mut t.helper {
             h.balance.next_frame();
         }
-        // Stem: 1/2, 16 channels.
+        // Stem: 1/2, 16 channels, split by rows as block 0's expansion next is (at the same
+        // row): each thread lays out the input rows its own rows read into a copy of its
+        // own and writes the 16 planes at those rows, so neither reads a value the other
+        // core wrote until block 0's depthwise layer (its halo rows). (Split by channels,
+        // each thread had read half of every row it needed from the other core: 1.30x
+        // against 1.46x over one thread, median of eight alternated runs on the 2-core VM,
+        // docs/devices.md.)
         let (h2, w2) = (h / 2, w / 2);
-        let same = t.stem_size == (h, w);
-        let stem_op = &self.stem;
-        match &mut t.helper {
-            // Planes R and G here, B on the helper: the layout is about 2 % of a frame on
-            // one thread (58-73 µs square, `tools/hand-off-timers.patch`), so a 2:1 split
-            // is near enough.
-            Some(helper) => {
-                let (rg, b) = t.stem.split_at_mut(2);
-                join_simd(
-                    helper,
-                    #[inline(always)]
-                    || stem_op.prepare(input, h, w, rg, same),
-                    #[inline(always)]
-                    || stem_op.prepare(&input[2 * h * w..], h, w, b, same),
-                )
-            }
-            None => simd(
-                #[inline(always)]
-                || stem_op.prepare(input, h, w, &mut t.stem, same),
-            ),
-        }
-        t.stem_size = (h, w);
         {
-            let Temps {
-                stem,
-                scratch,
-                helper,
-                ..
-            } = t;
+            let Temps { stem, helper, .. } = t;
             let stem_op = &self.stem;
-            let stem = &*stem;
-            split2(
+            let [mine, theirs] = stem;
+            split_pixels_with(
                 helper,
-                scratch,
+                (mine, theirs),
                 fit(s2, 16 * h2 * w2),
-                h2 * w2,
-                1,
+                (h2, w2),
                 #[inline(always)]
-                |first, part, _| stem_op.run_channels(stem, h, w, first, part),
+                |part, layout| {
+                    let cols = part.columns();
+                    let same = layout.size == (h, w);
+                    stem_op.prepare_rows(
+                        input,
+                        (h, w),
+                        &mut layout.planes,
+                        same,
+                        cols.start / w2..cols.end / w2,
+                    );
+                    layout.size = (h, w);
+                    stem_op.run_rows(&layout.planes, h, w, part);
+                },
             );
         }
         let (mut ch, mut cw) = (h2, w2);
@@ -1158,18 +1172,28 @@ mod tests {
                 &Device::Cpu,
             )
         };
-        let run = |net: &FusedNet, h: usize, w: usize| -> Result<Vec<f32>> {
+        let run = |net: &FusedNet, h: usize, w: usize, threads: usize| -> Result<Vec<f32>> {
             let input = demo_input(h, w);
             let mut out = vec![0f32; h * w];
-            net.run(&input, &mut out, h, w, 1)?;
+            net.run(&input, &mut out, h, w, threads)?;
             Ok(out)
         };
+        // Each thread keeps a layout of its own: the helper's must follow the size too when
+        // frames of another size ran on one thread in between (144x256 and 256x144 lay out
+        // to buffers of the same length, with the padding elsewhere).
         let used = FusedNet::new(weights()?)?;
-        for (h, w) in [(144, 256), (256, 144), (144, 256), (160, 96), (256, 144)] {
-            let warm = run(&used, h, w)?;
-            let fresh = run(&FusedNet::new(weights()?)?, h, w)?;
+        for (h, w, threads) in [
+            (144, 256, 2),
+            (256, 144, 1),
+            (256, 144, 2),
+            (144, 256, 1),
+            (160, 96, 2),
+            (144, 256, 2),
+        ] {
+            let warm = run(&used, h, w, threads)?;
+            let fresh = run(&FusedNet::new(weights()?)?, h, w, 1)?;
             let differ = warm.iter().zip(&fresh).filter(|(a, b)| a != b).count();
-            assert_eq!(differ, 0, "{w}x{h} after other sizes");
+            assert_eq!(differ, 0, "{w}x{h} on {threads} threads after other sizes");
         }
         Ok(())
     }

@@ -1016,6 +1016,40 @@ impl DenseConv {
         }
     }
 
+    /// [`DenseConv::prepare`] for the input rows that output rows `out_rows` read (with
+    /// SAME padding: `out_rows.start * stride - top` up to `(out_rows.end - 1) * stride +
+    /// kernel - top`, within `0..h`), all `cin` planes: what one thread lays out for its own
+    /// rows of [`DenseConv::run_rows`] into buffers of its own, so it reads no value the
+    /// other thread wrote. Rows outside are left as they were. Call under [`simd`].
+    #[inline(always)]
+    pub fn prepare_rows(
+        &self,
+        input: &[f32],
+        (h, w): (usize, usize),
+        bufs: &mut [Vec<f32>],
+        same_size: bool,
+        out_rows: std::ops::Range<usize>,
+    ) {
+        let (k, s) = (self.kernel, self.stride);
+        let (top, _) = same_padding(h, k, s);
+        let first = (out_rows.start * s).saturating_sub(top);
+        let end = (out_rows.end.saturating_sub(1) * s + k)
+            .saturating_sub(top)
+            .min(h);
+        for (ci, buf) in bufs.iter_mut().enumerate().take(self.cin) {
+            PreparedPlane::fill_interior(
+                &input[ci * h * w..(ci + 1) * h * w],
+                h,
+                w,
+                k,
+                s,
+                buf,
+                same_size,
+                first..end,
+            );
+        }
+    }
+
     /// Output channels `first..first + out.len() / (oh * ow)` from planes laid out by
     /// [`DenseConv::prepare`] for an `h` x `w` input. No allocation.
     #[inline(always)]
@@ -1031,7 +1065,7 @@ impl DenseConv {
         let plane = h.div_ceil(s) * w.div_ceil(s);
         // The network's stem (3x3, stride 2, RGB in): groups of STEM_GROUP output channels
         // share each load of the input; the rest one channel at a time.
-        let grouped = if (k, s, c) == (3, 2, 3) && bufs.len() >= 3 {
+        let grouped = if self.is_stem() && bufs.len() >= 3 {
             let n = out.len() / plane / STEM_GROUP * STEM_GROUP;
             let geometry = PreparedPlane::view(&bufs[0], h, w, k, s);
             for (g, outs) in out[..n * plane]
@@ -1039,10 +1073,19 @@ impl DenseConv {
                 .enumerate()
             {
                 let co = first + g * STEM_GROUP;
-                if fused_multiply_add() {
-                    self.stem_group::<Fused>(&geometry, bufs, co, outs);
-                } else {
-                    self.stem_group::<Separate>(&geometry, bufs, co, outs);
+                self.stem_group::<STEM_GROUP>(
+                    &geometry,
+                    bufs,
+                    co,
+                    0..geometry.oh,
+                    #[inline(always)]
+                    |i, at, v| {
+                        let at = i * plane + at;
+                        outs[at..at + v.len()].copy_from_slice(v);
+                    },
+                );
+                for (i, o) in outs.chunks_exact_mut(plane).enumerate() {
+                    self.activation.apply_slice(o, self.bias[co + i]);
                 }
             }
             n
@@ -1065,27 +1108,111 @@ impl DenseConv {
         }
     }
 
-    /// Output channels `co..co + STEM_GROUP` of a 3x3, stride-2 layer with 3 input channels
-    /// into `outs` (their planes one after the other), from the planes in `bufs` laid out as
-    /// `geometry` (that of `bufs[0]`). Each block of [`BLOCK`] outputs of the group stays in
-    /// registers across all 27 taps, so every input load serves [`STEM_GROUP`] channels
-    /// (one channel at a time, each load served one). Per output the same fused
+    /// Whether this is the network's stem shape (3x3, stride 2, 3 input channels), the one
+    /// [`DenseConv::run_rows`] runs.
+    pub fn is_stem(&self) -> bool {
+        (self.kernel, self.stride, self.cin) == (3, 2, 3)
+    }
+
+    /// Every output channel at the pixels of `out`'s columns (`out` `[cout, oh*ow]`, its
+    /// columns whole output rows), from planes laid out by [`DenseConv::prepare`] for an `h`
+    /// x `w` input: what a thread computes when the stem is split by rows, so the next layer
+    /// (split by the same rows) reads what this core wrote. Each value gets the bits of
+    /// [`DenseConv::run_channels`]. No allocation. Does nothing unless
+    /// [`DenseConv::is_stem`], `bufs` holds 3 planes, `out` has `cout` rows of `oh * ow`
+    /// and its columns are whole rows. Call under [`simd`].
+    #[inline(always)]
+    pub fn run_rows(&self, bufs: &[Vec<f32>], h: usize, w: usize, out: &mut ColumnsMut) {
+        let (k, s) = (self.kernel, self.stride);
+        let geometry = PreparedPlane::view(&bufs[0], h, w, k, s);
+        let ow = geometry.ow;
+        let cols = out.columns();
+        if !self.is_stem()
+            || bufs.len() < 3
+            || out.rows() != self.bias.len()
+            || out.stride() != geometry.oh * ow
+            || cols.start % ow != 0
+            || cols.end % ow != 0
+        {
+            return;
+        }
+        let rows = cols.start / ow..cols.end / ow;
+        let cout = out.rows();
+        let whole = cout / STEM_GROUP * STEM_GROUP;
+        let first = cols.start;
+        // The activation follows each group while its planes are still in the L1/L2 cache
+        // (after all 16, a landscape frame's 590 KB, it made one thread 2-3 % slower).
+        for co in (0..whole).step_by(STEM_GROUP) {
+            let mut outs = out.rows_mut::<STEM_GROUP>(co);
+            self.stem_group::<STEM_GROUP>(
+                &geometry,
+                bufs,
+                co,
+                rows.clone(),
+                #[inline(always)]
+                |i, at, v| {
+                    let at = at - first;
+                    outs[i][at..at + v.len()].copy_from_slice(v);
+                },
+            );
+            for (i, o) in outs.iter_mut().enumerate() {
+                self.activation.apply_slice(o, self.bias[co + i]);
+            }
+        }
+        for co in whole..cout {
+            self.stem_group::<1>(
+                &geometry,
+                bufs,
+                co,
+                rows.clone(),
+                #[inline(always)]
+                |_, at, v| {
+                    let at = at - first;
+                    out.row(co)[at..at + v.len()].copy_from_slice(v);
+                },
+            );
+            self.activation.apply_slice(out.row(co), self.bias[co]);
+        }
+    }
+
+    /// Output channels `co..co + G` of a 3x3, stride-2 layer with 3 input channels at the
+    /// output rows `rows`, from the planes in `bufs` laid out as `geometry` (that of
+    /// `bufs[0]`), before the bias and activation: `store(i, at, values)` takes the values
+    /// of channel `co + i` from pixel `at` (`oy * ow + x`) on. Each block of [`BLOCK`] outputs of
+    /// the group stays in registers across all 27 taps, so every input load serves `G`
+    /// channels (one channel at a time, each load served one). Per output the same fused
     /// multiply-adds in the same order (input channel, tap row, tap column) as
     /// [`PreparedPlane::convolve`] then [`PreparedPlane::accumulate`] per input channel: the
     /// same bits.
     #[inline(always)]
-    fn stem_group<M: MulAdd>(
+    fn stem_group<const G: usize>(
         &self,
         geometry: &PreparedPlane,
         bufs: &[Vec<f32>],
         co: usize,
-        outs: &mut [f32],
+        rows: std::ops::Range<usize>,
+        store: impl FnMut(usize, usize, &[f32]),
+    ) {
+        if fused_multiply_add() {
+            self.stem_group_with::<Fused, G>(geometry, bufs, co, rows, store);
+        } else {
+            self.stem_group_with::<Separate, G>(geometry, bufs, co, rows, store);
+        }
+    }
+
+    #[inline(always)]
+    fn stem_group_with<M: MulAdd, const G: usize>(
+        &self,
+        geometry: &PreparedPlane,
+        bufs: &[Vec<f32>],
+        co: usize,
+        rows: std::ops::Range<usize>,
+        mut store: impl FnMut(usize, usize, &[f32]),
     ) {
         const K: usize = 3;
         const S: usize = 2;
         const C: usize = 3;
-        const G: usize = STEM_GROUP;
-        let (pw, oh, ow) = (geometry.pw, geometry.oh, geometry.ow);
+        let (pw, ow) = (geometry.pw, geometry.ow);
         let phase_len = geometry.ph * pw;
         let len = S * S * phase_len;
         let data: [&[f32]; C] = [&bufs[0][..len], &bufs[1][..len], &bufs[2][..len]];
@@ -1095,8 +1222,7 @@ impl DenseConv {
                 .try_into()
                 .expect("3x3x3 taps")
         });
-        let plane = oh * ow;
-        for oy in 0..oh {
+        for oy in rows.start..rows.end.min(geometry.oh) {
             let mut x0 = 0;
             while x0 + BLOCK <= ow {
                 let mut acc = [[0f32; BLOCK]; G];
@@ -1117,8 +1243,7 @@ impl DenseConv {
                     }
                 }
                 for (g, a) in acc.iter().enumerate() {
-                    let at = g * plane + oy * ow + x0;
-                    outs[at..at + BLOCK].copy_from_slice(a);
+                    store(g, oy * ow + x0, a);
                 }
                 x0 += BLOCK;
             }
@@ -1134,12 +1259,9 @@ impl DenseConv {
                             }
                         }
                     }
-                    outs[g * plane + oy * ow + x] = a;
+                    store(g, oy * ow + x, &[a]);
                 }
             }
-        }
-        for (g, o) in outs.chunks_exact_mut(plane).enumerate() {
-            self.activation.apply_slice(o, self.bias[co + g]);
         }
     }
 }
@@ -1393,6 +1515,27 @@ impl<'a> ColumnsMut<'a> {
                 self.hi - self.lo,
             )
         }
+    }
+
+    /// Rows `first..first + N`'s columns at once (`hi - lo` values each), for a kernel that
+    /// writes several channels per pass.
+    ///
+    /// # Panics
+    /// If `first + N > rows`.
+    #[inline(always)]
+    pub fn rows_mut<const N: usize>(&mut self, first: usize) -> [&mut [f32]; N] {
+        assert!(
+            first + N <= self.rows,
+            "rows {first}..+{N} of {}",
+            self.rows
+        );
+        let (ptr, stride, lo, len) = (self.ptr, self.stride, self.lo, self.hi - self.lo);
+        // SAFETY: as in `row`: each `(first + i) * stride + hi <= rows * stride`; the rows
+        // are distinct, so the N slices share no value, and `&mut self` keeps them the only
+        // references to these columns while they live.
+        std::array::from_fn(|i| unsafe {
+            std::slice::from_raw_parts_mut(ptr.add((first + i) * stride + lo), len)
+        })
     }
 }
 
@@ -1830,7 +1973,8 @@ mod tests {
     /// The stem's grouped path ([`DenseConv::stem_group`]: 4 output channels per input
     /// load) must give the bits of the one-channel-at-a-time accumulation (the custom op's
     /// path), for whole groups and the channels left over, a partial block of columns, and
-    /// a part of the channels starting past 0 (as the second thread runs).
+    /// a part of the channels starting past 0 (as the second thread runs), and a split by
+    /// rows ([`DenseConv::run_rows`]).
     #[test]
     fn stem_groups_equal_one_channel_at_a_time() -> Result<()> {
         let (cin, cout, h, w) = (3, 7, 9, 37);
@@ -1872,6 +2016,23 @@ mod tests {
             .filter(|(a, b)| a.to_bits() != b.to_bits())
             .count();
         assert_eq!(differ, 0, "of {}", ours.len());
+        // Split by rows instead (as the two threads run it): rows 0..2 and 2..5 of 5.
+        let ow = w.div_ceil(2);
+        let mut by_rows = vec![f32::NAN; cout * plane];
+        let (mut top, mut bottom) = ColumnsMut::new(&mut by_rows, plane).split_at(2 * ow);
+        simd(
+            #[inline(always)]
+            || {
+                op.run_rows(&bufs, h, w, &mut top);
+                op.run_rows(&bufs, h, w, &mut bottom);
+            },
+        );
+        let differ = by_rows
+            .iter()
+            .zip(&reference)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(differ, 0, "split by rows, of {}", by_rows.len());
         Ok(())
     }
 
