@@ -1030,20 +1030,27 @@ impl FusedNet {
         let uhw = 4 * hw;
         let merged = fit(dwo, c * uhw);
         {
+            // Split by rows, as the 1x1 convolution next is and as the skip was written, so
+            // each thread reads its own core's rows (split by channels, each read half of
+            // every row it needed from the other core).
             let (low, gate) = (&exp[..c * hw], &gate[..c]);
-            split2(
+            let uw = 2 * w;
+            split_pixels(
                 helper,
                 scratch,
                 merged,
-                uhw,
-                1,
+                (2 * h, uw),
                 #[inline(always)]
-                |first, part, s| {
-                    for (i, m) in part.chunks_exact_mut(uhw).enumerate() {
-                        let ch = first + i;
-                        Upsample2x::plane(&low[ch * hw..(ch + 1) * hw], h, w, m, s);
+                |part, s| {
+                    let cols = part.columns();
+                    let rows = cols.start / uw..cols.end / uw;
+                    for ch in 0..c {
+                        let m = part.row(ch);
+                        let src = &low[ch * hw..(ch + 1) * hw];
+                        Upsample2x::plane_rows(src, (h, w), rows.clone(), m, s);
                         let g = gate[ch];
-                        for (v, &sk) in m.iter_mut().zip(&skip[ch * uhw..(ch + 1) * uhw]) {
+                        let sk = &skip[ch * uhw + cols.start..ch * uhw + cols.end];
+                        for (v, &sk) in m.iter_mut().zip(sk) {
                             *v += sk * g;
                         }
                     }

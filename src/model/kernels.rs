@@ -875,6 +875,51 @@ impl Upsample2x {
         }
     }
 
+    /// One channel's output rows `out_rows` (of `2h`): `input` `h * w` -> `out`
+    /// `out_rows.len() * 2w`, the bits of [`Upsample2x::plane`] at those rows (the same
+    /// [`Upsample2x::row`] and [`Upsample2x::blend`] per value). `rows` is reused scratch
+    /// (up to `(out_rows.len() / 2 + 3) * 2w` values, grown once). What one thread computes
+    /// when an upsampled layer is split by rows.
+    #[inline(always)]
+    pub fn plane_rows(
+        input: &[f32],
+        (h, w): (usize, usize),
+        out_rows: std::ops::Range<usize>,
+        out: &mut [f32],
+        rows: &mut Vec<f32>,
+    ) {
+        let ow = 2 * w;
+        let (lo, hi) = (out_rows.start, out_rows.end.min(2 * h));
+        if lo >= hi {
+            return;
+        }
+        // Input rows y_lo..y_hi hold every row these output rows blend.
+        let (y_lo, y_hi) = ((lo / 2).saturating_sub(1), ((hi - 1) / 2 + 2).min(h));
+        let n = (y_hi - y_lo) * ow;
+        if rows.len() < n {
+            rows.resize(n, 0.0);
+        }
+        for y in y_lo..y_hi {
+            Self::row(
+                &input[y * w..(y + 1) * w],
+                &mut rows[(y - y_lo) * ow..(y - y_lo + 1) * ow],
+            );
+        }
+        for yy in lo..hi {
+            // Output row yy lies between input row y and its neighbour (above for even
+            // rows, below for odd ones; clamped), as in `plane`.
+            let y = yy / 2;
+            let other = if yy % 2 == 0 {
+                y.saturating_sub(1)
+            } else {
+                (y + 1).min(h - 1)
+            };
+            let near = &rows[(y - y_lo) * ow..][..ow];
+            let far = &rows[(other - y_lo) * ow..][..ow];
+            Self::blend(far, near, &mut out[(yy - lo) * ow..][..ow]);
+        }
+    }
+
     /// The horizontal pass of one row: `src` `w` values -> `dst` `2w`.
     #[inline(always)]
     pub fn row(src: &[f32], dst: &mut [f32]) {
@@ -2034,6 +2079,34 @@ mod tests {
             .count();
         assert_eq!(differ, 0, "split by rows, of {}", by_rows.len());
         Ok(())
+    }
+
+    /// [`Upsample2x::plane_rows`] over any split of the output rows (odd and even bounds, a
+    /// single row, the edges) gives the bits of [`Upsample2x::plane`].
+    #[test]
+    fn upsampled_rows_equal_the_whole_plane() {
+        for (h, w) in [(5, 7), (1, 3), (9, 16)] {
+            let input: Vec<f32> = (0..h * w)
+                .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+                .collect();
+            let ow = 2 * w;
+            let mut whole = vec![f32::NAN; 4 * h * w];
+            let mut scratch = Vec::new();
+            Upsample2x::plane(&input, h, w, &mut whole, &mut scratch);
+            for cut in [0, 1, 2, h, 2 * h - 1, 2 * h] {
+                let mut parts = vec![f32::NAN; 4 * h * w];
+                let (top, bottom) = parts.split_at_mut(cut * ow);
+                let mut scratch = Vec::new();
+                Upsample2x::plane_rows(&input, (h, w), 0..cut, top, &mut scratch);
+                Upsample2x::plane_rows(&input, (h, w), cut..2 * h, bottom, &mut scratch);
+                let differ = parts
+                    .iter()
+                    .zip(&whole)
+                    .filter(|(a, b)| a.to_bits() != b.to_bits())
+                    .count();
+                assert_eq!(differ, 0, "{w}x{h} cut at row {cut}");
+            }
+        }
     }
 
     /// The custom kernel must equal candle's grouped conv2d on explicitly padded input.
