@@ -808,7 +808,7 @@ impl FusedNet {
                     c * halo * (uw + 2 * pad),
                     c * band * uw,
                     4 * uw,
-                    (halo / 2 + 3) * uw,
+                    Upsample2x::rows_scratch(halo, w),
                 ];
                 let buf = fit(s, sizes.iter().sum());
                 let (merged, rest) = buf.split_at_mut(sizes[0]);
@@ -823,33 +823,14 @@ impl FusedNet {
                     // Rows lo..hi (the band and its halo, inside the plane) are computed.
                     let (lo, hi) = (r0.saturating_sub(pad), (r1 + pad).min(uh));
                     let m = hi - lo;
-                    // Input rows y_lo..y_hi hold every row these output rows blend.
-                    let (y_lo, y_hi) = ((lo / 2).saturating_sub(1), ((hi - 1) / 2 + 2).min(h));
                     for ch in 0..c {
                         let src = &low[ch * hw..(ch + 1) * hw];
-                        for y in y_lo..y_hi {
-                            let dst = &mut hrows[(y - y_lo) * uw..(y - y_lo + 1) * uw];
-                            Upsample2x::row(&src[y * w..(y + 1) * w], dst);
-                        }
+                        let dst = &mut merged[ch * m * uw..(ch + 1) * m * uw];
+                        Upsample2x::plane_rows(src, (h, w), lo..hi, dst, hrows);
                         let g = gate[ch];
-                        for yy in lo..hi {
-                            // Output row yy lies between input rows y and its neighbour
-                            // (above for even rows, below for odd ones; clamped).
-                            let y = yy / 2;
-                            let other = if yy % 2 == 0 {
-                                y.saturating_sub(1)
-                            } else {
-                                (y + 1).min(h - 1)
-                            };
-                            let near = &hrows[(y - y_lo) * uw..(y - y_lo + 1) * uw];
-                            let far = &hrows[(other - y_lo) * uw..(other - y_lo + 1) * uw];
-                            let base = (ch * m + yy - lo) * uw;
-                            let dst = &mut merged[base..base + uw];
-                            Upsample2x::blend(far, near, dst);
-                            let sk = &skip[(ch * uh + yy) * uw..(ch * uh + yy + 1) * uw];
-                            for (v, &s) in dst.iter_mut().zip(sk) {
-                                *v += s * g;
-                            }
+                        let sk = &skip[(ch * uh + lo) * uw..(ch * uh + hi) * uw];
+                        for (v, &s) in dst.iter_mut().zip(sk) {
+                            *v += s * g;
                         }
                     }
                     pointwise_gemm(
@@ -1047,7 +1028,8 @@ impl FusedNet {
                     for ch in 0..c {
                         let m = part.row(ch);
                         let src = &low[ch * hw..(ch + 1) * hw];
-                        Upsample2x::plane_rows(src, (h, w), rows.clone(), m, s);
+                        let scratch = fit(s, Upsample2x::rows_scratch(rows.len(), w));
+                        Upsample2x::plane_rows(src, (h, w), rows.clone(), m, scratch);
                         let g = gate[ch];
                         let sk = &skip[ch * uhw + cols.start..ch * uhw + cols.end];
                         for (v, &sk) in m.iter_mut().zip(sk) {

@@ -877,16 +877,20 @@ impl Upsample2x {
 
     /// One channel's output rows `out_rows` (of `2h`): `input` `h * w` -> `out`
     /// `out_rows.len() * 2w`, the bits of [`Upsample2x::plane`] at those rows (the same
-    /// [`Upsample2x::row`] and [`Upsample2x::blend`] per value). `rows` is reused scratch
-    /// (up to `(out_rows.len() / 2 + 3) * 2w` values, grown once). What one thread computes
-    /// when an upsampled layer is split by rows.
+    /// [`Upsample2x::row`] and [`Upsample2x::blend`] per value). `rows` is scratch for the
+    /// horizontally upsampled input rows, [`Upsample2x::rows_scratch`] values. What one
+    /// thread computes when an upsampled layer is split by rows, and what a band of rows
+    /// needs.
+    ///
+    /// # Panics
+    /// If `rows` or `out` is shorter than that.
     #[inline(always)]
     pub fn plane_rows(
         input: &[f32],
         (h, w): (usize, usize),
         out_rows: std::ops::Range<usize>,
         out: &mut [f32],
-        rows: &mut Vec<f32>,
+        rows: &mut [f32],
     ) {
         let ow = 2 * w;
         let (lo, hi) = (out_rows.start, out_rows.end.min(2 * h));
@@ -895,10 +899,6 @@ impl Upsample2x {
         }
         // Input rows y_lo..y_hi hold every row these output rows blend.
         let (y_lo, y_hi) = ((lo / 2).saturating_sub(1), ((hi - 1) / 2 + 2).min(h));
-        let n = (y_hi - y_lo) * ow;
-        if rows.len() < n {
-            rows.resize(n, 0.0);
-        }
         for y in y_lo..y_hi {
             Self::row(
                 &input[y * w..(y + 1) * w],
@@ -918,6 +918,12 @@ impl Upsample2x {
             let far = &rows[(other - y_lo) * ow..][..ow];
             Self::blend(far, near, &mut out[(yy - lo) * ow..][..ow]);
         }
+    }
+
+    /// Scratch values [`Upsample2x::plane_rows`] needs for `n` output rows of `2w` values
+    /// (at most `n / 2 + 3` input rows upsampled horizontally).
+    pub fn rows_scratch(n: usize, w: usize) -> usize {
+        (n / 2 + 3) * 2 * w
     }
 
     /// The horizontal pass of one row: `src` `w` values -> `dst` `2w`.
@@ -2096,7 +2102,7 @@ mod tests {
             for cut in [0, 1, 2, h, 2 * h - 1, 2 * h] {
                 let mut parts = vec![f32::NAN; 4 * h * w];
                 let (top, bottom) = parts.split_at_mut(cut * ow);
-                let mut scratch = Vec::new();
+                let mut scratch = vec![0.0; Upsample2x::rows_scratch(2 * h, w)];
                 Upsample2x::plane_rows(&input, (h, w), 0..cut, top, &mut scratch);
                 Upsample2x::plane_rows(&input, (h, w), cut..2 * h, bottom, &mut scratch);
                 let differ = parts
