@@ -642,9 +642,9 @@ impl FusedNet {
         // row): each thread lays out the input rows its own rows read into a copy of its
         // own and writes the 16 planes at those rows, so neither reads a value the other
         // core wrote until block 0's depthwise layer (its halo rows). (Split by channels,
-        // each thread had read half of every row it needed from the other core: 1.30x
-        // against 1.46x over one thread, median of eight alternated runs on the 2-core VM,
-        // docs/devices.md.)
+        // each thread had read half of every row it needed from the other core. Two
+        // threads over one: 1.46x against 1.30x in eight alternated runs on the 2-core VM,
+        // no difference in later ones on a busier host; docs/devices.md.)
         let (h2, w2) = (h / 2, w / 2);
         {
             let Temps { stem, helper, .. } = t;

@@ -1038,40 +1038,15 @@ impl CustomOp1 for TransposedConv2x2Sigmoid {
 }
 
 impl DenseConv {
-    /// Lays out each of the `cin` input planes of `input` (`[cin, h, w]`) once into `bufs`
-    /// (one reused buffer per input channel) for [`DenseConv::run_channels`]. With
-    /// `same_size` the caller promises that `bufs` hold the layout of an `h` x `w` input of
-    /// this layer already (the previous frame's): their zero padding is kept and only the
-    /// input's values are written. Lays out `bufs.len()` planes at most, from the first of
-    /// `input`: a caller may split the planes between threads. Call under [`simd`].
-    #[inline(always)]
-    pub fn prepare(
-        &self,
-        input: &[f32],
-        h: usize,
-        w: usize,
-        bufs: &mut [Vec<f32>],
-        same_size: bool,
-    ) {
-        for (ci, buf) in bufs.iter_mut().enumerate().take(self.cin) {
-            PreparedPlane::fill_interior(
-                &input[ci * h * w..(ci + 1) * h * w],
-                h,
-                w,
-                self.kernel,
-                self.stride,
-                buf,
-                same_size,
-                0..h,
-            );
-        }
-    }
-
-    /// [`DenseConv::prepare`] for the input rows that output rows `out_rows` read (with
-    /// SAME padding: `out_rows.start * stride - top` up to `(out_rows.end - 1) * stride +
-    /// kernel - top`, within `0..h`), all `cin` planes: what one thread lays out for its own
-    /// rows of [`DenseConv::run_rows`] into buffers of its own, so it reads no value the
-    /// other thread wrote. Rows outside are left as they were. Call under [`simd`].
+    /// Lays out the input rows that output rows `out_rows` read (with SAME padding:
+    /// `out_rows.start * stride - top` up to `(out_rows.end - 1) * stride + kernel - top`,
+    /// within `0..h`) of each of the `cin` planes of `input` (`[cin, h, w]`) into `bufs` (one
+    /// reused buffer per input channel) for [`DenseConv::run_rows`]. Rows outside are left
+    /// as they were, so each thread lays out the rows its own output rows read into buffers
+    /// of its own and reads no value the other thread wrote. With `same_size` the caller
+    /// promises that `bufs` hold the layout of an `h` x `w` input of this layer already (an
+    /// earlier frame's): their zero padding is kept and only the input's values are
+    /// written; otherwise each buffer is zeroed first. Call under [`simd`].
     #[inline(always)]
     pub fn prepare_rows(
         &self,
@@ -1101,64 +1076,6 @@ impl DenseConv {
         }
     }
 
-    /// Output channels `first..first + out.len() / (oh * ow)` from planes laid out by
-    /// [`DenseConv::prepare`] for an `h` x `w` input. No allocation.
-    #[inline(always)]
-    pub fn run_channels(
-        &self,
-        bufs: &[Vec<f32>],
-        h: usize,
-        w: usize,
-        first: usize,
-        out: &mut [f32],
-    ) {
-        let (k, s, c) = (self.kernel, self.stride, self.cin);
-        let plane = h.div_ceil(s) * w.div_ceil(s);
-        // The network's stem (3x3, stride 2, RGB in): groups of STEM_GROUP output channels
-        // share each load of the input; the rest one channel at a time.
-        let grouped = if self.is_stem() && bufs.len() >= 3 {
-            let n = out.len() / plane / STEM_GROUP * STEM_GROUP;
-            let geometry = PreparedPlane::view(&bufs[0], h, w, k, s);
-            for (g, outs) in out[..n * plane]
-                .chunks_exact_mut(STEM_GROUP * plane)
-                .enumerate()
-            {
-                let co = first + g * STEM_GROUP;
-                self.stem_group::<STEM_GROUP>(
-                    &geometry,
-                    bufs,
-                    co,
-                    0..geometry.oh,
-                    #[inline(always)]
-                    |i, at, v| {
-                        let at = i * plane + at;
-                        outs[at..at + v.len()].copy_from_slice(v);
-                    },
-                );
-                for (i, o) in outs.chunks_exact_mut(plane).enumerate() {
-                    self.activation.apply_slice(o, self.bias[co + i]);
-                }
-            }
-            n
-        } else {
-            0
-        };
-        for (i, o) in out.chunks_exact_mut(plane).enumerate().skip(grouped) {
-            let co = first + i;
-            for (ci, buf) in bufs.iter().enumerate().take(c) {
-                let base = (co * c + ci) * k * k;
-                let plane = PreparedPlane::view(buf, h, w, k, s);
-                let taps = &self.weight[base..base + k * k];
-                if ci == 0 {
-                    plane.convolve(taps, o);
-                } else {
-                    plane.accumulate(taps, o);
-                }
-            }
-            self.activation.apply_slice(o, self.bias[co]);
-        }
-    }
-
     /// Whether this is the network's stem shape (3x3, stride 2, 3 input channels), the one
     /// [`DenseConv::run_rows`] runs.
     pub fn is_stem(&self) -> bool {
@@ -1166,10 +1083,10 @@ impl DenseConv {
     }
 
     /// Every output channel at the pixels of `out`'s columns (`out` `[cout, oh*ow]`, its
-    /// columns whole output rows), from planes laid out by [`DenseConv::prepare`] for an `h`
-    /// x `w` input: what a thread computes when the stem is split by rows, so the next layer
-    /// (split by the same rows) reads what this core wrote. Each value gets the bits of
-    /// [`DenseConv::run_channels`]. No allocation. Does nothing unless
+    /// columns whole output rows), from planes laid out by [`DenseConv::prepare_rows`] for
+    /// an `h` x `w` input: what a thread computes when the stem is split by rows, so the
+    /// next layer (split by the same rows) reads what this core wrote. Each value gets the
+    /// bits of the custom op's one-channel-at-a-time path. No allocation. Does nothing unless
     /// [`DenseConv::is_stem`], `bufs` holds 3 planes, `out` has `cout` rows of `oh * ow`
     /// and its columns are whole rows. Call under [`simd`].
     #[inline(always)]
@@ -1317,7 +1234,7 @@ impl DenseConv {
     }
 }
 
-/// Output channels per register group of the stem ([`DenseConv::run_channels`]): 4 x
+/// Output channels per register group of the stem ([`DenseConv::run_rows`]): 4 x
 /// [`BLOCK`] accumulators are 8 of the 16 AVX registers.
 const STEM_GROUP: usize = 4;
 
@@ -2023,9 +1940,10 @@ mod tests {
 
     /// The stem's grouped path ([`DenseConv::stem_group`]: 4 output channels per input
     /// load) must give the bits of the one-channel-at-a-time accumulation (the custom op's
-    /// path), for whole groups and the channels left over, a partial block of columns, and
-    /// a part of the channels starting past 0 (as the second thread runs), and a split by
-    /// rows ([`DenseConv::run_rows`]).
+    /// path), for whole groups and the channels left over and a partial block of columns,
+    /// split by rows as the two threads run it ([`DenseConv::run_rows`]), each part from a
+    /// layout of its own that holds only the input rows [`DenseConv::prepare_rows`] laid
+    /// out for it (every other row NaN, so a part that read one would fail).
     #[test]
     fn stem_groups_equal_one_channel_at_a_time() -> Result<()> {
         let (cin, cout, h, w) = (3, 7, 9, 37);
@@ -2046,44 +1964,35 @@ mod tests {
             .apply_op1_no_bwd(&op)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        let mut bufs = vec![Vec::new(); cin];
-        op.prepare(&x, h, w, &mut bufs, false);
-        let plane = h.div_ceil(2) * w.div_ceil(2);
-        let mut ours = vec![f32::NAN; cout * plane];
-        let (lo, hi) = ours.split_at_mut(2 * plane);
-        // Under `simd`, as the network calls it and as the custom op runs: outside it a
-        // multiply-add is a call to the C library's `fmaf`, which in the Windows build under
-        // Wine gave other bits than the FMA instruction.
-        simd(
-            #[inline(always)]
-            || {
-                op.run_channels(&bufs, h, w, 0, lo);
-                op.run_channels(&bufs, h, w, 2, hi);
-            },
-        );
-        let differ = ours
-            .iter()
-            .zip(&reference)
-            .filter(|(a, b)| a.to_bits() != b.to_bits())
-            .count();
-        assert_eq!(differ, 0, "of {}", ours.len());
-        // Split by rows instead (as the two threads run it): rows 0..2 and 2..5 of 5.
-        let ow = w.div_ceil(2);
-        let mut by_rows = vec![f32::NAN; cout * plane];
-        let (mut top, mut bottom) = ColumnsMut::new(&mut by_rows, plane).split_at(2 * ow);
-        simd(
-            #[inline(always)]
-            || {
-                op.run_rows(&bufs, h, w, &mut top);
-                op.run_rows(&bufs, h, w, &mut bottom);
-            },
-        );
-        let differ = by_rows
-            .iter()
-            .zip(&reference)
-            .filter(|(a, b)| a.to_bits() != b.to_bits())
-            .count();
-        assert_eq!(differ, 0, "split by rows, of {}", by_rows.len());
+        let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
+        let nan = vec![f32::NAN; x.len()];
+        for cut in [0, 2, 3, oh] {
+            let mut ours = vec![f32::NAN; cout * oh * ow];
+            let (mut top, mut bottom) = ColumnsMut::new(&mut ours, oh * ow).split_at(cut * ow);
+            let (mut mine, mut theirs) = (vec![Vec::new(); cin], vec![Vec::new(); cin]);
+            // Under `simd`, as the network calls it and as the custom op runs: outside it a
+            // multiply-add is a call to the C library's `fmaf`, which in the Windows build
+            // under Wine gave other bits than the FMA instruction.
+            simd(
+                #[inline(always)]
+                || {
+                    for (bufs, part, rows) in [
+                        (&mut mine, &mut top, 0..cut),
+                        (&mut theirs, &mut bottom, cut..oh),
+                    ] {
+                        op.prepare_rows(&nan, (h, w), bufs, false, 0..oh);
+                        op.prepare_rows(&x, (h, w), bufs, true, rows);
+                        op.run_rows(bufs, h, w, part);
+                    }
+                },
+            );
+            let differ = ours
+                .iter()
+                .zip(&reference)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            assert_eq!(differ, 0, "split at output row {cut}, of {}", ours.len());
+        }
         Ok(())
     }
 
