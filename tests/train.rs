@@ -223,8 +223,11 @@ fn train_a_few_steps_on_fixture_pairs() {
 }
 
 /// The direct depthwise op equals the gather form (values, gradient of the input, gradient of
-/// the weight, within 1e-5) for every kernel and stride of the network, on odd and even
-/// sizes (TensorFlow SAME padding is asymmetric at stride 2), a batch of two.
+/// the weight, within 1e-5 of the largest magnitude or 1e-5 when that is below 1) for every
+/// kernel and stride of the network, on odd and even sizes (TensorFlow SAME padding is
+/// asymmetric at stride 2), a batch of two. (The two forms sum in different orders: at 9x16 a
+/// weight gradient adds 288 random products, up to about 37 in all, and the rounding alone
+/// differed by up to 1.1e-5 in 3 of 200 runs against the absolute 1e-5 this test had.)
 #[test]
 fn direct_depthwise_matches_the_gather_form_and_its_gradients() {
     use obs_ai_background::model::trainable::{
@@ -266,7 +269,11 @@ fn direct_depthwise_matches_the_gather_form_and_its_gradients() {
                     .zip(b)
                     .map(|(p, q)| (p - q).abs())
                     .fold(0f32, f32::max);
-                assert!(max <= 1e-5, "k {k} s {s} {h}x{w}: {what} differs by {max}");
+                let scale = a.iter().fold(1f32, |m, v| m.max(v.abs()));
+                assert!(
+                    max <= 1e-5 * scale,
+                    "k {k} s {s} {h}x{w}: {what} differs by {max} (largest {scale})"
+                );
                 assert!(a.iter().any(|&v| v.abs() > 0.1), "{what} is all zero");
             }
         }
