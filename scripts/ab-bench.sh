@@ -3,8 +3,9 @@
 # each binary in turn, ROUNDS times (the order reversed every round, so neither always runs
 # first), and prints, per `--threads` entry, the median of the paired ratios B / A of the
 # entry's median ms (each round's two runs are minutes apart at most, so they see about the
-# same host) and in how many rounds B was faster. Figures in docs/devices.md ("One codegen
-# unit") come from it.
+# same host) and in how many rounds B was faster. The last row of the table in
+# docs/devices.md ("One codegen unit") is its output; the earlier rows came from a throwaway
+# loop that did the same, written before this script.
 #
 #   scripts/ab-bench.sh ROUNDS BIN_A BIN_B [bench arguments]
 #
@@ -15,7 +16,7 @@
 #   scripts/ab-bench.sh 20 /tmp/ai-background.a target/release/ai-background
 set -euo pipefail
 if [ $# -lt 3 ]; then
-  sed -n '2,15p' "$0" >&2
+  sed -n '2,16p' "$0" >&2
   exit 2
 fi
 rounds=$1 a=$2 b=$3
