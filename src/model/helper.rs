@@ -36,6 +36,8 @@ const STOP: u8 = 3;
 const TAKEN: u8 = 4;
 /// [`Helper::wake`]: no job yet, but one is coming; the helper wakes and spins.
 const WAKE: u8 = 5;
+/// The helper thread has not run yet ([`Helper::spawn`] waits until it has).
+const STARTING: u8 = 6;
 
 /// A type-erased `FnOnce` living on the caller's stack: `run(data)` takes it out and calls it.
 #[derive(Clone, Copy)]
@@ -156,54 +158,67 @@ fn wait(mut done: impl FnMut() -> bool, sleep: impl Fn()) {
     }
 }
 
+/// The helper thread's loop: waits (spinning, then parked) for a job, a wake hint or the
+/// stop, and runs each job it claims.
+fn helper_loop(theirs: &Inner) {
+    loop {
+        wait(
+            || matches!(theirs.state.load(Ordering::Acquire), POSTED | STOP | WAKE),
+            thread::park,
+        );
+        let claimed =
+            theirs
+                .state
+                .compare_exchange(POSTED, TAKEN, Ordering::Acquire, Ordering::Relaxed);
+        match claimed.unwrap_or_else(|now| now) {
+            POSTED => {
+                // SAFETY: see `Inner`; the caller keeps the closure alive until DONE.
+                let job = unsafe { (*theirs.job.get()).take() };
+                if let Some(job) = job {
+                    let ok = std::panic::catch_unwind(|| unsafe { (job.run)(job.data) });
+                    theirs.panicked.store(ok.is_err(), Ordering::Relaxed);
+                }
+                theirs.state.store(DONE, Ordering::Release);
+            }
+            STOP => return,
+            // Back to waiting, with a fresh spin; a job posted meanwhile stays.
+            WAKE => {
+                let _ =
+                    theirs
+                        .state
+                        .compare_exchange(WAKE, IDLE, Ordering::Relaxed, Ordering::Relaxed);
+            }
+            _ => std::hint::spin_loop(),
+        }
+    }
+}
+
 impl Helper {
-    /// Starts the helper thread.
+    /// Starts the helper thread and returns once it runs: a new thread makes a heap
+    /// allocation of its own as it starts (std's stack-overflow handler records the thread's
+    /// info), which would otherwise come whenever the thread first gets a core, on a busy
+    /// machine during a later frame (`tests/no_alloc.rs` failed about one run in four that
+    /// way while a build ran beside it).
     ///
     /// # Errors
     /// When the operating system cannot start a thread.
     pub fn spawn() -> std::io::Result<Helper> {
         let inner = Arc::new(Inner {
-            state: AtomicU8::new(IDLE),
+            state: AtomicU8::new(STARTING),
             job: UnsafeCell::new(None),
             panicked: AtomicBool::new(false),
         });
         let theirs = Arc::clone(&inner);
         let thread = thread::Builder::new()
             .name("ai-background-net".into())
-            .spawn(move || loop {
-                wait(
-                    || matches!(theirs.state.load(Ordering::Acquire), POSTED | STOP | WAKE),
-                    thread::park,
-                );
-                let claimed = theirs.state.compare_exchange(
-                    POSTED,
-                    TAKEN,
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                );
-                match claimed.unwrap_or_else(|now| now) {
-                    POSTED => {
-                        // SAFETY: see `Inner`; the caller keeps the closure alive until DONE.
-                        let job = unsafe { (*theirs.job.get()).take() };
-                        if let Some(job) = job {
-                            let ok = std::panic::catch_unwind(|| unsafe { (job.run)(job.data) });
-                            theirs.panicked.store(ok.is_err(), Ordering::Relaxed);
-                        }
-                        theirs.state.store(DONE, Ordering::Release);
-                    }
-                    STOP => return,
-                    // Back to waiting, with a fresh spin; a job posted meanwhile stays.
-                    WAKE => {
-                        let _ = theirs.state.compare_exchange(
-                            WAKE,
-                            IDLE,
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                        );
-                    }
-                    _ => std::hint::spin_loop(),
-                }
+            .spawn(move || {
+                theirs.state.store(IDLE, Ordering::Release);
+                helper_loop(&theirs)
             })?;
+        wait(
+            || inner.state.load(Ordering::Acquire) != STARTING,
+            thread::yield_now,
+        );
         Ok(Helper {
             inner,
             thread: Some(thread),
