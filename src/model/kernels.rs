@@ -1346,10 +1346,17 @@ pub fn pointwise_gemm_columns(
         // above) is the function's bounds contract.
         j = unsafe { pointwise_avx2(packed, bias, act, x, cin, hw, residual, out, packs) };
     }
-    let mut panel = [0f32; MAX_PANEL];
+    // The panel (8 KiB) only where it is used: zeroing it costs a pass of its own.
+    let mut panel_buf;
+    let panel: &mut [f32] = if packs && j + N <= cols.end {
+        panel_buf = [0f32; MAX_PANEL];
+        &mut panel_buf[..cin * N]
+    } else {
+        &mut []
+    };
     while j + N <= cols.end {
         if packs {
-            for (k, dst) in panel.chunks_exact_mut(N).take(cin).enumerate() {
+            for (k, dst) in panel.chunks_exact_mut(N).enumerate() {
                 dst.copy_from_slice(&x[k * hw + j..k * hw + j + N]);
             }
         }
@@ -1357,7 +1364,7 @@ pub fn pointwise_gemm_columns(
             let w = &packed[b * R * cin..(b + 1) * R * cin];
             let mut acc = [[0f32; N]; R];
             if packs {
-                gemm_block(w, &panel[..cin * N], cin, N, 0, &mut acc);
+                gemm_block(w, panel, cin, N, 0, &mut acc);
             } else {
                 gemm_block(w, x, cin, hw, j, &mut acc);
             }
@@ -1642,7 +1649,14 @@ unsafe fn pointwise_avx2(
     const R: usize = POINTWISE_ROWS;
     const N: usize = POINTWISE_COLS;
     let blocks = bias.len() / R;
-    let mut panel = [0f32; MAX_PANEL];
+    // The panel (8 KiB) only where it is used: zeroing it costs a pass of its own.
+    let mut panel_buf;
+    let panel: &mut [f32] = if packs {
+        panel_buf = [0f32; MAX_PANEL];
+        &mut panel_buf[..cin * N]
+    } else {
+        &mut []
+    };
     let (zero, three, six) = (
         _mm256_setzero_ps(),
         _mm256_set1_ps(3.0),
@@ -1656,7 +1670,7 @@ unsafe fn pointwise_avx2(
     while j + N <= cols.end {
         // The input block: rows `stride` apart from `src`.
         let (src, stride) = if packs {
-            for (k, dst) in panel.chunks_exact_mut(N).take(cin).enumerate() {
+            for (k, dst) in panel.chunks_exact_mut(N).enumerate() {
                 dst.copy_from_slice(&x[k * hw + j..k * hw + j + N]);
             }
             (panel.as_ptr(), N)
