@@ -1339,21 +1339,23 @@ pub fn pointwise_gemm_columns(
     // evicted each other between row groups (`examples/pointwise.rs`: 16 -> 16 channels at 9216
     // pixels 15.8 -> 28.7 GMAC/s).
     let packs = cin * N <= MAX_PANEL && hw % 1024 == 0;
-    let mut j = cols.start;
-    #[cfg(target_arch = "x86_64")]
-    if act != Activation::Sigmoid && has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA; the assertion (with `x` cut to `cin * hw`
-        // above) is the function's bounds contract.
-        j = unsafe { pointwise_avx2(packed, bias, act, x, cin, hw, residual, out, packs) };
-    }
-    // The panel (8 KiB) only where it is used: zeroing it costs a pass of its own.
+    // The panel (8 KiB) only where it is used: zeroing it costs a pass of its own. Shared
+    // with the AVX2 body.
     let mut panel_buf;
-    let panel: &mut [f32] = if packs && j + N <= cols.end {
+    let panel: &mut [f32] = if packs {
         panel_buf = [0f32; MAX_PANEL];
         &mut panel_buf[..cin * N]
     } else {
         &mut []
     };
+    let mut j = cols.start;
+    #[cfg(target_arch = "x86_64")]
+    if act != Activation::Sigmoid && has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA; the assertion (with `x` cut to `cin * hw`
+        // above) is the function's bounds contract, and `panel` is empty or `cin * 16`
+        // values with `cin * 16 <= MAX_PANEL`.
+        j = unsafe { pointwise_avx2(packed, bias, act, x, cin, hw, residual, out, panel) };
+    }
     while j + N <= cols.end {
         if packs {
             for (k, dst) in panel.chunks_exact_mut(N).enumerate() {
@@ -1623,14 +1625,14 @@ unsafe fn gemm_block_avx2(
 /// residual are applied in registers before the one store to `out`: the same operations, in
 /// the same order, as the generic path's `acc` array, [`Activation::apply_slice`] and the
 /// residual loop, so the same values (no multiply-add is contracted in the epilogue).
-/// With `packs`, each 16-pixel input block is first copied into a contiguous panel (see
-/// [`pointwise_gemm`]).
+/// With a nonempty `panel` (`cin * 16` values, the caller's), each 16-pixel input block is
+/// first copied into it, a contiguous panel (see [`pointwise_gemm`]); empty: read in place.
 ///
 /// # Safety
 /// The CPU must have AVX2 and FMA; `act` must not be [`Activation::Sigmoid`]; `x` must hold
 /// `cin * hw` values, `packed` `bias.len() * cin` (a multiple of 4 rows), `residual`
-/// `bias.len() * hw`; `out` must have at least `bias.len()` rows of `hw` values; with
-/// `packs`, `cin * 16 <= MAX_PANEL`.
+/// `bias.len() * hw`; `out` must have at least `bias.len()` rows of `hw` values; `panel`
+/// must be empty or hold `cin * 16` values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -1643,20 +1645,13 @@ unsafe fn pointwise_avx2(
     hw: usize,
     residual: Option<&[f32]>,
     out: &mut ColumnsMut,
-    packs: bool,
+    panel: &mut [f32],
 ) -> usize {
     use std::arch::x86_64::*;
     const R: usize = POINTWISE_ROWS;
     const N: usize = POINTWISE_COLS;
     let blocks = bias.len() / R;
-    // The panel (8 KiB) only where it is used: zeroing it costs a pass of its own.
-    let mut panel_buf;
-    let panel: &mut [f32] = if packs {
-        panel_buf = [0f32; MAX_PANEL];
-        &mut panel_buf[..cin * N]
-    } else {
-        &mut []
-    };
+    let packs = !panel.is_empty();
     let (zero, three, six) = (
         _mm256_setzero_ps(),
         _mm256_set1_ps(3.0),
