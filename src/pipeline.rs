@@ -12,8 +12,8 @@ use crate::frame::{FrameRef, PixelFormat};
 use crate::mask::Mask;
 use crate::model::SegmentationBackend;
 use crate::postprocess::{
-    input_luma, refined_band, GuidedFilter, GuidedUpsampler, RefineSettings, RefinedHold,
-    SceneCutDetector, TemporalSmoother, MIN_REFINED_IOU,
+    flush_tiny, input_luma, refined_band, GuidedFilter, GuidedUpsampler, RefineSettings,
+    RefinedHold, SceneCutDetector, TemporalSmoother, MIN_REFINED_IOU,
 };
 use crate::preprocess::{PlaneResizer, Preprocessor};
 use crate::Result;
@@ -310,6 +310,8 @@ impl MaskPipeline {
         self.backend
             .segment_threads(input, &mut self.probability, settings.threads)?;
         let t2 = Instant::now();
+        // No subnormals downstream (they are slow on Intel cores).
+        flush_tiny(&mut self.probability);
         // With refinement the hold after the guided filter replaces the model-size smoother.
         let hold = settings.refine && settings.smoothing > 0.0;
         if !hold || self.hold_strength != settings.smoothing {
