@@ -7,11 +7,15 @@
 #   scripts/cuda-deps.sh --runtime [DIR]  also the real cuBLAS, cuRAND, NVRTC (about 800 MB), to
 #                                         run on a GPU machine (the driver, libcuda, comes with it)
 #   . DIR/env.sh                          then: CUDA_HOME, PATH, LD_LIBRARY_PATH, CUDA_COMPUTE_CAP
+#   CUDA_WHEELS=13.0 scripts/cuda-deps.sh  the CUDA 13.0 set instead (see below)
 #
 # DIR defaults to target/cuda. Why these pieces:
 # - CUDA 12's `nvidia-cuda-nvcc-cu12` wheels hold only ptxas; CUDA 13's `nvidia-cuda-nvcc` holds
 #   nvcc itself (with `nvidia-cuda-crt`, `nvidia-nvvm`, and `nvidia-cuda-cccl` for the headers).
 #   13.4 is the newest version cudarc 0.19 (candle 0.11.1's CUDA binding) knows.
+# - candle's kernels are PTX made by this nvcc, and a driver loads only PTX of its own CUDA
+#   version or older: PTX from 13.4 needs a 13.4 driver. CUDA_WHEELS=13.0 builds for drivers
+#   from 580 on (the lent H200 machine has driver 580 and CUDA 13.0).
 # - candle links cudarc with `dynamic-linking`: the link needs libcuda (the driver, never on the
 #   package index), libcublas, libcublasLt, libcurand and libnvrtc. Without --runtime they are
 #   link stubs built here from cudarc's own function list, with the real libraries' sonames,
@@ -30,7 +34,11 @@ dir="${1:-target/cuda}"
 mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
 cuda="$dir/nvidia/cu13"
-ver=13.4.92
+case "${CUDA_WHEELS:-13.4}" in
+  13.4) ver=13.4.92 cccl=13.3.5.0.6 cublas=13.4.3.11 curand=10.4.4.72 ;;
+  13.0) ver=13.0.88 cccl=13.0.85 cublas=13.0.2.14 curand=10.4.0.35 ;;
+  *) echo "error: CUDA_WHEELS must be 13.4 or 13.0, not '$CUDA_WHEELS'" >&2; exit 2 ;;
+esac
 
 sudo=""
 [[ $(id -u) -eq 0 ]] || sudo=sudo
@@ -42,10 +50,10 @@ command -v cc >/dev/null 2>&1 || { $sudo apt-get install -y -qq build-essential 
 
 wheels=(
   "nvidia-cuda-nvcc==$ver" "nvidia-cuda-crt==$ver" "nvidia-nvvm==$ver"
-  "nvidia-cuda-runtime==$ver" "nvidia-cuda-cccl==13.3.5.0.6"
+  "nvidia-cuda-runtime==$ver" "nvidia-cuda-cccl==$cccl"
 )
 if [[ $runtime -eq 1 ]]; then
-  wheels+=("nvidia-cuda-nvrtc==$ver" "nvidia-cublas==13.4.3.11" "nvidia-curand==10.4.4.72")
+  wheels+=("nvidia-cuda-nvrtc==$ver" "nvidia-cublas==$cublas" "nvidia-curand==$curand")
 fi
 
 stamp="$dir/.installed-$runtime-$ver"

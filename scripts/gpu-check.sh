@@ -12,27 +12,78 @@
 # Uses the machine's CUDA toolkit when `nvcc` is on PATH, else installs one from the package
 # index with `scripts/cuda-deps.sh --runtime` (needs the network; the driver must be installed).
 # The build goes to target/cuda-build, so the default CPU build is left alone. Output also goes
-# to target/gpu-check.log.
+# to target/gpu-check.log (and to $OUT/gpu-check.log when OUT is set).
+#
+#   scripts/gpu-check.sh --prebuilt DIR   for a GPU machine with no Rust and no network: runs
+#     DIR/ai-background and DIR/parity made elsewhere by `scripts/gpu-check.sh --build DIR`
+#     (CUDA_WHEELS=13.0 there makes PTX that drivers from 580 on load), with cuBLAS, cuRAND and
+#     NVRTC 13 from that machine's CUDA toolkit or Python packages.
+#   scripts/gpu-check.sh --build DIR      builds those two with the package index's CUDA and
+#     copies them, stripped, to DIR; no GPU needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec > >(tee target/gpu-check.log) 2>&1
+mode="${1:-}"
+parity_failed=0
+dir="${2:-}"
+flags=(--locked --release --no-default-features --features cuda --target-dir target/cuda-build)
 
+if [[ "$mode" == "--build" ]]; then
+  [[ -n "$dir" ]] || { echo "error: --build needs a folder" >&2; exit 2; }
+  tk="target/cuda$(echo "${CUDA_WHEELS:-13.4}" | tr -d .)"
+  bash scripts/cuda-deps.sh "$tk"
+  . "$tk/env.sh"
+  flags=(--locked --release --no-default-features --features cuda --target-dir "$tk-build")
+  # Engine and CLI only: the OBS module is not what is checked here.
+  cargo build "${flags[@]}" --bin ai-background --test parity
+  test_bin="$(cargo test "${flags[@]}" --test parity --no-run --message-format=json 2>/dev/null |
+    sed -n 's/.*"executable":"\([^"]*parity-[^"]*\)".*/\1/p' | tail -1)"
+  mkdir -p "$dir"
+  cp "$tk-build/release/ai-background" "$dir/ai-background"
+  cp "$test_bin" "$dir/parity"
+  strip "$dir/ai-background" "$dir/parity"
+  echo "$PWD" >"$dir/built-in"
+  echo "gpu-check: built into $dir (tests read fixtures under $PWD/tests)"
+  exit 0
+fi
+
+mkdir -p target
+exec > >(tee target/gpu-check.log ${OUT:+"$OUT/gpu-check.log"}) 2>&1
 nvidia-smi --query-gpu=name,driver_version,compute_cap,memory.total --format=csv
 cap="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '.')"
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-$cap}"
-if ! command -v nvcc >/dev/null 2>&1; then
-  bash scripts/cuda-deps.sh --runtime target/cuda
-  . target/cuda/env.sh
+
+if [[ "$mode" == "--prebuilt" ]]; then
+  bin="$dir/ai-background"
+  # The test binary finds its fixtures under the folder it was built in.
+  built_in="$(cat "$dir/built-in")"
+  if [[ -n "$built_in" && ! -e "$built_in/tests/fixtures/parity" ]]; then
+    mkdir -p "$(dirname "$built_in")" && ln -sfn "$PWD" "$built_in"
+  fi
+  libs=""
+  for so in libcuda.so.1 libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13; do
+    ldconfig -p | grep -q "$so " && continue
+    found="$(find /usr/local/nvidia /usr/local/cuda*/ /usr/lib /usr/lib64 /opt -name "$so" 2>/dev/null |
+      grep -v -e stubs -e compat | head -1 || true)"
+    [[ -n "$found" ]] && libs="$libs:$(dirname "$found")"
+  done
+  export LD_LIBRARY_PATH="${libs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  ldd "$bin" | grep -E "cu|nvrtc" || true
+  echo "== 1. parity on the GPU"
+  # Not fatal here: one run on a lent machine should still bring back the timings.
+  "$dir/parity" cuda --nocapture || { parity_failed=1; echo "gpu-check: PARITY FAILED"; }
+else
+  if ! command -v nvcc >/dev/null 2>&1; then
+    bash scripts/cuda-deps.sh --runtime target/cuda
+    . target/cuda/env.sh
+  fi
+  nvcc --version | tail -1
+  # Engine and CLI only: the OBS module is not what is checked here.
+  cargo build "${flags[@]}" --bin ai-background
+  bin=target/cuda-build/release/ai-background
+  echo "== 1. parity on the GPU"
+  cargo test "${flags[@]}" --test parity cuda -- --nocapture
 fi
-nvcc --version | tail -1
-
-# Engine and CLI only: the OBS module is not what is checked here.
-flags=(--locked --release --no-default-features --features cuda --target-dir target/cuda-build)
-cargo build "${flags[@]}" --bin ai-background
-bin=target/cuda-build/release/ai-background
-
-echo "== 1. parity on the GPU"
-cargo test "${flags[@]}" --test parity cuda -- --nocapture
 
 echo "== 2. median inference per preset: GPU (portable) vs CPU (fused), 200 frames interleaved"
 for preset in landscape square; do
@@ -49,3 +100,4 @@ done
 echo "== 4. --device auto"
 RUST_LOG=info "$bin" bench --size 1280x720 --device auto --frames 10 2>&1 | grep -E "device auto|segmenter|candle"
 echo "gpu-check: done (log in target/gpu-check.log)"
+exit "${parity_failed:-0}"
