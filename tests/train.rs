@@ -222,8 +222,9 @@ fn train_a_few_steps_on_fixture_pairs() {
     assert_eq!(std::fs::read(&out).unwrap(), written);
 }
 
-/// The direct depthwise op equals the gather form (values, gradient of the input, gradient of
-/// the weight, within 1e-5 of the largest magnitude or 1e-5 when that is below 1) for every
+/// The direct depthwise op equals the gather form and the shifted form (values, gradient of the
+/// input, gradient of the weight, within 1e-5 of the largest magnitude or 1e-5 when that is
+/// below 1) for every
 /// kernel and stride of the network, on odd and even sizes (TensorFlow SAME padding is
 /// asymmetric at stride 2), a batch of two. (The two forms sum in different orders: at 9x16 a
 /// weight gradient adds 288 random products, up to about 37 in all, and the rounding alone
@@ -231,8 +232,14 @@ fn train_a_few_steps_on_fixture_pairs() {
 #[test]
 fn direct_depthwise_matches_the_gather_form_and_its_gradients() {
     use obs_ai_background::model::trainable::{
-        depthwise_direct, depthwise_gather, DepthwiseGeometry,
+        depthwise_direct, depthwise_gather, depthwise_shifted, DepthwiseGeometry,
     };
+    type Form = fn(&Tensor, &Tensor, DepthwiseGeometry) -> candle_core::Result<Tensor>;
+    let forms: [(&str, Form); 3] = [
+        ("direct", depthwise_direct),
+        ("gather", depthwise_gather),
+        ("shifted", depthwise_shifted),
+    ];
     let device = Device::Cpu;
     let c = 3;
     for (k, s) in [(3, 1), (3, 2), (5, 1), (5, 2)] {
@@ -244,12 +251,7 @@ fn direct_depthwise_matches_the_gather_form_and_its_gradients() {
             // A random projection of the output makes every output gradient different.
             let r = Tensor::randn(0f32, 1.0, (c, 2 * ho * wo), &device).unwrap();
             let mut results = Vec::new();
-            for direct in [true, false] {
-                let f = if direct {
-                    depthwise_direct
-                } else {
-                    depthwise_gather
-                };
+            for (_, f) in forms {
                 let y = f(x.as_tensor(), wt.as_tensor(), geo).unwrap();
                 let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
                 let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -259,31 +261,37 @@ fn direct_depthwise_matches_the_gather_form_and_its_gradients() {
                     flat(grads.get(wt.as_tensor()).unwrap()),
                 ]);
             }
-            for (what, (a, b)) in ["value", "input gradient", "weight gradient"]
-                .iter()
-                .zip(results[0].iter().zip(&results[1]))
-            {
-                assert_eq!(a.len(), b.len());
-                let max = a
+            for ((form, _), other) in forms.iter().zip(&results).skip(1) {
+                for (what, (a, b)) in ["value", "input gradient", "weight gradient"]
                     .iter()
-                    .zip(b)
-                    .map(|(p, q)| (p - q).abs())
-                    .fold(0f32, f32::max);
-                let scale = a.iter().fold(1f32, |m, v| m.max(v.abs()));
-                assert!(
-                    max <= 1e-5 * scale,
-                    "k {k} s {s} {h}x{w}: {what} differs by {max} (largest {scale})"
-                );
-                assert!(a.iter().any(|&v| v.abs() > 0.1), "{what} is all zero");
+                    .zip(results[0].iter().zip(other))
+                {
+                    assert_eq!(a.len(), b.len());
+                    let max = a
+                        .iter()
+                        .zip(b)
+                        .map(|(p, q)| (p - q).abs())
+                        .fold(0f32, f32::max);
+                    let scale = a.iter().fold(1f32, |m, v| m.max(v.abs()));
+                    assert!(
+                        max <= 1e-5 * scale,
+                        "k {k} s {s} {h}x{w}: {form} {what} differs by {max} (largest {scale})"
+                    );
+                    assert!(
+                        b.iter().any(|&v| v.abs() > 0.1),
+                        "{form} {what} is all zero"
+                    );
+                }
             }
         }
     }
 }
 
 /// On the whole network (batch 2, a real photo and its mask), every weight gradient of the
-/// direct depthwise op matches the gather form's within 1e-5 of the largest gradient.
+/// direct depthwise op matches the shifted form's (the network's form off the CPU) within 1e-5
+/// of the largest gradient.
 #[test]
-fn direct_and_gather_networks_give_the_same_gradients() {
+fn direct_and_shifted_networks_give_the_same_gradients() {
     let device = Device::Cpu;
     let preset = Preset::Landscape;
     let (w, h) = preset.input_size();

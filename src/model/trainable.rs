@@ -20,8 +20,11 @@
 //!   runs per channel, very slow).
 //!
 //! Feature maps are `[C, N*H*W]` (channel-major, then image, row, column), so every 1x1
-//! convolution of the batch is one `[Cout, Cin] x [Cin, N*H*W]` matmul and every depthwise
-//! one is one gather plus one batched `[C, 1, k*k] x [C, k*k, N*Ho*Wo]` matmul.
+//! convolution of the batch is one `[Cout, Cin] x [Cin, N*H*W]` matmul. Depthwise ones run
+//! through the direct CPU op [`DepthwiseOp`] on the CPU and elsewhere as `k*k` shifted
+//! multiply-adds ([`depthwise_shifted`]); the gather form ([`depthwise_gather`]: one gather
+//! plus one batched `[C, 1, k*k] x [C, k*k, N*Ho*Wo]` matmul) is kept as a reference, its
+//! backward being one CUDA thread for the whole map in candle 0.11.1.
 //!
 //! [`TrainableNet::logits`] returns the pre-sigmoid output (the losses need it; this model's
 //! logits reach +-300, where `sigmoid` then `log` overflows).
@@ -68,7 +71,7 @@ pub struct TrainableNet {
     device: Device,
     vars: BTreeMap<String, Var>,
     cache: Mutex<HashMap<ConstKey, Tensor>>,
-    /// Depthwise convolutions through [`DepthwiseOp`] (CPU) rather than the gather form.
+    /// Depthwise convolutions through [`DepthwiseOp`] (CPU) rather than the shifted form.
     direct: bool,
 }
 
@@ -419,6 +422,54 @@ pub fn depthwise_gather(x: &Tensor, weight: &Tensor, geo: DepthwiseGeometry) -> 
     gather_conv(x, weight, &Tensor::from_vec(idx, len, x.device())?, geo)
 }
 
+/// The same convolution as [`depthwise_direct`] as `k*k` shifted multiply-adds: the map padded
+/// with zeros (TensorFlow SAME, [`same_padding`], then up to a multiple of `s`) and viewed as
+/// `[C, N, Hp/s, s, Wp/s, s]`, so that tap `(dy, dx)` at stride `s` is a window of phase
+/// `(dy % s, dx % s)` starting at `(dy / s, dx / s)`, times its weight `[C, 1]`, summed over
+/// the taps. `x` is `[C, N*H*W]`, `weight` `[C, k*k]`, the output `[C, N*Ho*Wo]`.
+///
+/// Every operation of it and of its backward pass (`pad_with_zeros`, `narrow`, `reshape`,
+/// broadcast multiply, add, sum) runs in parallel on a GPU; this is the form the network takes
+/// off the CPU. The gather form's backward is `index_add`, which candle-kernels 0.11.1 runs
+/// with one CUDA thread per (left, right) position looping over all indices: one thread for
+/// the whole flattened map (0.86 s an image on an H200, 4 December, docs/devices.md "On a
+/// GPU").
+///
+/// # Errors
+/// When the shapes do not fit `geo`.
+pub fn depthwise_shifted(x: &Tensor, weight: &Tensor, geo: DepthwiseGeometry) -> Result<Tensor> {
+    let c = x.dim(0)?;
+    let DepthwiseGeometry { n, h, w, k, s } = geo;
+    let (ho, wo) = geo.output();
+    let (pt, _) = same_padding(h, k, s);
+    let (pl, _) = same_padding(w, k, s);
+    // The taps read padded rows up to s*(ho-1) + k - 1 (= h + both SAME pads - 1).
+    let hp = (s * (ho - 1) + k).div_ceil(s) * s;
+    let wp = (s * (wo - 1) + k).div_ceil(s) * s;
+    let xp = x
+        .reshape((c, n, h, w))?
+        .pad_with_zeros(2, pt, hp - h - pt)?
+        .pad_with_zeros(3, pl, wp - w - pl)?
+        .reshape((c, n, hp / s, s, wp / s, s))?;
+    let mut y: Option<Tensor> = None;
+    for dy in 0..k {
+        for dx in 0..k {
+            let tap = xp
+                .narrow(3, dy % s, 1)?
+                .narrow(5, dx % s, 1)?
+                .narrow(2, dy / s, ho)?
+                .narrow(4, dx / s, wo)?
+                .reshape((c, n * ho * wo))?
+                .broadcast_mul(&weight.narrow(1, dy * k + dx, 1)?)?;
+            y = Some(match y {
+                None => tap,
+                Some(acc) => (acc + tap)?,
+            });
+        }
+    }
+    y.ok_or_else(|| candle_core::Error::Msg("depthwise kernel of size 0".into()))
+}
+
 /// The gather form with precomputed [`window_indices`] `idx`.
 fn gather_conv(
     x: &Tensor,
@@ -574,15 +625,7 @@ impl TrainableNet {
         let y = if self.direct {
             depthwise_direct(&x.t, &w, geo)?
         } else {
-            let idx = self.get(ConstKey::Windows {
-                c,
-                n: x.n,
-                h: x.h,
-                w: x.w,
-                k,
-                s,
-            })?;
-            gather_conv(&x.t, &w, &idx, geo)?
+            depthwise_shifted(&x.t, &w, geo)?
         };
         let b = self.p(&format!("{prefix}.bias"))?.reshape((c, 1))?;
         Ok(Map {
@@ -594,7 +637,8 @@ impl TrainableNet {
     }
 
     /// Runs the depthwise convolutions through the direct CPU op (`true`, the default on the
-    /// CPU) or the portable gather form (`false`, the only one on other devices).
+    /// CPU) or the portable shifted form ([`depthwise_shifted`]; `false`, the only one on
+    /// other devices).
     ///
     /// # Errors
     /// `true` on a device other than the CPU.
