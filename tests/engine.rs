@@ -136,9 +136,10 @@ fn segmentation_matches_human_masks() {
     }
 }
 
-/// The mask at 1920x1080 holds no subnormal value, with and without refinement (before the
-/// flush, a quarter of the demo photo's values were subnormal, which Intel cores compute about
-/// six times slower), and over a quarter of the values (the background) are exactly 0.
+/// The mask of a fixture photo at 1920x1080 holds no subnormal value, with and without
+/// refinement (before the flush, a quarter of the demo photo's 1080p mask was subnormal, which
+/// Intel cores compute about six times slower), and over a quarter of its values (the
+/// background) are exactly 0.
 #[test]
 fn full_hd_masks_hold_no_subnormals() {
     let img = image::imageops::resize(
