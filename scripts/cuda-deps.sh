@@ -9,7 +9,8 @@
 #   . DIR/env.sh                          then: CUDA_HOME, PATH, LD_LIBRARY_PATH, CUDA_COMPUTE_CAP
 #   CUDA_WHEELS=13.0 scripts/cuda-deps.sh  the CUDA 13.0 set instead (see below)
 #
-# DIR defaults to target/cuda. Why these pieces:
+# DIR defaults to target/cuda (target/cuda130 for CUDA_WHEELS=13.0, so the two sets never
+# unpack over each other). Why these pieces:
 # - CUDA 12's `nvidia-cuda-nvcc-cu12` wheels hold only ptxas; CUDA 13's `nvidia-cuda-nvcc` holds
 #   nvcc itself (with `nvidia-cuda-crt`, `nvidia-nvvm`, and `nvidia-cuda-cccl` for the headers).
 #   13.4 is the newest version cudarc 0.19 (candle 0.11.1's CUDA binding) knows.
@@ -30,15 +31,17 @@ if [[ "${1:-}" == "--runtime" ]]; then
   runtime=1
   shift
 fi
-dir="${1:-target/cuda}"
-mkdir -p "$dir"
-dir="$(cd "$dir" && pwd)"
-cuda="$dir/nvidia/cu13"
 case "${CUDA_WHEELS:-13.4}" in
   13.4) ver=13.4.92 cccl=13.3.5.0.6 cublas=13.4.3.11 curand=10.4.4.72 ;;
   13.0) ver=13.0.88 cccl=13.0.85 cublas=13.0.2.14 curand=10.4.0.35 ;;
   *) echo "error: CUDA_WHEELS must be 13.4 or 13.0, not '$CUDA_WHEELS'" >&2; exit 2 ;;
 esac
+default_dir=target/cuda
+[[ "${CUDA_WHEELS:-13.4}" == 13.4 ]] || default_dir="target/cuda$(echo "$CUDA_WHEELS" | tr -d .)"
+dir="${1:-$default_dir}"
+mkdir -p "$dir"
+dir="$(cd "$dir" && pwd)"
+cuda="$dir/nvidia/cu13"
 
 sudo=""
 [[ $(id -u) -eq 0 ]] || sudo=sudo

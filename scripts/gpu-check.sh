@@ -13,7 +13,8 @@
 #
 # Uses the machine's CUDA toolkit when `nvcc` is on PATH, else installs one from the package
 # index with `scripts/cuda-deps.sh --runtime` (needs the network; the driver must be installed).
-# The build goes to target/cuda-build, so the default CPU build is left alone. Output also goes
+# The build goes to target/cuda-build (target/cuda130-build with CUDA_WHEELS=13.0), so the
+# default CPU build is left alone. Output also goes
 # to target/gpu-check.log (and to $OUT/gpu-check.log when OUT is set).
 #
 #   scripts/gpu-check.sh --build DIR      no GPU needed: builds the CLI and the parity test
@@ -29,15 +30,16 @@ cd "$(dirname "$0")/.."
 mode="${1:-}"
 parity_failed=0
 dir="${2:-}"
-flags=(--locked --release --no-default-features --features cuda --target-dir target/cuda-build)
+# The toolkit folder cuda-deps.sh uses for this CUDA_WHEELS, and a build folder beside it.
+tk=target/cuda
+[[ "${CUDA_WHEELS:-13.4}" == 13.4 ]] || tk="target/cuda$(echo "$CUDA_WHEELS" | tr -d .)"
+# Engine and CLI only: the OBS module is not what is checked here.
+flags=(--locked --release --no-default-features --features cuda --target-dir "$tk-build")
 
 if [[ "$mode" == "--build" ]]; then
   [[ -n "$dir" ]] || { echo "error: --build needs a folder" >&2; exit 2; }
-  tk="target/cuda$(echo "${CUDA_WHEELS:-13.4}" | tr -d .)"
   bash scripts/cuda-deps.sh "$tk"
   . "$tk/env.sh"
-  flags=(--locked --release --no-default-features --features cuda --target-dir "$tk-build")
-  # Engine and CLI only: the OBS module is not what is checked here.
   cargo build "${flags[@]}" --bin ai-background --test parity
   test_bin="$(cargo test "${flags[@]}" --test parity --no-run --message-format=json 2>/dev/null |
     sed -n 's/.*"executable":"\([^"]*parity-[^"]*\)".*/\1/p' | tail -1)"
@@ -84,13 +86,12 @@ if [[ "$mode" == "--prebuilt" ]]; then
   target/gpu-prebuilt/parity cuda --nocapture || { parity_failed=1; echo "gpu-check: PARITY FAILED"; }
 else
   if ! command -v nvcc >/dev/null 2>&1; then
-    bash scripts/cuda-deps.sh --runtime target/cuda
-    . target/cuda/env.sh
+    bash scripts/cuda-deps.sh --runtime "$tk"
+    . "$tk/env.sh"
   fi
   nvcc --version | tail -1
-  # Engine and CLI only: the OBS module is not what is checked here.
   cargo build "${flags[@]}" --bin ai-background
-  bin=target/cuda-build/release/ai-background
+  bin="$tk-build/release/ai-background"
   echo "== 1. parity on the GPU"
   cargo test "${flags[@]}" --test parity cuda -- --nocapture
 fi
@@ -133,4 +134,4 @@ PY
   fi
 done
 echo "gpu-check: done (log in target/gpu-check.log)"
-exit "${parity_failed:-0}"
+exit "$parity_failed"
