@@ -3,9 +3,11 @@
 //! The same function as [`super::net`] (and the same exact rewrites, listed there), computed
 //! layer by layer into buffers that a [`Workspace`] keeps between frames, so a warm frame
 //! allocates nothing (`tests/no_alloc.rs` counts). With two threads every layer is split in
-//! two halves (output channels of the convolutions, rows of the output layer) between the
-//! calling thread and a persistent [`Helper`]; the small sequential steps (channel means and
-//! squeeze-excite gates, the gate-scaled weights) stay on the caller.
+//! two parts between the calling thread and a persistent [`Helper`]: the stem, the 1x1
+//! layers, the decoder's merges and the last stage by rows ([`split_pixels`]), the depthwise
+//! layers by channels ([`depthwise`]), the larger channel means by channels; the small
+//! sequential steps (the squeeze-excite gates' FCs, the gate-scaled weights) stay on the
+//! caller.
 //!
 //! Tensors are NCHW with batch size 1, stored as `[C, H*W]` slices.
 
@@ -292,6 +294,24 @@ fn split2<F>(
 /// docs/devices.md), most of it in the planes at 1/2 and 1/4 size.
 const SPLIT_MEANS: usize = 32_768;
 
+/// The means of the planes (`hw` values each) of `x` from plane `first` on into `part`, one
+/// per plane: eight running sums over the plane's blocks of 8, then their sum plus the
+/// remainder's, over `hw`.
+#[inline(always)]
+fn plane_means(x: &[f32], hw: usize, first: usize, part: &mut [f32]) {
+    for (m, plane) in part.iter_mut().zip(x[first * hw..].chunks_exact(hw)) {
+        let mut acc = [0f32; 8];
+        let chunks = plane.chunks_exact(8);
+        let rest: f32 = chunks.remainder().iter().sum();
+        for c in chunks {
+            for i in 0..8 {
+                acc[i] += c[i];
+            }
+        }
+        *m = (acc.iter().sum::<f32>() + rest) / hw as f32;
+    }
+}
+
 /// Per-channel means of `x` `[c, hw]` into `out` `[c]`, split by channels between the
 /// threads when `x` holds at least [`SPLIT_MEANS`] values (same values either way: each
 /// channel's sum runs in the same order).
@@ -303,21 +323,6 @@ fn channel_means(
     hw: usize,
     out: &mut Vec<f32>,
 ) {
-    /// The means of the planes of `x` from channel `first` into `part`.
-    #[inline(always)]
-    fn means(x: &[f32], hw: usize, first: usize, part: &mut [f32]) {
-        for (m, plane) in part.iter_mut().zip(x[first * hw..].chunks_exact(hw)) {
-            let mut acc = [0f32; 8];
-            let chunks = plane.chunks_exact(8);
-            let rest: f32 = chunks.remainder().iter().sum();
-            for c in chunks {
-                for i in 0..8 {
-                    acc[i] += c[i];
-                }
-            }
-            *m = (acc.iter().sum::<f32>() + rest) / hw as f32;
-        }
-    }
     let helper = if c * hw >= SPLIT_MEANS {
         helper
     } else {
@@ -330,7 +335,7 @@ fn channel_means(
         1,
         1,
         #[inline(always)]
-        |first, part, _| means(x, hw, first, part),
+        |first, part, _| plane_means(x, hw, first, part),
     );
 }
 
@@ -349,10 +354,11 @@ fn split_row(rows: usize, w: usize, share: f64) -> Option<usize> {
 /// Runs `f(part, scratch)` over `out`, planes of `rows` rows of `w` pixels: on the calling
 /// thread alone, or split by pixels at [`split_row`] with the helper taking the lower rows
 /// of every plane. Every layer at one size splits at the same row within a frame (the
-/// caller's share, [`Balance::share`], is fixed for the frame), so a thread mostly reads
-/// what it wrote itself (splitting by channels made each thread of a 1x1 layer read every
-/// input plane, half of them from the other core's cache: 1.34x the one-thread time,
-/// `tools/hand-off-timers.patch`). Each split's two times go to [`Balance::record`].
+/// caller's share, [`Balance::share`], is fixed for the frame), so a layer reads mostly rows
+/// its own core wrote where the layer before it split by rows too (a 1x1 layer split by
+/// channels made each thread read every input plane, half of them from the other core's
+/// cache: 1.34x the one-thread time, `tools/hand-off-timers.patch`). Each split's two times
+/// go to [`Balance::record`].
 ///
 /// [`Balance::share`]: super::helper::Balance::share
 /// [`Balance::record`]: super::helper::Balance::record
@@ -391,30 +397,13 @@ fn split_pixels_with<T, F>(
         (Some(h), Some(mid)) => {
             let (mut lo, mut hi) = whole.split_at(mid * w);
             let f = &f;
-            let helper_ns = AtomicU64::new(0);
-            let start = Instant::now();
-            let caller = h.join(
-                #[inline(always)]
-                || {
-                    simd(
-                        #[inline(always)]
-                        || f(&mut lo, mine),
-                    );
-                    start.elapsed()
-                },
-                #[inline(always)]
-                || {
-                    simd(
-                        #[inline(always)]
-                        || f(&mut hi, theirs),
-                    );
-                    helper_ns.store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                },
-            );
-            h.balance.record(
+            join_balanced(
+                h,
                 mid as f64 / rows as f64,
-                caller.as_nanos() as f64,
-                helper_ns.into_inner() as f64,
+                #[inline(always)]
+                || f(&mut lo, mine),
+                #[inline(always)]
+                || f(&mut hi, theirs),
             );
         }
         _ => simd(
@@ -422,6 +411,33 @@ fn split_pixels_with<T, F>(
             || f(&mut whole, mine),
         ),
     }
+}
+
+/// Runs `a` on the calling thread and `b` on the helper, each under [`simd`], and gives
+/// [`Balance::record`] the caller's share of the work `share` (0..1) and the two sides' times.
+///
+/// [`Balance::record`]: super::helper::Balance::record
+#[inline(always)]
+fn join_balanced(h: &mut Helper, share: f64, a: impl FnOnce(), b: impl FnOnce() + Send) {
+    let helper_ns = AtomicU64::new(0);
+    let start = Instant::now();
+    let caller = h.join(
+        #[inline(always)]
+        || {
+            simd(a);
+            start.elapsed()
+        },
+        #[inline(always)]
+        || {
+            simd(b);
+            helper_ns.store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        },
+    );
+    h.balance.record(
+        share,
+        caller.as_nanos() as f64,
+        helper_ns.into_inner() as f64,
+    );
 }
 
 /// A 1x1 layer over `x` `[cin, h*w]` into `out` (`[cout, h*w]`), with the packed weights
@@ -450,7 +466,18 @@ fn pointwise(
     );
 }
 
-/// A depthwise layer over `x` `[c, h*w]` into `out` `[c, oh*ow]`, split by output rows.
+/// A depthwise layer over `x` `[c, h*w]` into `out` `[c, oh*ow]`, split between the threads
+/// by channels at [`split_channel`]; with a non-empty `means` (`[c]`), also the mean of every
+/// output plane (the squeeze-excite gate's input), each thread averaging the planes it has
+/// just written while they are in its cache.
+///
+/// By channels, not by rows as the 1x1 layers around it: each half of a split by rows laid
+/// out its input rows again with the `k / 2` rows beyond the split and paid the per-channel
+/// part of the kernel again (a third of a 9-row plane cost over 40 % of its time), while a
+/// channel's plane is a few KB that the next 1x1 layer reads from the other core at little
+/// cost. Two threads over one, landscape: 1.50-1.52x by rows, 1.63-1.67x by channels, in the
+/// same runs (docs/devices.md, "Depthwise layers split by channels").
+#[allow(clippy::too_many_arguments)]
 fn depthwise(
     helper: &mut Option<Helper>,
     scratch: &mut [Vec<f32>; 2],
@@ -459,15 +486,62 @@ fn depthwise(
     h: usize,
     w: usize,
     out: &mut [f32],
+    means: &mut [f32],
 ) {
-    split_pixels(
-        helper,
-        scratch,
-        out,
-        op.output_size(h, w),
-        #[inline(always)]
-        |part, s| op.run_rows(x, h, w, part, s),
-    );
+    let (oh, ow) = op.output_size(h, w);
+    let ohw = oh * ow;
+    let channels = out.len() / ohw;
+    /// One side's channels from `first` (a fn with `inline(always)`, so the kernels stay
+    /// inside the caller's `simd` context).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        op: &DepthwiseConv,
+        (x, h, w): (&[f32], usize, usize),
+        first: usize,
+        part: &mut [f32],
+        means: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        op.run_channels(first, x, h, w, part, scratch);
+        if !means.is_empty() {
+            let (oh, ow) = op.output_size(h, w);
+            plane_means(part, oh * ow, 0, means);
+        }
+    }
+    let [s0, s1] = scratch;
+    let split = helper
+        .as_ref()
+        .and_then(|h| split_channel(channels, h.balance.share()));
+    match (helper, split) {
+        (Some(hp), Some(mid)) => {
+            let (lo, hi) = out.split_at_mut(mid * ohw);
+            let (mlo, mhi) = means.split_at_mut(if means.is_empty() { 0 } else { mid });
+            join_balanced(
+                hp,
+                mid as f64 / channels as f64,
+                #[inline(always)]
+                || run(op, (x, h, w), 0, lo, mlo, s0),
+                #[inline(always)]
+                || run(op, (x, h, w), mid, hi, mhi, s1),
+            );
+        }
+        _ => simd(
+            #[inline(always)]
+            || run(op, (x, h, w), 0, out, means, s0),
+        ),
+    }
+}
+
+/// The channel at which a layer of `channels` planes is split between the two threads for
+/// the caller's share `share` (0..1, from [`Balance::share`]), the caller taking the planes
+/// before it (rounded up: at 0.5 the caller, which also posts the join, takes the larger
+/// half); `None` when a half would be empty.
+///
+/// [`Balance::share`]: super::helper::Balance::share
+fn split_channel(channels: usize, share: f64) -> Option<usize> {
+    let mid = (channels as f64 * share).ceil() as usize;
+    (1..channels).contains(&mid).then_some(mid)
 }
 
 /// The selfie-segmentation network on slices with reused buffers (see the module docs).
@@ -951,11 +1025,15 @@ impl FusedNet {
         let (oh, ow) = blk.dw.output_size(h, w);
         let ohw = oh * ow;
         let dwo = fit(dwo, cfg.expanded * ohw);
-        depthwise(helper, scratch, &blk.dw, exp, h, w, dwo);
+        let dw_means = if blk.se.is_some() {
+            fit(means, cfg.expanded)
+        } else {
+            &mut []
+        };
+        depthwise(helper, scratch, &blk.dw, exp, h, w, dwo, dw_means);
         let p = &blk.project;
         let weights: &[f32] = match &blk.se {
             Some(se) => {
-                channel_means(helper, scratch, dwo, cfg.expanded, ohw, means);
                 se.apply(&means[..cfg.expanded], mid, gate);
                 pack_pointwise(
                     &p.weight,
@@ -1061,6 +1139,7 @@ impl FusedNet {
             2 * h,
             2 * w,
             fit(out, c * uhw),
+            &mut [],
         );
     }
 }

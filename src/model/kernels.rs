@@ -211,55 +211,33 @@ impl DepthwiseConv {
         self.run_prepared(c, &prepared, input, out);
     }
 
-    /// Output rows `out.columns() / ow` of every channel: `input` holds the layer's `h * w`
-    /// input planes one after the other, `out` gives whole output rows (`ow` values each) of
-    /// the `[c, oh * ow]` output, one view row per channel. Only the input rows those outputs
-    /// read are laid out, so two threads can take halves of the rows (a split by pixels: each
-    /// reads its own rows and the `k / 2` beyond the split). The same values, bit for bit, as
+    /// Channels `first..first + out.len() / (oh * ow)` of the layer, whole planes: `input`
+    /// holds all of the layer's `h * w` input planes one after the other, `out` the chosen
+    /// channels' `[n, oh * ow]` outputs. The same values, bit for bit, as
     /// [`DepthwiseConv::run_plane`] per channel; the padded layout in `scratch` is zeroed once
-    /// for all channels (each channel rewrites only its interior rows). Call under [`simd`].
+    /// for all the channels. Used to split small planes between two threads by channels,
+    /// where a split by rows would lay out most rows twice. Call under [`simd`].
     ///
     /// # Panics
-    /// If `out`'s columns are not whole output rows or a slice is too short.
+    /// If a slice is too short for the channels asked.
     #[inline(always)]
-    pub fn run_rows(
+    pub fn run_channels(
         &self,
+        first: usize,
         input: &[f32],
         h: usize,
         w: usize,
-        out: &mut ColumnsMut,
+        out: &mut [f32],
         scratch: &mut Vec<f32>,
     ) {
         let (oh, ow) = self.output_size(h, w);
         let (k, s) = (self.kernel, self.stride);
-        let cols = out.columns();
-        assert!(
-            out.stride() == oh * ow && cols.start % ow == 0 && cols.end % ow == 0,
-            "whole output rows"
-        );
-        let (r0, r1) = (cols.start / ow, cols.end / ow);
-        if r0 == r1 {
-            return;
-        }
-        // Output row oy reads padded rows s * oy .. s * oy + k, i.e. input rows from
-        // s * oy - top padding.
-        let pt = PreparedPlane::geometry(h, w, k, s)[4];
-        let (y0, y1) = ((s * r0).saturating_sub(pt), (s * (r1 - 1) + k - pt).min(h));
-        for (c, x) in input.chunks_exact(h * w).take(out.rows()).enumerate() {
-            PreparedPlane::fill_interior(x, h, w, k, s, scratch, c > 0, y0..y1);
-            // Output row r0 first: every phase's rows from r0 on are at the same offset.
-            let whole = PreparedPlane::view(scratch, h, w, k, s);
-            let prepared = PreparedPlane {
-                data: &whole.data[r0 * whole.pw..],
-                oh: r1 - r0,
-                ..whole
-            };
-            let own = if self.residual {
-                &x[r0 * w..r1 * w]
-            } else {
-                &[]
-            };
-            self.run_prepared(c, &prepared, own, out.row(c));
+        for (i, o) in out.chunks_exact_mut(oh * ow).enumerate() {
+            let c = first + i;
+            let x = &input[c * h * w..(c + 1) * h * w];
+            PreparedPlane::fill_interior(x, h, w, k, s, scratch, i > 0, 0..h);
+            let prepared = PreparedPlane::view(scratch, h, w, k, s);
+            self.run_prepared(c, &prepared, x, o);
         }
     }
 
@@ -1932,12 +1910,12 @@ mod tests {
         assert_eq!(same_padding(9, 3, 2), (1, 1));
     }
 
-    /// `run_rows` lays out only the rows it reads and zeroes the layout once per call: split
-    /// at any output row, its two halves must equal `run_plane` per channel bit for bit, also
-    /// when the scratch holds another layer's values (nonzero where this layer's padding
-    /// lies) or has another layer's length.
+    /// `run_channels` zeroes the layout once per call and then rewrites only each plane's
+    /// interior: split at any channel, its two parts must equal `run_plane` per channel bit
+    /// for bit, also when the scratch holds another layer's values (nonzero where this
+    /// layer's padding lies) or has another layer's length.
     #[test]
-    fn run_rows_equals_run_plane_at_every_split_with_a_dirty_scratch() {
+    fn run_channels_equals_run_plane_at_every_split_with_a_dirty_scratch() {
         for &(k, s, h, w) in &[(3, 1, 7, 9), (3, 2, 8, 10), (5, 2, 9, 16), (5, 1, 6, 5)] {
             let c = 4;
             let x: Vec<f32> = (0..c * h * w)
@@ -1960,15 +1938,14 @@ mod tests {
                 op.run_plane(ch, &x[ch * h * w..(ch + 1) * h * w], h, w, o, &mut scratch);
             }
             // The same length as this layer's layout, full of non-zeros; then a shorter one.
-            for mid in 0..=oh {
+            for mid in 0..=c {
                 for dirty in [vec![7.5f32; scratch.len()], vec![7.5f32; 3]] {
                     let mut scratch = dirty;
                     let mut all = vec![f32::NAN; c * oh * ow];
-                    // Rows mid.. first (as the second thread runs its half), then 0..mid.
-                    let (mut top, mut bottom) =
-                        ColumnsMut::new(&mut all, oh * ow).split_at(mid * ow);
-                    op.run_rows(&x, h, w, &mut bottom, &mut scratch);
-                    op.run_rows(&x, h, w, &mut top, &mut scratch);
+                    // Channels mid.. first (as the second thread runs its part), then 0..mid.
+                    let (first, second) = all.split_at_mut(mid * oh * ow);
+                    op.run_channels(mid, &x, h, w, second, &mut scratch);
+                    op.run_channels(0, &x, h, w, first, &mut scratch);
                     let same = one
                         .iter()
                         .zip(&all)
