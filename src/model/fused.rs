@@ -467,8 +467,8 @@ fn pointwise(
 }
 
 /// A depthwise layer over `x` `[c, h*w]` into `out` `[c, oh*ow]`, split between the threads
-/// by channels at [`split_channel`]; with a non-empty `means` (`[c]`), also the mean of every
-/// output plane (the squeeze-excite gate's input), each thread averaging the planes it has
+/// by channels at [`split_channel`]; with `means` (`[c]`), also the mean of every output
+/// plane (the squeeze-excite gate's input), each thread averaging the planes it has
 /// just written while they are in its cache.
 ///
 /// By channels, not by rows as the 1x1 layers around it: each half of a split by rows laid
@@ -486,7 +486,7 @@ fn depthwise(
     h: usize,
     w: usize,
     out: &mut [f32],
-    means: &mut [f32],
+    means: Option<&mut [f32]>,
 ) {
     let (oh, ow) = op.output_size(h, w);
     let ohw = oh * ow;
@@ -500,11 +500,11 @@ fn depthwise(
         (x, h, w): (&[f32], usize, usize),
         first: usize,
         part: &mut [f32],
-        means: &mut [f32],
+        means: Option<&mut [f32]>,
         scratch: &mut Vec<f32>,
     ) {
         op.run_channels(first, x, h, w, part, scratch);
-        if !means.is_empty() {
+        if let Some(means) = means {
             let (oh, ow) = op.output_size(h, w);
             plane_means(part, oh * ow, 0, means);
         }
@@ -516,7 +516,13 @@ fn depthwise(
     match (helper, split) {
         (Some(hp), Some(mid)) => {
             let (lo, hi) = out.split_at_mut(mid * ohw);
-            let (mlo, mhi) = means.split_at_mut(if means.is_empty() { 0 } else { mid });
+            let (mlo, mhi) = match means {
+                Some(m) => {
+                    let (a, b) = m.split_at_mut(mid);
+                    (Some(a), Some(b))
+                }
+                None => (None, None),
+            };
             join_balanced(
                 hp,
                 mid as f64 / channels as f64,
@@ -1025,11 +1031,7 @@ impl FusedNet {
         let (oh, ow) = blk.dw.output_size(h, w);
         let ohw = oh * ow;
         let dwo = fit(dwo, cfg.expanded * ohw);
-        let dw_means = if blk.se.is_some() {
-            fit(means, cfg.expanded)
-        } else {
-            &mut []
-        };
+        let dw_means = blk.se.as_ref().map(|_| fit(means, cfg.expanded));
         depthwise(helper, scratch, &blk.dw, exp, h, w, dwo, dw_means);
         let p = &blk.project;
         let weights: &[f32] = match &blk.se {
@@ -1139,7 +1141,7 @@ impl FusedNet {
             2 * h,
             2 * w,
             fit(out, c * uhw),
-            &mut [],
+            None,
         );
     }
 }
@@ -1303,6 +1305,18 @@ mod tests {
     /// The split follows the caller's share: at 0.5 the caller takes the larger half (the
     /// 9-row landscape planes at 1/16 size split 5:4), otherwise the first row from the share
     /// whose pixels start a 16-pixel block; `None` when no row is left to the helper.
+    /// The depthwise layers' split by channels follows the share too, the caller taking the
+    /// larger part at 0.5; a split that would leave a thread without a plane is none.
+    #[test]
+    fn split_channel_follows_the_share() {
+        assert_eq!(split_channel(72, 0.5), Some(36));
+        assert_eq!(split_channel(88, 0.6), Some(53));
+        assert_eq!(split_channel(9, 0.5), Some(5));
+        assert_eq!(split_channel(128, 0.25), Some(32));
+        assert_eq!(split_channel(2, 0.75), None); // 1.5 rounds up to both planes
+        assert_eq!(split_channel(1, 0.5), None);
+    }
+
     #[test]
     fn split_row_follows_the_share() {
         assert_eq!(split_row(9, 16, 0.5), Some(5));

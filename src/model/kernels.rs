@@ -215,8 +215,8 @@ impl DepthwiseConv {
     /// holds all of the layer's `h * w` input planes one after the other, `out` the chosen
     /// channels' `[n, oh * ow]` outputs. The same values, bit for bit, as
     /// [`DepthwiseConv::run_plane`] per channel; the padded layout in `scratch` is zeroed once
-    /// for all the channels. Used to split small planes between two threads by channels,
-    /// where a split by rows would lay out most rows twice. Call under [`simd`].
+    /// for all the channels. What one thread runs when a layer is split between two threads
+    /// by channels. Call under [`simd`].
     ///
     /// # Panics
     /// If a slice is too short for the channels asked.
