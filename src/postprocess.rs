@@ -57,12 +57,13 @@ pub const FLUSH_BELOW: f32 = 1.0 / (1u32 << 20) as f32;
 ///
 /// In confident background the network's output is 0 or tiny: the fused sigmoid's smallest
 /// value above 0 is 1.6e-38 ([`crate::model::kernels::SIGMOID_ZERO_ABOVE`]; 6e-39 before that
-/// cut-off), candle's sigmoid on a GPU gives subnormals itself, and bilinear weights carry
-/// tiny values into subnormals: before both changes 521 098 of the 2 073 600 values of a
-/// 1920x1080 mask of the demo photo were subnormal. Arithmetic on subnormals costs about a hundred cycles a value on Intel cores: on
-/// a Xeon of the lent H200 machine (4 December) the 1080p post-process took 17.9 ms with the
-/// CPU network against 2.8 ms with the CUDA one, whose output has none (`scripts/gpu-check.sh`).
-/// XNNPACK's sigmoid flushes its subnormal outputs for the same reason.
+/// cut-off), candle's sigmoid on a GPU gives subnormals itself, and bilinear weights carry tiny
+/// values into subnormals: before both changes 521 098 of the 2 073 600 values of a 1920x1080
+/// mask of the demo photo were subnormal. Arithmetic on subnormals costs about a hundred cycles
+/// a value on Intel cores: on a Xeon of the lent H200 machine (4 December) the 1080p
+/// post-process took 17.9 ms with the CPU network against 2.8 ms with the CUDA one, whose
+/// output has none (`scripts/gpu-check.sh`). XNNPACK's sigmoid flushes its subnormal outputs
+/// for the same reason.
 pub fn flush_tiny(probability: &mut [f32]) {
     simd(
         #[inline(always)]

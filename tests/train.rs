@@ -223,12 +223,11 @@ fn train_a_few_steps_on_fixture_pairs() {
 }
 
 /// The direct depthwise op equals the gather form and the shifted form (values, gradient of the
-/// input, gradient of the weight, within 1e-5 of the largest magnitude or 1e-5 when that is
-/// below 1) for every
-/// kernel and stride of the network, on odd and even sizes (TensorFlow SAME padding is
-/// asymmetric at stride 2), a batch of two. (The two forms sum in different orders: at 9x16 a
-/// weight gradient adds 288 random products, up to about 37 in all, and the rounding alone
-/// differed by up to 1.1e-5 in 3 of 200 runs against the absolute 1e-5 this test had.)
+/// input, gradient of the weight, within 1e-5 of the largest magnitude, or of 1 when that is
+/// smaller) for every kernel and stride of the network, on odd and even sizes (TensorFlow SAME
+/// padding is asymmetric at stride 2), a batch of two. (The forms sum in different orders: at
+/// 9x16 a weight gradient adds 288 random products, up to about 37 in all, and the rounding
+/// alone differed by up to 1.1e-5 in 3 of 200 runs against the absolute 1e-5 this test had.)
 #[test]
 fn direct_depthwise_matches_the_gather_form_and_its_gradients() {
     use obs_ai_background::model::trainable::{
